@@ -1,0 +1,18 @@
+"""minigrad: a from-scratch deep-learning framework on NumPy (and CuPy), for section 4.6 "Dropout".
+
+The file map: ``backend`` (NumPy or CuPy, devices, random generators), ``autograd`` (Tensor,
+Function, backward), ``functions`` (one Function per op), ``creation`` (tensor factories),
+``nn`` (modules, layers, losses, functional), ``optim`` (SGD), ``gradcheck``.
+"""
+import numpy as _numpy
+
+from . import backend, functions, nn, optim
+from .autograd import Function, Tensor, is_grad_enabled, no_grad
+from .backend import DeviceError, cuda_available, manual_seed
+from .creation import arange, ones, rand, randn, tensor, zeros
+from .gradcheck import GradcheckError, gradcheck
+
+float16, float32, float64 = _numpy.float16, _numpy.float32, _numpy.float64
+int32, int64, uint8, bool_ = _numpy.int32, _numpy.int64, _numpy.uint8, _numpy.bool_
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""The array backend: which array library (NumPy or CuPy) holds a tensor, and on which device.
+
+Generic code never imports NumPy or CuPy to do math. It asks the array for its module,
+``xp = get_array_module(array)``, as Chainer does, so one implementation of an op runs on
+both libraries. Devices are named as in PyTorch: ``"cpu"``, ``"cuda"`` (the first GPU) and
+``"cuda:N"``. CuPy is optional; asking for a GPU without it raises :class:`DeviceError`
+with the command that installs it.
+
+Each device has its own random generator (``numpy.random.Generator`` on the CPU,
+``cupy.random.Generator`` on a GPU) so random draws happen where the array lives, in its
+dtype. :func:`manual_seed` reseeds all of them. The CPU and a GPU use different bit
+generators, so the same seed gives different dropout masks on the two.
+"""
+import contextlib
+import os
+
+import numpy
+
+try:  # CuPy is the optional GPU backend: `pip install "minigrad[cuda]"`.
+    import cupy
+except ImportError:  # pragma: no cover - depends on the machine
+    cupy = None
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine cannot provide."""
+
+
+CUPY_INSTALL_HINT = (
+    'install CuPy for your CUDA version: pip install "minigrad[cuda]" (CUDA 13, cupy-cuda13x), '
+    "or pip install cupy-cuda12x for CUDA 12; or use device='cpu'"
+)
+
+
+def parse_device(device):
+    """Normalise a device name: None or "cpu" -> "cpu", "cuda" -> "cuda:0", "cuda:N" -> "cuda:N".
+
+    Raises ValueError for a name that is not a device at all.
+    """
+    if device is None:
+        return "cpu"
+    name = str(device).strip().lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda":
+        return "cuda:0"
+    if name.startswith("cuda:") and name[5:].isdigit():
+        return f"cuda:{int(name[5:])}"
+    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N' (N a GPU index such as 0)")
+
+
+def cuda_available():
+    """True when CuPy imports and sees at least one GPU."""
+    if cupy is None:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # CUDA driver missing or broken: no GPU for us.
+        return False
+
+
+def check_device(device):
+    """Return the normalised device name, or raise DeviceError if this machine lacks it."""
+    device = parse_device(device)
+    if device == "cpu":
+        return device
+    if cupy is None:
+        raise DeviceError(f"device {device!r} needs CuPy, which is not installed: {CUPY_INSTALL_HINT}")
+    if not cuda_available():
+        raise DeviceError(f"device {device!r} asked for, but CuPy finds no usable GPU (no CUDA driver or device)")
+    index = int(device.split(":")[1])
+    count = cupy.cuda.runtime.getDeviceCount()
+    if index >= count:
+        raise DeviceError(f"device {device!r} asked for, but this machine has {count} GPU(s): use cuda:0..cuda:{count - 1}")
+    return device
+
+
+def get_array_module(array):
+    """The module (numpy or cupy) that holds ``array``: write ``xp = get_array_module(x)``."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy
+    return numpy
+
+
+def module_for(device):
+    """The array module for a device name."""
+    return numpy if check_device(device) == "cpu" else cupy
+
+
+def device_of(array):
+    """The device name of a raw array ("cpu" or "cuda:N")."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return f"cuda:{array.device.id}"
+    return "cpu"
+
+
+@contextlib.contextmanager
+def on_device(device):
+    """Make ``device`` CuPy's current GPU for the block (a no-op for the CPU)."""
+    device = check_device(device)
+    if device == "cpu":
+        yield
+    else:
+        with cupy.cuda.Device(int(device.split(":")[1])):
+            yield
+
+
+def to_device(array, device):
+    """Return ``array`` on ``device``; the same object when it is already there."""
+    device = check_device(device)
+    if device_of(array) == device:
+        return array
+    if device == "cpu":
+        return cupy.asnumpy(array)
+    with on_device(device):
+        return cupy.asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy array with the values of ``array`` (a copy from the GPU when it lives there)."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
+    return numpy.asarray(array)
+
+
+def synchronize(device):
+    """Wait for the GPU's queued work (for honest timings); nothing to do on the CPU."""
+    device = parse_device(device)
+    if device != "cpu" and cupy is not None:
+        with on_device(device):
+            cupy.cuda.get_current_stream().synchronize()
+
+
+# ---------------------------------------------------------------------------------------
+# Random generators, one per device.
+
+_seed = None
+_generators = {}
+
+
+def _fresh_seed():
+    return int.from_bytes(os.urandom(8), "little")
+
+
+def manual_seed(seed):
+    """Seed every device's generator (NumPy's, and CuPy's on each GPU used) with ``seed``."""
+    global _seed
+    _seed = int(seed)
+    _generators.clear()  # rebuilt lazily from _seed, so GPUs first used later are seeded too
+
+
+def generator(device):
+    """The random generator of ``device`` (created on first use from the manual seed)."""
+    if device in _generators:  # the hot path: one dict lookup per draw
+        return _generators[device]
+    device = check_device(device)
+    if device not in _generators:
+        seed = _fresh_seed() if _seed is None else _seed
+        if device == "cpu":
+            _generators[device] = numpy.random.Generator(numpy.random.PCG64(seed))
+        else:
+            with on_device(device):
+                _generators[device] = cupy.random.Generator(cupy.random.XORWOW(seed))
+    return _generators[device]
+
+
+def add_at(target, index, values):
+    """``target[index] += values`` where repeated indices add up (numpy.add.at; cupyx.scatter_add)."""
+    if get_array_module(target) is numpy:
+        numpy.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)

@@ -1,0 +1,79 @@
+"""Making tensors: ``tensor``, ``zeros``, ``ones``, ``arange``, ``randn``, on a device, with a dtype.
+
+Floating-point data defaults to float32 (as in PyTorch), integers to int64.
+"""
+import numpy
+
+from . import backend
+from .autograd import Tensor
+
+
+def _resolve_dtype(values, dtype):
+    if dtype is not None:
+        return numpy.dtype(dtype)
+    kind = numpy.asarray(values).dtype.kind if not hasattr(values, "dtype") else values.dtype.kind
+    if kind == "f":
+        return numpy.dtype(numpy.float32)
+    if kind in "iu" or kind == "b":
+        return None  # keep integers and booleans as they are
+    raise TypeError(f"cannot make a tensor from data of dtype kind {kind!r}: give numbers or an array of numbers")
+
+
+def _leaf(data, requires_grad):
+    if requires_grad and data.dtype.kind != "f":
+        raise ValueError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def tensor(data, requires_grad=False, device=None, dtype=None):
+    """A new leaf tensor holding a copy of ``data`` (numbers, nested lists, a NumPy/CuPy array, a Tensor)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.module_for(device)
+    if backend.get_array_module(data) is not xp:
+        data = backend.to_numpy(data) if xp is numpy else data
+    with backend.on_device(device):
+        array = xp.array(data, dtype=_resolve_dtype(data, dtype), copy=True)
+    return _leaf(array, requires_grad)
+
+
+def _shape(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def zeros(*shape, device=None, dtype="float32", requires_grad=False):
+    """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
+    xp = backend.module_for(device)
+    with backend.on_device(device):
+        return _leaf(xp.zeros(_shape(shape), dtype=dtype), requires_grad)
+
+
+def ones(*shape, device=None, dtype="float32", requires_grad=False):
+    """A tensor of ones: ``ones(2, 3)`` or ``ones((2, 3))``."""
+    xp = backend.module_for(device)
+    with backend.on_device(device):
+        return _leaf(xp.ones(_shape(shape), dtype=dtype), requires_grad)
+
+
+def arange(start, stop=None, step=1, device=None, dtype=None, requires_grad=False):
+    """Evenly spaced values in [start, stop): int64 from integers, float32 from floats."""
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        is_float = any(isinstance(v, float) for v in (start, stop, step))
+        dtype = "float32" if is_float else "int64"
+    xp = backend.module_for(device)
+    with backend.on_device(device):
+        return _leaf(xp.arange(start, stop, step, dtype=dtype), requires_grad)
+
+
+def randn(*shape, device=None, dtype="float32", requires_grad=False):
+    """Values drawn from N(0, 1) with the device's generator (seeded by ``manual_seed``)."""
+    draw = backend.generator(backend.parse_device(device)).standard_normal(_shape(shape), dtype=dtype)
+    return _leaf(draw, requires_grad)
+
+
+def rand(*shape, device=None, dtype="float32", requires_grad=False):
+    """Values drawn from Uniform[0, 1) with the device's generator."""
+    draw = backend.generator(backend.parse_device(device)).random(_shape(shape), dtype=dtype)
+    return _leaf(draw, requires_grad)

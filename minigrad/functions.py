@@ -1,0 +1,369 @@
+"""Every differentiable op, one Function each, with forward and backward side by side.
+
+Conventions: ``forward`` receives raw arrays (NumPy or CuPy; ``xp`` is whichever holds them)
+and saves what ``backward`` needs on ``self``. ``backward(gy)`` receives gy = dL/dy and returns
+one gradient per input, dL/dx = gy * dy/dx (the chain rule). A gradient may have the
+broadcast shape of the output; the engine sums it down to the input's shape
+(``autograd.unbroadcast``), so no op repeats that logic.
+"""
+from .autograd import Function
+from .backend import add_at, generator, device_of, get_array_module
+
+
+def _scalar_array(xp, value):
+    """Reductions give NumPy scalars; keep every tensor's data a real (0-d) array."""
+    return xp.asarray(value)
+
+
+# --- arithmetic ------------------------------------------------------------------------
+
+class Add(Function):
+    """y = a + b.   dy/da = 1, dy/db = 1."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return gy, gy
+
+
+class Sub(Function):
+    """y = a - b.   dy/da = 1, dy/db = -1."""
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        return gy, -gy
+
+
+class Mul(Function):
+    """y = a * b (elementwise).   dy/da = b, dy/db = a."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy):
+        return gy * self.b, gy * self.a
+
+
+class Div(Function):
+    """y = a / b.   dy/da = 1 / b, dy/db = -a / b^2."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, gy):
+        ga = gy / self.b
+        return ga, -ga * self.a / self.b
+
+
+class Neg(Function):
+    """y = -x.   dy/dx = -1."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return (-gy,)
+
+
+class Pow(Function):
+    """y = x^n for a constant number n.   dy/dx = n x^(n-1)."""
+
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.exponent
+
+    def backward(self, gy):
+        n = self.exponent
+        return (gy * n * self.x ** (n - 1),)
+
+
+class Exp(Function):
+    """y = e^x.   dy/dx = e^x = y (so the output is saved, not the input)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.y = xp.exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return (gy * self.y,)
+
+
+class Log(Function):
+    """y = ln x.   dy/dx = 1 / x."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        return xp.log(x)
+
+    def backward(self, gy):
+        return (gy / self.x,)
+
+
+class ReLU(Function):
+    """y = max(x, 0).   dy/dx = 1 where y > 0, else 0 (read from the saved output)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.y = xp.maximum(x, 0)
+        return self.y
+
+    def backward(self, gy):
+        return (gy * (self.y > 0),)
+
+
+# --- matrix products ---------------------------------------------------------------------
+
+class MatMul(Function):
+    """Y = A @ B.   dL/dA = dL/dY @ B^T,  dL/dB = A^T @ dL/dY.
+
+    Stacks of matrices broadcast as in NumPy; a 1-D operand is a row (left) or column (right)
+    vector, as in NumPy.
+    """
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul needs arrays with at least one axis, got shapes {a.shape} and {b.shape}")
+        inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+        if a.shape[-1] != inner_b:
+            raise ValueError(f"matmul shape mismatch: {a.shape} @ {b.shape} "
+                             f"({a.shape[-1]} columns against {inner_b} rows)")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        # View 1-D operands as matrices so one pair of formulas serves every case.
+        a = self.a[None, :] if self.a.ndim == 1 else self.a
+        b = self.b[:, None] if self.b.ndim == 1 else self.b
+        if self.a.ndim == 1:
+            gy = xp.expand_dims(gy, -2)
+        if self.b.ndim == 1:
+            gy = xp.expand_dims(gy, -1)
+        ga = gy @ xp.swapaxes(b, -1, -2)
+        gb = xp.swapaxes(a, -1, -2) @ gy
+        if self.a.ndim == 1:
+            ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])  # drop the row axis added above
+        if self.b.ndim == 1:
+            gb = gb[..., 0]
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x W^T + b, a fully connected layer as one op (W has shape (out, in), as in PyTorch).
+
+    dL/dx = gy W,  dL/dW = gy^T x,  dL/db = sum of gy over the batch.
+    One op instead of MatMul + Transpose + Add: fewer temporaries, and the bias is added in place.
+    """
+
+    def forward(self, x, weight, bias=None):
+        if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
+                             f"(out_features, in_features): the input's last axis must be {weight.shape[1]}")
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias of shape {bias.shape} does not fit a weight of shape {weight.shape}")
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        y = x @ weight.T
+        if bias is not None:
+            y += bias  # y is a fresh array, so adding in place saves a temporary
+        return y
+
+    def backward(self, gy):
+        x2d = self.x.reshape(-1, self.x.shape[-1])
+        gy2d = gy.reshape(-1, gy.shape[-1])
+        gx = gy @ self.weight
+        gw = gy2d.T @ x2d
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, gy2d.sum(axis=0)
+
+
+# --- reductions ---------------------------------------------------------------------------
+
+def _grad_to_input_shape(xp, gy, shape, axis, keepdims):
+    """Spread the gradient of a reduction back over the axes it reduced (a fresh, writable array)."""
+    if axis is not None and not keepdims:
+        gy = xp.expand_dims(gy, axis)
+    return xp.broadcast_to(gy, shape).copy()
+
+
+class Sum(Function):
+    """y = sum of x over ``axis`` (all axes when None).   dy/dx_i = 1 for every summed x_i."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.shape = x.shape
+        return _scalar_array(xp, x.sum(axis=self.axis, keepdims=self.keepdims))
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return (_grad_to_input_shape(xp, gy, self.shape, self.axis, self.keepdims),)
+
+
+class Mean(Function):
+    """y = (1/n) sum of x over ``axis``, n the number of summed values.   dy/dx_i = 1/n."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.shape = x.shape
+        y = _scalar_array(xp, x.mean(axis=self.axis, keepdims=self.keepdims))
+        self.count = x.size // max(y.size, 1) if x.size else 1
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return (_grad_to_input_shape(xp, gy / self.count, self.shape, self.axis, self.keepdims),)
+
+
+class Max(Function):
+    """y = max of x over ``axis``.   dy/dx_i = 1/k at the k positions holding the maximum, else 0."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        self.y_kept = x.max(axis=self.axis, keepdims=True)
+        if self.keepdims:
+            return self.y_kept
+        return _scalar_array(xp, self.y_kept.squeeze(axis=self.axis))
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        is_max = self.x == self.y_kept
+        share = is_max / is_max.sum(axis=self.axis, keepdims=True)  # ties split the gradient
+        gy = gy if self.keepdims or self.axis is None else xp.expand_dims(gy, self.axis)
+        return ((gy * share).astype(self.x.dtype, copy=False),)
+
+
+# --- shape ---------------------------------------------------------------------------------
+
+class Reshape(Function):
+    """y = x with a new shape (same values, row-major order).   dL/dx = dL/dy reshaped back."""
+
+    def __init__(self, shape):
+        self.new_shape = shape
+
+    def forward(self, x):
+        self.shape = x.shape
+        try:
+            return x.reshape(self.new_shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} values) "
+                             f"into shape {self.new_shape}") from None
+
+    def backward(self, gy):
+        return (gy.reshape(self.shape),)
+
+
+class Transpose(Function):
+    """y = x with its axes permuted (reversed when ``axes`` is None).   dL/dx = dL/dy permuted back."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def forward(self, x):
+        self.axes = tuple(reversed(range(x.ndim))) if self.axes is None else self.axes
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        inverse = sorted(range(len(self.axes)), key=self.axes.__getitem__)
+        return (gy.transpose(inverse),)
+
+
+class Index(Function):
+    """y = x[index] (integers, slices or integer arrays).
+
+    dL/dx = zeros with dL/dy added at the selected positions; an index picked twice gets both.
+    """
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, dtype=self.dtype)
+        add_at(gx, self.index, gy)
+        return (gx,)
+
+
+# --- the chapter's two special ops -----------------------------------------------------------
+
+class Dropout(Function):
+    """Eq. (4.6.1): y = x * keep / (1 - p), keep = [U > p], U ~ Uniform[0, 1) drawn per element.
+
+    dy/dx = keep / (1 - p): backward multiplies by the very mask forward used. The mask is
+    stored already scaled (``mask = keep / (1 - p)``, in x's dtype) so both directions are one
+    multiply, as in Chainer. U is drawn on x's device, in x's dtype. 0 <= p < 1 here;
+    ``nn.functional.dropout`` handles p = 0 and p = 1 without drawing.
+    """
+
+    def __init__(self, p):
+        self.p = p
+
+    def forward(self, x):
+        uniform = generator(device_of(x)).random(x.shape, dtype=x.dtype)
+        scale = x.dtype.type(1.0 / (1.0 - self.p))  # in x's dtype: bool * Python float would be float64
+        self.mask = (uniform > self.p) * scale
+        return x * self.mask
+
+    def backward(self, gy):
+        return (gy * self.mask,)
+
+
+class SoftmaxCrossEntropy(Function):
+    """L = mean over the batch of -log softmax(o)_y = mean(logsumexp(o) - o_y).
+
+    dL/do = (softmax(o) - onehot(y)) / N.   Fused and max-shifted: logsumexp(o) =
+    m + log sum exp(o - m) with m = max(o), so logits of 1e4 give no inf or nan. Inputs: logits
+    (N, C) and integer labels (N,); the labels get no gradient.
+    """
+
+    def forward(self, logits, labels):
+        xp = get_array_module(logits)
+        if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+            raise ValueError(f"cross_entropy: logits of shape {logits.shape} and labels of shape {labels.shape} "
+                             f"do not fit: expected logits (N, C) and labels (N,)")
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
+        if xp is not get_array_module(labels):
+            raise ValueError("cross_entropy: logits and labels are on different devices")
+        if xp.__name__ == "numpy" and labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1] - 1}], "
+                             f"got values from {labels.min()} to {labels.max()}")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        sum_exp = exp.sum(axis=1, keepdims=True)
+        picked = xp.take_along_axis(shifted, labels[:, None].astype(xp.intp, copy=False), axis=1)
+        loss = (xp.log(sum_exp) - picked).mean()
+        exp /= sum_exp
+        self.probs, self.labels = exp, labels
+        return _scalar_array(xp, loss)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        n = self.probs.shape[0]
+        grad = self.probs.copy()
+        grad[xp.arange(n), self.labels] -= 1
+        grad *= gy / n
+        return grad, None

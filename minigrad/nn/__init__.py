@@ -1,0 +1,8 @@
+"""Neural-network building blocks (``minigrad.nn``), named as in PyTorch."""
+from . import functional, init
+from .layers import Dropout, Flatten, Linear, ReLU, Sequential
+from .loss import CrossEntropyLoss, SoftmaxCrossEntropyLoss
+from .module import Module, Parameter
+
+__all__ = ["functional", "init", "Module", "Parameter", "Linear", "ReLU", "Dropout", "Flatten", "Sequential",
+           "SoftmaxCrossEntropyLoss", "CrossEntropyLoss"]

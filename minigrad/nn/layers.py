@@ -1,0 +1,81 @@
+"""The layers of the chapter's MLP: Linear, ReLU, Dropout, Flatten, and Sequential to chain them."""
+from .. import backend
+from . import functional as F
+from . import init as initializers
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """y = x W^T + b with W of shape (out_features, in_features) and b of shape (out_features,).
+
+    ``init(weight)`` fills W; the default is the chapter's N(0, 0.01^2). Biases start at 0.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init=None, device=None, dtype="float32"):
+        xp = backend.module_for(device)
+        with backend.on_device(device):
+            self.weight = Parameter(xp.empty((out_features, in_features), dtype=dtype))
+            self.bias = Parameter(xp.zeros(out_features, dtype=dtype)) if bias else None
+        self.in_features, self.out_features = in_features, out_features
+        (init or initializers.normal_)(self.weight)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    """y = max(x, 0)."""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Dropout(Module):
+    """Dropout with probability p while ``training`` (eq. 4.6.1); the identity after ``eval()``.
+
+    Training: each element is zeroed with probability p and the survivors are scaled by
+    1/(1-p), so the expectation is unchanged. Evaluation: the input is returned as it is.
+    """
+
+    def __init__(self, p=0.5):
+        self.p = F.check_probability(p)
+
+    def forward(self, x):
+        return F.dropout(x, self.p, training=self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...): images to vectors."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+
+class Sequential(Module):
+    """Modules applied one after the other; they are named "0", "1", ... as in PyTorch."""
+
+    def __init__(self, *modules):
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential takes Modules, got {type(module).__name__} at position {index}")
+            setattr(self, str(index), module)
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def __iter__(self):
+        return self.children()
+
+    def __getitem__(self, index):
+        return list(self.children())[index]
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return x

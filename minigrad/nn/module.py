@@ -1,0 +1,138 @@
+"""Module and Parameter: the containers that models are built from, as in PyTorch."""
+from .. import backend
+from ..autograd import Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that a Module owns and an optimizer updates (requires_grad is on)."""
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    """Base class of layers and models.
+
+    Subclasses set Parameters and sub-Modules as attributes in ``__init__`` and define
+    ``forward``; calling the module runs ``forward``. Parameters are found by walking the
+    attributes in the order they were set (no registration step). ``train()``/``eval()`` set
+    ``training`` on this module and every module inside it; only layers such as Dropout read it.
+    """
+
+    training = True
+    _forward_hooks = ()
+
+    def forward(self, *inputs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *inputs):
+        output = self.forward(*inputs)
+        for hook in self._forward_hooks:
+            hook(self, inputs, output)
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward; returns a function that removes it."""
+        if not self._forward_hooks:
+            self._forward_hooks = []
+        self._forward_hooks.append(hook)
+        return lambda: self._forward_hooks.remove(hook)
+
+    # --- the tree of modules and parameters -------------------------------------------------
+    def named_children(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self):
+        for _, child in self.named_children():
+            yield child
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter) pairs, each parameter once, e.g. ("0.weight", W)."""
+        seen = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, value in vars(module).items():
+                if isinstance(value, Parameter) and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{module_name}.{name}" if module_name else name), value
+
+    def parameters(self):
+        for _, parameter in self.named_parameters():
+            yield parameter
+
+    # --- modes, devices, gradients ------------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode on this module and all inside it (dropout on); returns self."""
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self):
+        """Set evaluation mode (dropout is the identity); returns self."""
+        return self.train(False)
+
+    def to(self, device):
+        """Move every parameter (and its gradient) to ``device``, in place; returns self."""
+        for parameter in self.parameters():
+            parameter.data = backend.to_device(parameter.data, device)
+            if parameter.grad is not None:
+                parameter.grad = backend.to_device(parameter.grad, device)
+        return self
+
+    def zero_grad(self):
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    # --- saving and loading ---------------------------------------------------------------------
+    def state_dict(self):
+        """{dotted name: raw array} of every parameter (the arrays themselves, not copies)."""
+        return {name: parameter.data for name, parameter in self.named_parameters()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays (NumPy or CuPy) into the parameters of the same names.
+
+        The values move to each parameter's device and dtype. With ``strict``, missing or
+        unexpected names are an error; a shape mismatch always is. Nothing is changed unless
+        every entry fits.
+        """
+        parameters = dict(self.named_parameters())
+        missing = sorted(set(parameters) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(parameters))
+        if strict and (missing or unexpected):
+            raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
+                             f"missing {missing}, unexpected {unexpected}")
+        updates = {}
+        for name, parameter in parameters.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            value = value.data if isinstance(value, Tensor) else value
+            if tuple(value.shape) != parameter.shape:
+                raise ValueError(f"load_state_dict: {name!r} has shape {tuple(value.shape)} in the state "
+                                 f"but {parameter.shape} in the model")
+            updates[name] = backend.to_device(value, parameter.device).astype(parameter.dtype, copy=True)
+        for name, value in updates.items():
+            parameters[name].data = value
+
+    def __repr__(self):
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in children]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+    def extra_repr(self):
+        return ""
