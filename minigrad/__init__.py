@@ -15,4 +15,7 @@ from .gradcheck import GradcheckError, gradcheck
 float16, float32, float64 = _numpy.float16, _numpy.float32, _numpy.float64
 int32, int64, uint8, bool_ = _numpy.int32, _numpy.int64, _numpy.uint8, _numpy.bool_
 
+__all__ = ["backend", "functions", "nn", "optim", "Function", "Tensor", "is_grad_enabled", "no_grad",
+           "DeviceError", "cuda_available", "manual_seed", "arange", "ones", "rand", "randn", "tensor", "zeros",
+           "GradcheckError", "gradcheck", "float16", "float32", "float64", "int32", "int64", "uint8", "bool_"]
 __version__ = "0.1.0"

@@ -65,7 +65,10 @@ class Function:
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls(**params)
-        output = Tensor(fn.forward(*[t.data for t in inputs]))
+        data = fn.forward(*[t.data for t in inputs])
+        if isinstance(data, backend.numpy.generic):  # NumPy gives scalars for 0-d results; keep arrays
+            data = backend.numpy.asarray(data)
+        output = Tensor(data)
         if _grad_enabled and any(t.requires_grad for t in inputs):
             output.requires_grad = True
             output.grad_fn = fn
@@ -82,7 +85,7 @@ class Function:
 
 
 def _check_same_device(op_name, tensors):
-    kinds = {type(t.data) for t in tensors}
+    kinds = {backend.get_array_module(t.data) for t in tensors}
     if len(kinds) > 1:
         devices = ", ".join(t.device for t in tensors)
         raise ValueError(f"{op_name}: inputs are on different devices ({devices}); move them with .to(device)")

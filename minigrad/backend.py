@@ -71,7 +71,8 @@ def check_device(device):
     index = int(device.split(":")[1])
     count = cupy.cuda.runtime.getDeviceCount()
     if index >= count:
-        raise DeviceError(f"device {device!r} asked for, but this machine has {count} GPU(s): use cuda:0..cuda:{count - 1}")
+        raise DeviceError(f"device {device!r} asked for, but this machine has {count} GPU(s): "
+                          f"use cuda:0 .. cuda:{count - 1}")
     return device
 
 

@@ -10,11 +10,6 @@ from .autograd import Function
 from .backend import add_at, generator, device_of, get_array_module
 
 
-def _scalar_array(xp, value):
-    """Reductions give NumPy scalars; keep every tensor's data a real (0-d) array."""
-    return xp.asarray(value)
-
-
 # --- arithmetic ------------------------------------------------------------------------
 
 class Add(Function):
@@ -203,9 +198,8 @@ class Sum(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        xp = get_array_module(x)
         self.shape = x.shape
-        return _scalar_array(xp, x.sum(axis=self.axis, keepdims=self.keepdims))
+        return x.sum(axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -219,9 +213,8 @@ class Mean(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        xp = get_array_module(x)
         self.shape = x.shape
-        y = _scalar_array(xp, x.mean(axis=self.axis, keepdims=self.keepdims))
+        y = x.mean(axis=self.axis, keepdims=self.keepdims)
         self.count = x.size // max(y.size, 1) if x.size else 1
         return y
 
@@ -237,12 +230,11 @@ class Max(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        xp = get_array_module(x)
         self.x = x
         self.y_kept = x.max(axis=self.axis, keepdims=True)
         if self.keepdims:
             return self.y_kept
-        return _scalar_array(xp, self.y_kept.squeeze(axis=self.axis))
+        return self.y_kept.squeeze(axis=self.axis)
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -358,7 +350,7 @@ class SoftmaxCrossEntropy(Function):
         loss = (xp.log(sum_exp) - picked).mean()
         exp /= sum_exp
         self.probs, self.labels = exp, labels
-        return _scalar_array(xp, loss)
+        return loss
 
     def backward(self, gy):
         xp = get_array_module(gy)

@@ -1,0 +1,164 @@
+"""The engine: graph building, backward order, accumulation, freeing, dtypes, and its errors."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+
+
+def test_reused_node_accumulates(device):
+    a = mg.tensor([1.0, 2.0, 3.0], requires_grad=True, device=device)
+    b = a + a          # db/da = 2
+    c = (b * b).sum()  # dc/da = 2 b * 2 = 8 a
+    c.backward()
+    np.testing.assert_allclose(mg.tensor(a.grad).numpy(), 8 * a.numpy())
+
+
+def test_diamond_graph(device):
+    x = mg.tensor(3.0, requires_grad=True, device=device)
+    left, right = x * 2, x.exp()
+    (left * right).backward()  # d/dx 2x e^x = 2 e^x + 2x e^x
+    assert float(x.grad) == pytest.approx(2 * np.exp(3) + 6 * np.exp(3), rel=1e-6)
+
+
+def test_leaf_gradients_add_up_over_two_backwards():
+    w = mg.tensor([1.0, -1.0], requires_grad=True)
+    (w * 3).sum().backward()
+    (w * 4).sum().backward()
+    np.testing.assert_allclose(w.grad, [7.0, 7.0])
+
+
+def test_deep_chain_of_10000_ops_has_no_recursion_limit():
+    x = mg.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward()
+    assert float(x.grad) == pytest.approx(1.0001 ** 10_000, rel=1e-3)
+
+
+def test_graph_is_freed_after_backward():
+    x = mg.randn(4, requires_grad=True)
+    hidden = (x * 2).exp()
+    ref = weakref.ref(hidden)
+    loss = hidden.sum()
+    del hidden
+    gc.collect()
+    assert ref() is not None, "before backward the graph keeps the intermediate alive"
+    loss.backward()
+    gc.collect()
+    assert ref() is None, "backward must free the graph"
+    assert x.grad is not None
+
+
+def test_no_tensor_outlives_backward_of_an_mlp():
+    net = mg.nn.Sequential(mg.nn.Linear(6, 5), mg.nn.ReLU(), mg.nn.Dropout(0.5), mg.nn.Linear(5, 3))
+    gc.collect()
+    before = sum(isinstance(o, mg.Tensor) for o in gc.get_objects())
+    x, y = mg.randn(4, 6), mg.tensor([0, 1, 2, 0])
+    loss = mg.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    del x, y
+    gc.collect()
+    after = sum(isinstance(o, mg.Tensor) for o in gc.get_objects())
+    assert after == before + 1, "only the loss itself may remain"
+
+
+def test_second_backward_through_freed_graph_is_an_error_and_retain_graph_allows_it():
+    x = mg.tensor(2.0, requires_grad=True)
+    y = (x * x) * 1.0
+    y.backward(retain_graph=True)
+    y.backward()
+    assert float(x.grad) == pytest.approx(8.0)
+    with pytest.raises(RuntimeError, match="already freed"):
+        y.backward()
+
+
+def test_no_grad_records_nothing():
+    w = mg.tensor([1.0], requires_grad=True)
+    with mg.no_grad():
+        y = w * 2
+    assert y.grad_fn is None and not y.requires_grad
+    assert mg.is_grad_enabled()
+
+
+def test_backward_on_non_scalar_without_grad_says_so():
+    x = mg.randn(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="single-value"):
+        (x * 2).backward()
+    (x * 2).backward(np.ones(3, dtype=np.float32))
+    np.testing.assert_allclose(x.grad, 2.0)
+
+
+def test_backward_without_requires_grad_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        mg.tensor(1.0).backward()
+
+
+@pytest.mark.parametrize("op", [
+    lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b, lambda a, b: a / (b * b + 1.0),
+    lambda a, b: a @ b.T, lambda a, b: (a ** 2).sum(axis=1), lambda a, b: a.mean(axis=0),
+    lambda a, b: a.exp(), lambda a, b: (a * a + 1.0).log(), lambda a, b: a.relu(), lambda a, b: -a,
+    lambda a, b: a.max(axis=1), lambda a, b: a.reshape(-1), lambda a, b: a.T, lambda a, b: a[np.array([0, 0])],
+    lambda a, b: 2.0 * a - 1 + a / 3, lambda a, b: mg.nn.functional.dropout(a, 0.3),
+    lambda a, b: mg.nn.functional.linear(a, b, mg.zeros(3)),
+])
+def test_float32_in_float32_out_forward_and_backward(op, device):
+    a = mg.randn(3, 4, requires_grad=True, device=device)
+    b = mg.randn(3, 4, requires_grad=True, device=device)
+    out = op(a, b)
+    assert out.dtype == np.float32
+    out.backward(mg.ones(out.shape, device=device))
+    assert any(leaf.grad is not None for leaf in (a, b))
+    for leaf in (a, b):
+        assert leaf.grad is None or leaf.grad.dtype == np.float32
+
+
+def test_model_stays_float32_end_to_end():
+    net = mg.nn.Sequential(mg.nn.Linear(8, 4), mg.nn.ReLU(), mg.nn.Dropout(0.2), mg.nn.Linear(4, 3))
+    loss = mg.nn.CrossEntropyLoss()(net(mg.randn(5, 8)), mg.tensor([0, 1, 2, 0, 1]))
+    assert loss.dtype == np.float32
+    loss.backward()
+    assert all(p.grad.dtype == np.float32 for p in net.parameters())
+
+
+def test_matmul_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\) @ \(4, 5\)"):
+        mg.randn(2, 3) @ mg.randn(4, 5)
+
+
+def test_broadcast_bias_gradient_sums_over_batch():
+    bias = mg.zeros(256, requires_grad=True)
+    (mg.ones(7, 256) + bias).sum().backward()
+    np.testing.assert_allclose(bias.grad, np.full(256, 7.0))
+
+
+def test_scalar_operand_keeps_float32():
+    x = mg.tensor([1.0, 2.0])
+    assert (x * 0.5).dtype == np.float32 and (1 / x).dtype == np.float32 and (x ** 2).dtype == np.float32
+
+
+def test_pow_rejects_tensor_exponent():
+    with pytest.raises(TypeError, match="exponent"):
+        mg.tensor([1.0]) ** mg.tensor([2.0])
+
+
+def test_repr_shows_the_op_that_made_the_tensor():
+    a = mg.tensor([1.0, 2.0], requires_grad=True)
+    text = repr(a * a)
+    assert "grad_fn=Mul" in text and "shape=(2,)" in text and "float32" in text and "device='cpu'" in text
+    assert "requires_grad=True" in repr(a)
+
+
+def test_argmax_and_item_and_numpy():
+    x = mg.tensor([[1.0, 5.0, 2.0], [7.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(x.argmax(axis=1).numpy(), [1, 0])
+    assert x.sum().item() == pytest.approx(16.0)
+
+
+def test_detach_cuts_the_graph():
+    x = mg.tensor([1.0], requires_grad=True)
+    y = (x * 2).detach()
+    assert y.grad_fn is None and not y.requires_grad
