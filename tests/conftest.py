@@ -6,11 +6,11 @@ from hypothesis import HealthCheck, settings
 
 import minigrad as mg
 
+from .strategies import DEVICES
+
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
-
-from .strategies import DEVICES
 
 
 @pytest.fixture(params=DEVICES)

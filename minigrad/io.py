@@ -1,0 +1,61 @@
+"""Writing files so that a crash never leaves a half-written one: checkpoints, metrics, downloads.
+
+Everything is written to a temporary file in the same folder and renamed into place
+(``os.replace`` is atomic on POSIX and Windows), so a reader sees the old file or the new one.
+Checkpoints are ``.npz`` files loaded with ``allow_pickle=False``: no code runs on load.
+"""
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy
+
+from . import backend
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file next to ``path``; on success rename it to ``path``, on error delete it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part")
+    try:
+        with os.fdopen(handle, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+
+
+def save_json(data, path):
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path, "w") as file:
+        json.dump(data, file, indent=2)
+        file.write("\n")
+
+
+def save_state_dict(state_dict, path):
+    """Save {name: array} (NumPy or CuPy arrays, or a Module's state_dict()) as an .npz file, atomically."""
+    arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in state_dict.items()}
+    with atomic_write(path) as file:
+        numpy.savez(file, **arrays)
+
+
+def load_state_dict(path):
+    """Read an .npz checkpoint into {name: NumPy array}; a clear ValueError if it is not one."""
+    try:
+        with numpy.load(os.fspath(path), allow_pickle=False) as archive:
+            if not isinstance(archive, numpy.lib.npyio.NpzFile):
+                raise ValueError(f"{path}: a single .npy array, not an .npz checkpoint of named arrays")
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable .npz checkpoint ({error})") from None
