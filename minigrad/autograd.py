@@ -282,6 +282,14 @@ class Tensor:
             index = index.data
         return ops.Index.apply(self, index=index)
 
+    # Comparisons are not differentiable: they give a boolean tensor outside the graph (a mask).
+    # (No __eq__: tensors stay hashable, so the engine can key gradients by tensor.)
+    def __gt__(self, other):
+        return Tensor(self.data > self._lift(other).data)
+
+    def __lt__(self, other):
+        return Tensor(self.data < self._lift(other).data)
+
     def sum(self, axis=None, keepdims=False):
         return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
 

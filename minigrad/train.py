@@ -1,0 +1,162 @@
+"""Training and evaluation loops: ``evaluate``, ``Trainer``, and the timing and progress helpers.
+
+Metrics stay on the device during an epoch (a running sum of loss and of correct predictions);
+the host reads them once per epoch, and for the progress bar at most a few times a second, since
+reading a GPU number waits for the GPU.
+"""
+import math
+import time
+
+import numpy
+from tqdm.auto import tqdm
+
+from . import backend
+from .autograd import no_grad
+from .nn import functional as F
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Stopwatch:
+    """Durations of named phases ("forward", "backward", ...), synchronising the GPU before each clock read."""
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self.durations = {}
+        self.synchronize = backend.parse_device(device) != "cpu"
+
+    def now(self):
+        if self.synchronize:
+            backend.synchronize(self.device)
+        return time.perf_counter()
+
+    def add(self, name, seconds):
+        self.durations.setdefault(name, []).append(seconds)
+
+    def summary(self):
+        """{phase: {"p50", "p90", "count"}} in seconds."""
+        return {name: {"p50": float(numpy.percentile(values, 50)), "p90": float(numpy.percentile(values, 90)),
+                       "count": len(values)} for name, values in self.durations.items()}
+
+
+def correct_count(logits, labels):
+    """Number of rows whose arg-max equals the label, as a device scalar (no host sync)."""
+    return (logits.data.argmax(axis=1) == labels.data).sum()
+
+
+def evaluate(model, loader, loss_fn=F.cross_entropy):
+    """Mean loss and accuracy of ``model`` over ``loader``, in eval mode (dropout off), with no graph.
+
+    The model's previous mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = 0
+    count = 0
+    with no_grad():
+        for x, y in loader:
+            logits = model(x)
+            loss_sum = loss_sum + loss_fn(logits, y).data * len(y)
+            correct = correct + correct_count(logits, y)
+            count += len(y)
+    model.train(was_training)
+    return {"loss": float(loss_sum) / count, "acc": float(correct) / count}
+
+
+class EpochProgress:
+    """A tqdm bar over one epoch's batches, showing running loss, accuracy and examples/s.
+
+    ``update`` is called every batch with device scalars; the host reads them (a GPU sync)
+    at most every ``refresh_seconds``, and on the CPU also checks every step for NaN/inf.
+    """
+
+    def __init__(self, total, epoch, device="cpu", enabled=True, refresh_seconds=0.5):
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", disable=not enabled, leave=False)
+        self.epoch, self.refresh_seconds = epoch, refresh_seconds
+        self.check_every_step = backend.parse_device(device) == "cpu"
+        self.loss_sum = self.correct = 0
+        self.count = self.step = 0
+        self.started = self.last_read = time.perf_counter()
+
+    def update(self, loss, correct, batch_size):
+        self.loss_sum = self.loss_sum + loss * batch_size
+        self.correct = self.correct + correct
+        self.count += batch_size
+        self.step += 1
+        self.bar.update(1)
+        now = time.perf_counter()
+        if self.check_every_step or now - self.last_read >= self.refresh_seconds:
+            self.check_finite()
+            if now - self.last_read >= self.refresh_seconds:
+                self.last_read = now
+                self.bar.set_postfix(loss=f"{float(self.loss_sum) / self.count:.3f}",
+                                     acc=f"{float(self.correct) / self.count:.3f}",
+                                     ex_per_s=f"{self.count / (now - self.started):.0f}", refresh=False)
+
+    def check_finite(self):
+        value = float(self.loss_sum)
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the loss became {value} in epoch {self.epoch} by step {self.step}; "
+                                   f"try a smaller learning rate")
+
+    def close(self):
+        """Finish the bar; return the epoch's mean loss and accuracy (one host read)."""
+        self.bar.close()
+        self.check_finite()
+        return float(self.loss_sum) / self.count, float(self.correct) / self.count
+
+
+class Trainer:
+    """Minibatch training with evaluation after every epoch, as in the chapter's concise version.
+
+    Each epoch: ``model.train()``, for every batch forward, loss, backward, optimizer step; then
+    ``evaluate`` (which switches to ``eval()``: dropout is never on while evaluating).
+    ``history`` gets one dict per epoch; ``stopwatch`` the forward/backward/step/epoch times.
+    ``on_epoch_end(record)`` is called after each epoch (to print, save metrics, ...).
+    """
+
+    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, device="cpu", progress=True, scheduler=None):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.device, self.progress, self.scheduler = device, progress, scheduler
+        self.stopwatch = Stopwatch(device)
+        self.history = []
+
+    def train_epoch(self, loader, epoch):
+        self.model.train()
+        clock = self.stopwatch
+        bar = EpochProgress(len(loader), epoch, self.device, self.progress)
+        epoch_start = clock.now()
+        for x, y in loader:
+            t0 = clock.now()
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            t1 = clock.now()
+            self.optimizer.zero_grad()
+            loss.backward()
+            t2 = clock.now()
+            self.optimizer.step()
+            t3 = clock.now()
+            clock.add("forward", t1 - t0)
+            clock.add("backward", t2 - t1)
+            clock.add("step", t3 - t2)
+            bar.update(loss.data, correct_count(logits, y), len(y))
+        seconds = clock.now() - epoch_start
+        clock.add("epoch", seconds)
+        train_loss, train_acc = bar.close()
+        return {"train_loss": train_loss, "train_acc": train_acc, "seconds": seconds}
+
+    def fit(self, train_loader, test_loader, epochs, on_epoch_end=None):
+        for epoch in range(len(self.history) + 1, len(self.history) + epochs + 1):
+            record = {"epoch": epoch, **self.train_epoch(train_loader, epoch)}
+            eval_start = self.stopwatch.now()
+            test = evaluate(self.model, test_loader, self.loss_fn)
+            record.update(test_loss=test["loss"], test_acc=test["acc"], eval_seconds=self.stopwatch.now() - eval_start)
+            if self.scheduler is not None:
+                record["lr"] = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+            self.history.append(record)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        return self.history

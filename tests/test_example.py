@@ -1,0 +1,166 @@
+"""`python -m examples.dropout_mlp` end to end on a small synthetic IDX dataset, and its bad inputs."""
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import minigrad as mg
+from examples import dropout_mlp
+from minigrad.data import fashion_mnist
+from minigrad.io import load_state_dict
+
+from .fakedata import write_fake_fashion
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def fake_data(tmp_path, monkeypatch):
+    """Synthetic files in tmp/data; the real dataset and the network out of reach."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINIGRAD_DATA", raising=False)
+    monkeypatch.delenv("MAX_EPOCH", raising=False)
+    monkeypatch.delenv("DATASET_LIMIT", raising=False)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FOLDER", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(fashion_mnist, "MIRRORS", ("http://127.0.0.1:9/",))  # nothing listens on port 9
+    write_fake_fashion(tmp_path / "fake", train=300, test=100)
+    return tmp_path / "fake"
+
+
+def base_args(data, out, *extra):
+    return ["--data-dir", str(data), "--skip-checksum", "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("impl", ["concise", "scratch"])
+def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
+    out = tmp_path / "run"
+    assert dropout_mlp.main(base_args(fake_data, out, "--impl", impl, "--epochs", "3", "--batch-size", "32")) == 0
+    printed = capsys.readouterr().out
+    assert "epoch   3" in printed and "forward  P50" in printed and "final test accuracy" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"impl", "device", "config", "epochs", "final_test_acc", "timings"}
+    assert metrics["impl"] == impl and metrics["device"] == "cpu" and metrics["config"]["epochs"] == 3
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    for record in metrics["epochs"]:
+        assert set(record) >= {"epoch", "train_loss", "train_acc", "test_acc", "seconds", "eval_seconds"}
+    assert set(metrics["timings"]) == {"forward", "backward", "step", "epoch"}
+    # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 100) = 0.03 on the 100 test examples.
+    assert metrics["final_test_acc"] > 0.25
+    image = matplotlib.image.imread(out / "curves.png")
+    assert image.ndim == 3 and image.shape[0] > 100
+    state = load_state_dict(out / "model.npz")
+    if impl == "concise":
+        model = dropout_mlp.concise_mlp([256, 256], 0.2, 0.5, "cpu")
+        model.load_state_dict(state)
+        assert [k for k, _ in model.named_parameters()] == list(state)
+    else:
+        assert list(state) == ["W1", "b1", "W2", "b2", "W3", "b3"] and state["W1"].shape == (784, 256)
+    assert not [name for name in os.listdir(out) if name.endswith(".part")]
+
+
+def test_module_runs_as_a_command(fake_data, tmp_path):
+    out = tmp_path / "cmd"
+    result = subprocess.run([sys.executable, "-m", "examples.dropout_mlp", *base_args(fake_data, out, "--epochs", "1",
+                            "--no-plot")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    assert (out / "metrics.json").exists() and (out / "model.npz").exists() and not (out / "curves.png").exists()
+
+
+def test_environment_sets_epoch_and_limit_defaults_and_flags_win(fake_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAX_EPOCH", "2")
+    monkeypatch.setenv("DATASET_LIMIT", "64")
+    out = tmp_path / "env"
+    assert dropout_mlp.main(base_args(fake_data, out, "--no-plot", "--batch-size", "32")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2 and metrics["config"]["limit"] == 64
+    assert dropout_mlp.main(base_args(fake_data, out, "--no-plot", "--epochs", "1")) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["epochs"]) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dropout1", "1.5"], "argument --dropout1: must be in [0, 1], got 1.5"),
+    (["--dropout2", "-0.1"], "argument --dropout2: must be in [0, 1], got -0.1"),
+    (["--lr", "0"], "argument --lr: must be > 0, got 0"),
+    (["--lr", "-1"], "argument --lr: must be > 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
+    (["--epochs", "two"], "argument --epochs: expected int, got 'two'"),
+])
+def test_bad_flags_exit_2_with_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        dropout_mlp.main(flags)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_bad_environment_value_exits_2(monkeypatch, capsys):
+    monkeypatch.setenv("MAX_EPOCH", "ten")
+    with pytest.raises(SystemExit) as caught:
+        dropout_mlp.main([])
+    assert caught.value.code == 2 and "environment variable MAX_EPOCH" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(mg.cuda_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_one_clear_message(fake_data, tmp_path, capsys):
+    assert dropout_mlp.main(base_args(fake_data, tmp_path / "x", "--device", "cuda")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'cuda:0'") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_data_is_one_clear_message(fake_data, tmp_path, capsys):
+    assert dropout_mlp.main(base_args(tmp_path / "empty", tmp_path / "x")) == 1
+    err = capsys.readouterr().err
+    assert "could not download" in err and "apt-get install dataset-fashion-mnist" in err and "Traceback" not in err
+
+
+def test_corrupt_data_file_is_one_clear_message(fake_data, tmp_path, capsys):
+    (fake_data / "train-images-idx3-ubyte.gz").write_bytes(b"<html>404</html>")
+    assert dropout_mlp.main(base_args(fake_data, tmp_path / "x")) == 1
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte.gz" in err and "HTML" in err
+
+
+def test_official_checksum_is_checked_by_default(fake_data, tmp_path, capsys):
+    assert dropout_mlp.main(["--data-dir", str(fake_data), "--no-progress", "--out", str(tmp_path / "x")]) == 1
+    assert "is not the official" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(fake_data, tmp_path):
+    with pytest.raises(mg.data.DatasetError):
+        dropout_mlp.main(base_args(tmp_path / "empty", tmp_path / "x", "--debug"))
+
+
+def test_diverging_loss_stops_with_epoch_and_step_and_keeps_valid_metrics(fake_data, tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = dropout_mlp.main(base_args(fake_data, out, "--lr", "1e38", "--epochs", "3", "--batch-size", "32"))
+    err = capsys.readouterr().err
+    assert code == 1 and "the loss became" in err and "in epoch 1 by step" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "stopped" in metrics and metrics["epochs"] == []
+
+
+# --- the real dataset, when present -----------------------------------------------------------------
+
+REAL = fashion_mnist.DEBIAN_FOLDER
+HAVE_REAL = all(fashion_mnist.find_file(REAL, name) for name in fashion_mnist.FILES.values())
+
+
+@pytest.mark.skipif(not HAVE_REAL, reason="the real Fashion-MNIST is not installed (apt-get install "
+                                          "dataset-fashion-mnist)")
+def test_two_epochs_on_5000_real_examples(tmp_path, capsys):
+    out = tmp_path / "real"
+    assert dropout_mlp.main(["--data-dir", REAL, "--epochs", "2", "--limit", "5000", "--no-progress", "--no-plot",
+                             "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["limit"] == 5000 and len(metrics["epochs"]) == 2
+    # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 5000) = 0.004 on 5000 test examples.
+    assert metrics["final_test_acc"] > 0.15
+    losses = [e["train_loss"] for e in metrics["epochs"]]
+    assert np.isfinite(losses).all() and losses[1] < losses[0]
