@@ -1,0 +1,82 @@
+"""DataLoader: minibatches of (images, labels) as Tensors on a device.
+
+The whole uint8 dataset is copied to the device once, when the loader is made; each batch
+is gathered there and converted to float32 in [0, 1] there, so a CUDA epoch makes no
+host-to-device copy per batch (one small copy of the shuffled order per epoch).
+"""
+import math
+
+import numpy
+
+from .. import backend
+from ..autograd import Tensor
+
+
+class ArrayDataset:
+    """A dataset made of two arrays: ``images`` (N, ...) and integer ``labels`` (N,)."""
+
+    def __init__(self, images, labels):
+        if len(images) != len(labels):
+            raise ValueError(f"images and labels differ in length: {len(images)} and {len(labels)}")
+        self.images, self.labels = numpy.asarray(images), numpy.asarray(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+
+class DataLoader:
+    """Iterate over a dataset in minibatches ``(x, y)``.
+
+    x: float32 in [0, 1], shape (B, 784) (or (B, 28, 28) with ``flatten=False``), from uint8
+    pixels divided by 255. y: int64 class indices, shape (B,).
+
+    Args:
+        dataset: anything with ``images`` (N, ...) uint8 and ``labels`` (N,) arrays.
+        batch_size: examples per batch (the last one may be smaller unless ``drop_last``).
+        shuffle: a fresh random order every epoch, reproducible from ``seed``.
+        device: where the data lives and the batches are made.
+        limit: use only the first ``limit`` examples (the chapter's DATASET_LIMIT).
+        seed: seed of the shuffling; by default drawn from minigrad's CPU generator.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=False, drop_last=False, device="cpu", limit=None, seed=None,
+                 flatten=True):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if limit is not None and int(limit) < 1:
+            raise ValueError(f"limit must be at least 1 (or None for all examples), got {limit}")
+        images, labels = numpy.asarray(dataset.images), numpy.asarray(dataset.labels)
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        if flatten:
+            images = images.reshape(len(images), -1)
+        self.device = backend.check_device(device)
+        self.images = backend.to_device(numpy.ascontiguousarray(images), self.device)  # uint8, copied once
+        self.labels = backend.to_device(labels.astype(numpy.int64), self.device)
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        if seed is None:
+            seed = int(backend.generator("cpu").integers(2**63))
+        self.order_generator = numpy.random.default_rng(seed)
+
+    def __len__(self):
+        count = len(self.labels) / self.batch_size
+        return math.floor(count) if self.drop_last else math.ceil(count)
+
+    @property
+    def num_examples(self):
+        """Examples per epoch (fewer than the dataset's when ``drop_last`` cuts the tail)."""
+        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+
+    def __iter__(self):
+        xp = backend.get_array_module(self.images)
+        order = None
+        if self.shuffle:
+            order = self.order_generator.permutation(len(self.labels))
+            order = backend.to_device(order, self.device)  # one upload per epoch
+        scale = numpy.float32(1.0 / 255.0)
+        for batch in range(len(self)):
+            rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            index = rows if order is None else order[rows]
+            x = self.images[index].astype(xp.float32)
+            x *= scale
+            yield Tensor(x), Tensor(self.labels[index])
