@@ -137,6 +137,7 @@ def test_debug_shows_the_traceback(fake_data, tmp_path):
         dropout_mlp.main(base_args(tmp_path / "empty", tmp_path / "x", "--debug"))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow that this test provokes
 def test_diverging_loss_stops_with_epoch_and_step_and_keeps_valid_metrics(fake_data, tmp_path, capsys):
     out = tmp_path / "nan"
     code = dropout_mlp.main(base_args(fake_data, out, "--lr", "1e38", "--epochs", "3", "--batch-size", "32"))
