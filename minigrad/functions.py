@@ -144,12 +144,15 @@ class MatMul(Function):
             gy = xp.expand_dims(gy, -2)
         if self.b.ndim == 1:
             gy = xp.expand_dims(gy, -1)
-        ga = gy @ xp.swapaxes(b, -1, -2)
-        gb = xp.swapaxes(a, -1, -2) @ gy
-        if self.a.ndim == 1:
-            ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])  # drop the row axis added above
-        if self.b.ndim == 1:
-            gb = gb[..., 0]
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = gy @ xp.swapaxes(b, -1, -2)
+            if self.a.ndim == 1:
+                ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])  # drop the row axis added above
+        if self.needs_input_grad[1]:
+            gb = xp.swapaxes(a, -1, -2) @ gy
+            if self.b.ndim == 1:
+                gb = gb[..., 0]
         return ga, gb
 
 
@@ -173,10 +176,10 @@ class Linear(Function):
         return y
 
     def backward(self, gy):
-        x2d = self.x.reshape(-1, self.x.shape[-1])
         gy2d = gy.reshape(-1, gy.shape[-1])
-        gx = gy @ self.weight
-        gw = gy2d.T @ x2d
+        # The first layer's input is the data: its gradient would cost a third of the MLP's FLOPs for nothing.
+        gx = gy @ self.weight if self.needs_input_grad[0] else None
+        gw = gy2d.T @ self.x.reshape(-1, self.x.shape[-1]) if self.needs_input_grad[1] else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, gy2d.sum(axis=0)

@@ -1,0 +1,98 @@
+"""Peak memory of a training run: minigrad's example against the hand-written floor, each in its own process.
+
+    python -m benchmarks.memory [--device cpu|cuda] [--epochs 2] [--limit N] [--json PATH]
+
+Each contender runs in a fresh subprocess (so neither inherits the other's memory) that loads both
+splits, trains the chapter's MLP for ``--epochs`` epochs and evaluates on the test split, then
+reports its peak resident set size (``ru_maxrss``) and, on CUDA, the bytes CuPy's memory pool holds.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+from minigrad.io import save_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child(kind, device, epochs, limit, data_dir, skip_checksum):
+    """Run one contender in this process and print its peaks as JSON."""
+    import minigrad as mg
+    mg.manual_seed(0)
+    if kind == "minigrad":
+        from examples import dropout_mlp
+        argv = ["--device", device, "--epochs", str(epochs), "--no-progress",
+                "--out", tempfile.mkdtemp(prefix="minigrad-memory-")]
+        argv += ["--limit", str(limit)] if limit else []
+        argv += ["--data-dir", data_dir] if data_dir else []
+        argv += ["--skip-checksum"] if skip_checksum else []
+        with open(os.devnull, "w") as quiet:
+            sys.stdout = quiet
+            code = dropout_mlp.main(argv)
+            sys.stdout = sys.__stdout__
+        if code:
+            raise SystemExit(code)
+    else:
+        from benchmarks.numpy_floor import FloorMLP, train_epoch
+        from minigrad.data import DataLoader, FashionMNIST
+        train = FashionMNIST(data_dir, train=True, verify=not skip_checksum, progress=False)
+        test = FashionMNIST(data_dir, train=False, verify=not skip_checksum, progress=False)
+        train_loader = DataLoader(train, 256, shuffle=True, device=device, limit=limit, seed=0)
+        test_loader = DataLoader(test, 256, device=device, limit=limit)
+        model = FloorMLP(device=device)
+        for _ in range(epochs):
+            train_epoch(model, train_loader)
+            for x, _y in test_loader:  # evaluation: the forward pass without dropout
+                h = x.data
+                for W, b in zip(model.weights, model.biases):
+                    h = h @ W.T + b
+                    if W is not model.weights[-1]:
+                        h = h * (h > 0)
+    peaks = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device != "cpu":
+        import cupy
+        peaks["cupy_pool_mb"] = cupy.get_default_memory_pool().total_bytes() / 2**20
+    print(json.dumps(peaks))
+
+
+def measure(kind, args):
+    command = [sys.executable, "-m", "benchmarks.memory", "--child", kind, "--device", args.device,
+               "--epochs", str(args.epochs)]
+    command += ["--limit", str(args.limit)] if args.limit else []
+    command += ["--data-dir", args.data_dir] if args.data_dir else []
+    command += ["--skip-checksum"] if args.skip_checksum else []
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if result.returncode:
+        raise SystemExit(f"the {kind} run failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--skip-checksum", action="store_true")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--child", choices=["minigrad", "floor"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child, args.device, args.epochs, args.limit, args.data_dir, args.skip_checksum)
+    report = {"device": args.device, "epochs": args.epochs, "limit": args.limit,
+              "minigrad": measure("minigrad", args), "floor": measure("floor", args)}
+    report["rss_ratio"] = report["minigrad"]["peak_rss_mb"] / report["floor"]["peak_rss_mb"]
+    minigrad_mb, floor_mb = report["minigrad"]["peak_rss_mb"], report["floor"]["peak_rss_mb"]
+    print(f"peak RSS: minigrad {minigrad_mb:.0f} MB, floor {floor_mb:.0f} MB, ratio {report['rss_ratio']:.2f}")
+    if args.json:
+        save_json(report, args.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()

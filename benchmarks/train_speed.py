@@ -1,0 +1,230 @@
+"""Epoch time of the chapter's MLP: minigrad (concise and scratch) against the NumPy floor and PyTorch.
+
+    python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--limit N] [--json PATH]
+
+Every contender trains the same model (784-256-256-10, dropout 0.2/0.5, SGD lr 0.5, batch 256) on
+the same batches from the same device-resident DataLoader, for ``--epochs`` full training epochs,
+``--repeats`` times. The contenders take turns (interleaved, in a rotating order) so that noise on
+a shared machine hits them alike. Reported: median, min and max epoch seconds, ratios, and the
+floor's achieved GFLOP/s against this machine's sgemm rate, measured in the same run.
+"""
+import argparse
+import os
+import multiprocessing
+import platform
+import statistics
+import time
+
+import numpy
+
+import minigrad as mg
+import minigrad.nn.functional as F
+from benchmarks.numpy_floor import FloorMLP
+from benchmarks.numpy_floor import train_epoch as floor_epoch
+from examples.dropout_mlp import ScratchMLP, concise_mlp
+from minigrad import backend
+from minigrad.data import DataLoader, FashionMNIST
+from minigrad.io import save_json
+from minigrad.train import Trainer
+
+HIDDEN, DROPOUT, LR, BATCH = (256, 256), (0.2, 0.5), 0.5, 256
+
+
+def matmul_flops_per_example(hidden=HIDDEN):
+    """Forward 2·in·out per layer, backward 2·in·out for dW and (but for the first layer) for dX."""
+    sizes = [784, *hidden, 10]
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    forward = sum(2 * a * b for a, b in layers)
+    return 2 * forward + sum(2 * a * b for a, b in layers[1:])
+
+
+def sgemm_gflops(device, size=2048, repeats=5):
+    """This machine's float32 matrix-product rate (best of a few)."""
+    xp = backend.module_for(device)
+    rng = backend.generator(device)
+    a = rng.random((size, size), dtype=numpy.float32)
+    b = rng.random((size, size), dtype=numpy.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        backend.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        backend.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    del xp
+    return 2 * size ** 3 / best / 1e9
+
+
+# --- the contenders: each is (setup, one_epoch) -------------------------------------------------
+
+def minigrad_concise(device):
+    model = concise_mlp(HIDDEN, *DROPOUT, device)
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), device=device, progress=False)
+    return lambda loader, epoch: trainer.train_epoch(loader, epoch)
+
+
+def minigrad_scratch(device):
+    model = ScratchMLP(HIDDEN, *DROPOUT, device)
+
+    def epoch(loader, _):
+        for X, y in loader:
+            loss = F.cross_entropy(model.net(X, is_training=True), y)
+            loss.backward()
+            model.sgd(LR)
+    return epoch
+
+
+def numpy_floor(device):
+    model = FloorMLP(HIDDEN, DROPOUT, LR, device)
+    return lambda loader, _: floor_epoch(model, loader)
+
+
+def pytorch_eager(device):
+    import torch
+    torch_device = "cpu" if device == "cpu" else device
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(784, HIDDEN[0]), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT[0]),
+              torch.nn.Linear(*HIDDEN), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT[1]), torch.nn.Linear(HIDDEN[1], 10)]
+    for layer in layers:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.01)
+            torch.nn.init.zeros_(layer.bias)
+    model = torch.nn.Sequential(*layers).to(torch_device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    to_torch = torch.from_numpy if device == "cpu" else torch.from_dlpack  # zero-copy views of our batches
+
+    def epoch(loader, _):
+        model.train()
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(to_torch(x.data)), to_torch(y.data))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return epoch
+
+
+def torch_version():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+CONTENDERS = {"minigrad concise": minigrad_concise, "minigrad scratch": minigrad_scratch, "floor": numpy_floor,
+              "pytorch eager": pytorch_eager}
+
+
+def worker(connection, name, args):
+    """One contender in its own process (so no library's threads compete with another's), timing epochs on request.
+
+    Loads the data, builds the model, runs a short warm-up, then answers every "epoch" message with the
+    seconds one full training epoch took, until "stop".
+    """
+    device = backend.check_device(args.device)
+    mg.manual_seed(0)
+    if name == "pytorch eager" and device == "cpu":
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+    data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
+    loader = DataLoader(data, BATCH, shuffle=True, device=device, limit=args.limit, seed=0)
+    run_epoch = CONTENDERS[name](device)
+    run_epoch(DataLoader(data, BATCH, device=device, limit=2 * BATCH), 0)  # warm-up: first-call costs
+    connection.send(("ready", loader.num_examples))
+    while connection.recv() == "epoch":
+        backend.synchronize(device)
+        start = time.perf_counter()
+        run_epoch(loader, 1)
+        backend.synchronize(device)
+        connection.send(time.perf_counter() - start)
+    connection.close()
+
+
+def run(args):
+    device = backend.check_device(args.device)
+    names = ["minigrad concise", "minigrad scratch", "floor"]
+    skipped = []
+    if torch_version() is None:
+        skipped.append("pytorch eager: torch is not importable (pip install torch==2.13.0 for the comparison)")
+        print(f"skipping {skipped[-1]}")
+    else:
+        names.append("pytorch eager")
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for name in names:
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=worker, args=(child_end, name, args), daemon=True)
+        process.start()
+        workers[name] = (process, parent_end)
+    examples = None
+    for name, (process, connection) in workers.items():
+        message = connection.recv() if connection.poll(600) else None
+        if not message or message[0] != "ready":
+            raise RuntimeError(f"the {name} worker did not start (exit code {process.exitcode})")
+        examples = message[1]
+    epochs = {name: [] for name in names}
+    for repeat in range(args.repeats):  # interleaved, in a rotating order
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            # Idle thread pools (OpenMP, OpenBLAS) spin for a while after their last job; let them go to
+            # sleep so they do not steal the cores from the next contender.
+            time.sleep(0.5)
+            for _ in range(args.epochs):
+                workers[name][1].send("epoch")
+                epochs[name].append(workers[name][1].recv())
+    for process, connection in workers.values():
+        connection.send("stop")
+        process.join(timeout=30)
+    gflops = sgemm_gflops(device)
+    medians = {name: statistics.median(times) for name, times in epochs.items()}
+    flops = matmul_flops_per_example() * examples
+    results = {}
+    for name, times in epochs.items():
+        label = name if name != "floor" else ("numpy floor" if device == "cpu" else "cupy floor")
+        results[label] = {
+            "median_s": medians[name], "min_s": min(times), "max_s": max(times), "epochs_s": times,
+            "ratio_to_floor": medians[name] / medians["floor"],
+            "ratio_to_pytorch": medians[name] / medians["pytorch eager"] if "pytorch eager" in medians else None,
+        }
+    report = {
+        "device": device, "machine": platform.processor() or platform.machine(), "torch": torch_version(),
+        "numpy": numpy.__version__, "config": {"epochs": args.epochs, "repeats": args.repeats, "limit": args.limit,
+                                                "examples_per_epoch": examples, "batch_size": BATCH},
+        "matmul_gflop_per_epoch": flops / 1e9, "sgemm_gflops": gflops,
+        "floor_gflops": flops / medians["floor"] / 1e9, "results": results, "skipped": skipped,
+    }
+    print(format_table(report))
+    if args.json:
+        save_json(report, args.json)
+    return report
+
+
+def format_table(report):
+    lines = [f"{'contender':18s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'x pytorch':>10s}"]
+    for name, r in report["results"].items():
+        vs_torch = f"{r['ratio_to_pytorch']:.2f}" if r["ratio_to_pytorch"] is not None else "-"
+        lines.append(f"{name:18s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
+                     f"{r['ratio_to_floor']:8.2f} {vs_torch:>10s}")
+    lines.append(f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
+                 f"{report['floor_gflops']:.0f} GFLOP/s; this machine's sgemm: {report['sgemm_gflops']:.0f} GFLOP/s")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per contender per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the interleaved contenders")
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N examples (quicker)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.repeats < 1:
+        parser.error("--epochs and --repeats must be at least 1")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Smoke tests of the benchmarks: they run on a tiny synthetic dataset and write the documented JSON.
+
+They assert the schema, never a time: CI machines are shared and noisy.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from .fakedata import write_fake_fashion
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module, *args, cwd):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_train_speed_writes_its_table_and_json(tmp_path):
+    data = tmp_path / "fake"
+    write_fake_fashion(data, train=600, test=100)
+    out = tmp_path / "speed.json"
+    printed = run_module("benchmarks.train_speed", "--epochs", "1", "--repeats", "2", "--limit", "512",
+                         "--data-dir", str(data), "--skip-checksum", "--json", str(out), cwd=ROOT)
+    report = json.loads(out.read_text())
+    assert {"device", "config", "sgemm_gflops", "floor_gflops", "matmul_gflop_per_epoch", "results",
+            "skipped"} <= set(report)
+    assert report["config"]["examples_per_epoch"] == 512
+    names = set(report["results"])
+    assert {"minigrad concise", "minigrad scratch", "numpy floor"} <= names
+    assert ("pytorch eager" in names) != bool(report["skipped"])
+    for result in report["results"].values():
+        assert len(result["epochs_s"]) == 2 and result["min_s"] <= result["median_s"] <= result["max_s"]
+        assert set(result) >= {"ratio_to_floor", "ratio_to_pytorch"}
+    assert report["results"]["numpy floor"]["ratio_to_floor"] == 1.0
+    assert "minigrad concise" in printed and "x floor" in printed
+
+
+def test_memory_benchmark_reports_both_peaks(tmp_path):
+    data = tmp_path / "fake"
+    write_fake_fashion(data, train=300, test=100)
+    out = tmp_path / "memory.json"
+    run_module("benchmarks.memory", "--epochs", "1", "--data-dir", str(data), "--skip-checksum", "--json", str(out),
+               cwd=ROOT)
+    report = json.loads(out.read_text())
+    assert report["minigrad"]["peak_rss_mb"] > 0 and report["floor"]["peak_rss_mb"] > 0 and report["rss_ratio"] > 0
+
+
+def test_op_overhead_benchmark_runs(tmp_path):
+    out = tmp_path / "ops.json"
+    run_module("benchmarks.op_overhead", "--number", "20", "--json", str(out), cwd=ROOT)
+    results = json.loads(out.read_text())["results"]
+    assert {"add", "matmul", "linear", "dropout", "cross_entropy"} <= set(results)
+    assert all(r["minigrad_forward_backward_us"] > 0 for r in results.values())
