@@ -1,0 +1,86 @@
+"""See the graph: Graphviz DOT source for the graph behind a tensor, and a picture of it.
+
+Tensors are boxes (their shape and dtype; parameters filled, other leaves outlined twice); ops are
+ellipses named after their Function (MatMul, ReLU, Sum, ...). Edges follow the data: input -> op
+-> output. A leaf's gradient is shown once backward has filled it. Draw the graph before
+``backward()`` (which frees it) or call ``backward(retain_graph=True)``.
+"""
+import shutil
+import subprocess
+
+from .backend import to_numpy
+from .io import atomic_write
+from .nn.module import Parameter
+
+
+def _quote(*lines):
+    """A DOT string literal; its lines are joined with DOT's own line break (backslash n)."""
+    escaped = (str(line).replace("\\", "\\\\").replace('"', '\\"') for line in lines)
+    return '"' + "\\n".join(escaped) + '"'
+
+
+def _graph_nodes(root):
+    """Every tensor and op reachable from ``root`` through the recorded inputs (iteratively)."""
+    tensors, ops, stack, seen = [], [], [root], set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        tensors.append(tensor)
+        fn = tensor.grad_fn
+        if fn is not None:
+            ops.append((fn, tensor))
+            stack.extend(fn.inputs or ())
+    return tensors, ops
+
+
+def to_dot(root, names=None):
+    """The DOT source of the graph that produced ``root``.
+
+    Args:
+        root: the tensor to start from (usually the loss).
+        names: optional {tensor: label}, e.g. ``{p: n for n, p in model.named_parameters()}``.
+    """
+    names = {id(t): label for t, label in (names or {}).items()}
+    tensors, ops = _graph_nodes(root)
+    tensor_id = {id(t): f"t{i}" for i, t in enumerate(tensors)}  # short, stable node names
+    op_id = {id(fn): f"op{i}" for i, (fn, _) in enumerate(ops)}
+    lines = ["digraph minigrad {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
+    for tensor in tensors:
+        label = [names.get(id(tensor), "")] if id(tensor) in names else []
+        label.append(f"{tuple(tensor.shape)} {tensor.dtype}")
+        if tensor.grad_fn is None and tensor.grad is not None:
+            grad = to_numpy(tensor.grad)
+            label.append(f"grad: |g| = {float((grad.astype('float64') ** 2).sum()) ** 0.5:.4g}")
+        if isinstance(tensor, Parameter):
+            style = 'shape=box, style="filled", fillcolor="lightblue"'
+        elif tensor.grad_fn is None:
+            style = "shape=box, peripheries=2"  # a leaf: data, or a tensor made by the user
+        else:
+            style = "shape=box"
+        lines.append(f"  {tensor_id[id(tensor)]} [label={_quote(*label)}, {style}];")
+    for fn, output in ops:
+        name = type(fn).__name__ + ("" if fn.inputs is not None else " (freed)")
+        lines.append(f"  {op_id[id(fn)]} [label={_quote(name)}, shape=ellipse];")
+        for tensor in fn.inputs or ():
+            lines.append(f"  {tensor_id[id(tensor)]} -> {op_id[id(fn)]};")
+        lines.append(f"  {op_id[id(fn)]} -> {tensor_id[id(output)]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(root, path, names=None):
+    """Draw the graph into ``path`` (.svg, .png or .pdf) with Graphviz's ``dot`` program."""
+    dot = shutil.which("dot")
+    if dot is None:
+        raise RuntimeError("drawing the graph needs Graphviz's `dot` program: apt-get install graphviz "
+                           "(Debian/Ubuntu) or brew install graphviz (macOS); or save to_dot(tensor) to a .dot file")
+    fmt = str(path).rsplit(".", 1)[-1].lower()
+    if fmt not in ("svg", "png", "pdf"):
+        raise ValueError(f"render writes .svg, .png or .pdf files, got {path!r}")
+    result = subprocess.run([dot, f"-T{fmt}"], input=to_dot(root, names).encode(), capture_output=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
+    with atomic_write(path) as file:
+        file.write(result.stdout)
