@@ -93,19 +93,20 @@ def fit_scratch(model, train_loader, test_loader, args, on_epoch_end):
         bar = EpochProgress(len(train_loader), epoch, args.device, not args.no_progress)
         start = clock.now()
         for X, y in train_loader:
-            t0 = clock.now()
+            t0 = clock.mark()
             y_hat = model.net(X, is_training=True)
             loss = F.cross_entropy(y_hat, y)
-            t1 = clock.now()
+            t1 = clock.mark()
             loss.backward()
-            t2 = clock.now()
+            t2 = clock.mark()
             model.sgd(args.lr)
-            t3 = clock.now()
-            for name, seconds in (("forward", t1 - t0), ("backward", t2 - t1), ("step", t3 - t2)):
-                clock.add(name, seconds)
+            t3 = clock.mark()
+            for name, start, end in (("forward", t0, t1), ("backward", t1, t2), ("step", t2, t3)):
+                clock.interval(name, start, end)
             bar.update(loss.data, correct_count(y_hat, y), len(y))
         seconds = clock.now() - start
         clock.add("epoch", seconds)
+        clock.flush()
         train_loss, train_acc = bar.close()
         eval_start = clock.now()
         test_loss, test_acc = evaluate_scratch(model, test_loader)

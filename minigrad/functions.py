@@ -6,6 +6,7 @@ one gradient per input, dL/dx = gy * dy/dx (the chain rule). A gradient may have
 broadcast shape of the output; the engine sums it down to the input's shape
 (``autograd.unbroadcast``), so no op repeats that logic.
 """
+from . import kernels
 from .autograd import Function
 from .backend import add_at, generator, device_of, get_array_module
 
@@ -113,7 +114,7 @@ class ReLU(Function):
         return self.y
 
     def backward(self, gy):
-        return (gy * (self.y > 0),)
+        return (kernels.relu_backward(self.y, gy),)
 
 
 # --- matrix products ---------------------------------------------------------------------
@@ -318,9 +319,8 @@ class Dropout(Function):
 
     def forward(self, x):
         uniform = generator(device_of(x)).random(x.shape, dtype=x.dtype)
-        scale = x.dtype.type(1.0 / (1.0 - self.p))  # in x's dtype: bool * Python float would be float64
-        self.mask = (uniform > self.p) * scale
-        return x * self.mask
+        y, self.mask = kernels.dropout(x, uniform, self.p)  # mask = (uniform > p) / (1 - p); y = x * mask
+        return y
 
     def backward(self, gy):
         return (gy * self.mask,)
@@ -356,9 +356,4 @@ class SoftmaxCrossEntropy(Function):
         return loss
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        n = self.probs.shape[0]
-        grad = self.probs.copy()
-        grad[xp.arange(n), self.labels] -= 1
-        grad *= gy / n
-        return grad, None
+        return kernels.cross_entropy_backward(self.probs, self.labels, gy / len(self.labels)), None

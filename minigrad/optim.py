@@ -1,4 +1,5 @@
 """Optimizers. SGD: w <- w - lr * (dL/dw + weight_decay * w), applied in place to each parameter."""
+from . import kernels
 
 
 class Optimizer:
@@ -53,9 +54,5 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             for parameter in group["params"]:
-                if parameter.grad is None:
-                    continue
-                grad = parameter.grad
-                if weight_decay:
-                    grad = grad + weight_decay * parameter.data
-                parameter.data -= lr * grad  # in place: the array the model holds is updated
+                if parameter.grad is not None:  # in place: the array the model holds is updated
+                    kernels.sgd_update(parameter.data, parameter.grad, lr, weight_decay)

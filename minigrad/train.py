@@ -20,16 +20,42 @@ class TrainingDiverged(RuntimeError):
 
 
 class Stopwatch:
-    """Durations of named phases ("forward", "backward", ...), synchronising the GPU before each clock read."""
+    """Durations of named phases ("forward", "backward", ...), for P50/P90 summaries.
+
+    ``mark()`` is a point in time: a clock read on the CPU; on a GPU a CUDA event recorded in the
+    stream, so marking needs no synchronisation. ``interval(name, start, end)`` records a phase;
+    GPU intervals are read in ``flush()``, which waits for the GPU once (call it once per epoch).
+    ``now()`` synchronises and reads the host clock, for wall times such as a whole epoch.
+    """
 
     def __init__(self, device="cpu"):
         self.device = device
+        self.on_gpu = backend.parse_device(device) != "cpu"
         self.durations = {}
-        self.synchronize = backend.parse_device(device) != "cpu"
+        self.pending = []  # GPU intervals not read yet
+
+    def mark(self):
+        if self.on_gpu:
+            event = backend.cupy.cuda.Event()
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def interval(self, name, start, end):
+        if self.on_gpu:
+            self.pending.append((name, start, end))
+        else:
+            self.add(name, end - start)
+
+    def flush(self):
+        if self.pending:
+            self.pending[-1][2].synchronize()
+            for name, start, end in self.pending:
+                self.add(name, backend.cupy.cuda.get_elapsed_time(start, end) / 1000.0)
+            self.pending.clear()
 
     def now(self):
-        if self.synchronize:
-            backend.synchronize(self.device)
+        backend.synchronize(self.device)
         return time.perf_counter()
 
     def add(self, name, seconds):
@@ -37,6 +63,7 @@ class Stopwatch:
 
     def summary(self):
         """{phase: {"p50", "p90", "count"}} in seconds."""
+        self.flush()
         return {name: {"p50": float(numpy.percentile(values, 50)), "p90": float(numpy.percentile(values, 90)),
                        "count": len(values)} for name, values in self.durations.items()}
 
@@ -129,21 +156,22 @@ class Trainer:
         bar = EpochProgress(len(loader), epoch, self.device, self.progress)
         epoch_start = clock.now()
         for x, y in loader:
-            t0 = clock.now()
+            t0 = clock.mark()
             logits = self.model(x)
             loss = self.loss_fn(logits, y)
-            t1 = clock.now()
+            t1 = clock.mark()
             self.optimizer.zero_grad()
             loss.backward()
-            t2 = clock.now()
+            t2 = clock.mark()
             self.optimizer.step()
-            t3 = clock.now()
-            clock.add("forward", t1 - t0)
-            clock.add("backward", t2 - t1)
-            clock.add("step", t3 - t2)
+            t3 = clock.mark()
+            clock.interval("forward", t0, t1)
+            clock.interval("backward", t1, t2)
+            clock.interval("step", t2, t3)
             bar.update(loss.data, correct_count(logits, y), len(y))
         seconds = clock.now() - epoch_start
         clock.add("epoch", seconds)
+        clock.flush()
         train_loss, train_acc = bar.close()
         return {"train_loss": train_loss, "train_acc": train_acc, "seconds": seconds}
 

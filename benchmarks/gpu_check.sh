@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU check (issue 6). Run from the repository root on a machine with an NVIDIA GPU, CuPy, PyTorch,
+# pytest and hypothesis, with Fashion-MNIST's four .gz files copied into data/fashion-mnist/ beforehand:
+#     mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
+#     OUT=/some/folder bash benchmarks/gpu_check.sh
+# It runs the test suite (CPU and CUDA variants), the chapter's 10-epoch training on cuda, and the speed
+# benchmark on cuda (minigrad, the CuPy floor and PyTorch eager on the same GPU), in under 5 minutes,
+# and writes its log and results under $OUT (default: runs/gpu_check). Exits non-zero if any step failed.
+set -uo pipefail
+OUT=${OUT:-runs/gpu_check}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+export PYTHONPATH=.
+status=0
+step() {
+  echo "== $*"
+  local started=$SECONDS
+  "$@" || { echo "!! failed: $*"; status=1; }
+  echo "== took $((SECONDS - started)) s"
+}
+step nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+step python -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'gpus', cupy.cuda.runtime.getDeviceCount())"
+step timeout 150 python -m pytest -q -p no:cacheprovider -rs
+step timeout 90 python -m examples.dropout_mlp --device cuda --epochs 10 --no-progress --out "$OUT/dropout_mlp"
+step timeout 150 python -m benchmarks.train_speed --device cuda --epochs 3 --repeats 3 --json "$OUT/train_speed.json"
+echo "== gpu_check exit status: $status"
+exit $status

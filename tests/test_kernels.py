@@ -1,0 +1,59 @@
+"""The fused GPU kernels equal their plain array versions (on a GPU; on the CPU the plain version runs).
+
+The references here are written out in NumPy, independently of minigrad.kernels.
+"""
+import numpy as np
+import pytest
+
+from minigrad import backend, kernels
+
+
+def on(device, array):
+    return backend.to_device(np.array(array, copy=True), device)  # a copy: in-place kernels must not touch the reference
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward(device, rng, dtype):
+    y = np.maximum(rng.standard_normal((64, 33)), 0).astype(dtype)
+    gy = rng.standard_normal((64, 33)).astype(dtype)
+    got = backend.to_numpy(kernels.relu_backward(on(device, y), on(device, gy)))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, np.where(y > 0, gy, 0))
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_dropout(device, rng, p):
+    x = rng.standard_normal((128, 40)).astype(np.float32)
+    uniform = rng.random((128, 40), dtype=np.float32)
+    y, mask = kernels.dropout(on(device, x), on(device, uniform), p)
+    scale = np.float32(1 / (1 - p))
+    expected_mask = np.where(uniform > np.float32(p), scale, np.float32(0))
+    np.testing.assert_array_equal(backend.to_numpy(mask), expected_mask)
+    np.testing.assert_array_equal(backend.to_numpy(y), x * expected_mask)
+    assert mask.dtype == y.dtype == np.float32
+
+
+def test_cross_entropy_backward(device, rng):
+    logits = rng.standard_normal((50, 10))
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, 10, 50)
+    got = kernels.cross_entropy_backward(on(device, probs), on(device, labels), 0.02)
+    expected = (probs - np.eye(10, dtype=np.float32)[labels]) * np.float32(0.02)
+    np.testing.assert_allclose(backend.to_numpy(got), expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_sgd_update_is_in_place(device, rng, weight_decay):
+    param = rng.standard_normal((30, 7)).astype(np.float32)
+    grad = rng.standard_normal((30, 7)).astype(np.float32)
+    on_device = on(device, param)
+    storage = on_device
+    kernels.sgd_update(on_device, on(device, grad), 0.5, weight_decay)
+    assert on_device is storage
+    expected = param - np.float32(0.5) * (grad + np.float32(weight_decay) * param)
+    np.testing.assert_allclose(backend.to_numpy(on_device), expected, rtol=1e-6, atol=1e-7)
