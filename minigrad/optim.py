@@ -1,4 +1,6 @@
 """Optimizers. SGD: w <- w - lr * (dL/dw + weight_decay * w), applied in place to each parameter."""
+import math
+
 from . import kernels
 
 
@@ -56,3 +58,39 @@ class SGD(Optimizer):
             for parameter in group["params"]:
                 if parameter.grad is not None:  # in place: the array the model holds is updated
                     kernels.sgd_update(parameter.data, parameter.grad, lr, weight_decay)
+
+
+class StepLR:
+    """Learning-rate schedule: lr = initial lr * gamma^(epoch // step_size). Call ``step()`` once per epoch."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1 or not gamma > 0:
+            raise ValueError(f"StepLR needs step_size >= 1 and gamma > 0, got {step_size} and {gamma}")
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.initial = [group["lr"] for group in optimizer.param_groups]
+        self.epoch = 0
+
+    def factor(self, epoch):
+        return self.gamma ** (epoch // self.step_size)
+
+    def step(self):
+        self.epoch += 1
+        for group, initial in zip(self.optimizer.param_groups, self.initial):
+            group["lr"] = initial * self.factor(self.epoch)
+
+
+class CosineAnnealingLR(StepLR):
+    """lr = eta_min + (initial lr - eta_min) (1 + cos(pi epoch / T_max)) / 2: from the initial rate to eta_min."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 (PyTorch's name)
+        if T_max < 1:
+            raise ValueError(f"CosineAnnealingLR needs T_max >= 1, got {T_max}")
+        self.optimizer, self.T_max, self.eta_min = optimizer, T_max, eta_min
+        self.initial = [group["lr"] for group in optimizer.param_groups]
+        self.epoch = 0
+
+    def step(self):
+        self.epoch += 1
+        progress = min(self.epoch, self.T_max) / self.T_max
+        for group, initial in zip(self.optimizer.param_groups, self.initial):
+            group["lr"] = self.eta_min + (initial - self.eta_min) * (1 + math.cos(math.pi * progress)) / 2

@@ -3,6 +3,8 @@ from . import functional, init
 from .layers import Dropout, Flatten, Linear, ReLU, Sequential
 from .loss import CrossEntropyLoss, SoftmaxCrossEntropyLoss
 from .module import Module, Parameter
+from .noise import DropConnect, GaussianDropout, GaussianNoise, UniformNoise
 
 __all__ = ["functional", "init", "Module", "Parameter", "Linear", "ReLU", "Dropout", "Flatten", "Sequential",
-           "SoftmaxCrossEntropyLoss", "CrossEntropyLoss"]
+           "SoftmaxCrossEntropyLoss", "CrossEntropyLoss", "DropConnect", "GaussianDropout", "GaussianNoise",
+           "UniformNoise"]

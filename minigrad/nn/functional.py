@@ -46,3 +46,10 @@ def cross_entropy(logits, labels):
     if not isinstance(labels, Tensor):
         labels = Tensor(get_array_module(logits.data).asarray(labels))
     return functions.SoftmaxCrossEntropy.apply(logits, labels)
+
+
+def softmax(logits, axis=-1):
+    """softmax(o)_k = exp(o_k - m) / sum_j exp(o_j - m), m = max(o): probabilities from logits (stable)."""
+    shifted = logits - logits.max(axis=axis, keepdims=True).detach()
+    exp = shifted.exp()
+    return exp / exp.sum(axis=axis, keepdims=True)

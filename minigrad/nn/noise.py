@@ -1,0 +1,97 @@
+"""Other ways to inject noise while training (the chapter's exercises 6 and 7); all are the identity in eval().
+
+Each keeps the expectation: E[y] = x (and for DropConnect E[W'] = W), as dropout does.
+They are built from existing ops (Mul, Add, Linear, Dropout), so their gradients come for free.
+"""
+import math
+
+from .. import backend
+from ..autograd import Tensor
+from . import functional as F
+from .layers import Linear
+from .module import Module
+
+
+def _noise(x, draw):
+    """A constant tensor (no gradient) of x's shape, dtype and device from ``draw(generator, shape, dtype)``."""
+    return Tensor(draw(backend.generator(x.device), x.shape, x.dtype))
+
+
+class GaussianDropout(Module):
+    """y = x * e with e ~ N(1, p / (1 - p)) per element: dropout's mean and variance, without zeros.
+
+    dy/dx = e. Srivastava et al. (2014), section 10.
+    """
+
+    def __init__(self, p=0.5):
+        self.p = F.check_probability(p)
+        if self.p == 1.0:
+            raise ValueError("GaussianDropout needs p < 1 (its variance p / (1 - p) is infinite at p = 1)")
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        std = math.sqrt(self.p / (1.0 - self.p))
+        return x * _noise(x, lambda g, shape, dtype: g.standard_normal(shape, dtype=dtype) * dtype.type(std) + 1)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class GaussianNoise(Module):
+    """y = x + e with e ~ N(0, sigma^2): additive noise (Bishop, 1995: on the inputs, Tikhonov regularisation)."""
+
+    def __init__(self, sigma=0.1):
+        if not sigma >= 0:
+            raise ValueError(f"noise standard deviation must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+
+    def forward(self, x):
+        if not self.training or self.sigma == 0.0:
+            return x
+        return x + _noise(x, lambda g, shape, dtype: g.standard_normal(shape, dtype=dtype) * dtype.type(self.sigma))
+
+    def extra_repr(self):
+        return f"sigma={self.sigma}"
+
+
+class UniformNoise(Module):
+    """y = x * u with u ~ U[1 - a, 1 + a], a = sqrt(3 p / (1 - p)): dropout's variance from bounded noise.
+
+    Var[u] = a^2 / 3 = p / (1 - p), as for dropout; no unit is ever fully silenced. dy/dx = u.
+    """
+
+    def __init__(self, p=0.5):
+        self.p = F.check_probability(p)
+        if self.p == 1.0:
+            raise ValueError("UniformNoise needs p < 1")
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        half_width = math.sqrt(3 * self.p / (1.0 - self.p))
+
+        def draw(generator, shape, dtype):
+            return (generator.random(shape, dtype=dtype) * 2 - 1) * dtype.type(half_width) + 1
+        return x * _noise(x, draw)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class DropConnect(Linear):
+    """A Linear layer whose weights are dropped instead of its inputs (Wan et al., 2013).
+
+    Training: y = x (W * M)^T + b with a fresh mask M per batch, M = [U > p] / (1 - p) (eq. 4.6.1 on the
+    weights), so E[W * M] = W. Evaluation: the plain layer. dy/dW = mask times the usual Linear gradient.
+    """
+
+    def __init__(self, in_features, out_features, p=0.5, **kwargs):
+        super().__init__(in_features, out_features, **kwargs)
+        self.p = F.check_probability(p)
+
+    def forward(self, x):
+        return F.linear(x, F.dropout(self.weight, self.p, training=self.training), self.bias)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", p={self.p}"
