@@ -173,6 +173,9 @@ def build_parser():
     add("--dropout2", type=probability, default=0.5, help="dropout after the second hidden layer (default: 0.5)")
     add("--hidden", type=positive_int, nargs=2, default=[256, 256], metavar=("H1", "H2"))
     add("--weight-decay", type=non_negative_float, default=0.0)
+    add("--lr-schedule", choices=["constant", "step", "cosine"], default="constant",
+        help="constant (the chapter), step (x0.1 after each third of the epochs) or cosine (to 0 at the last "
+             "epoch); concise only")
     add("--limit", type=positive_int, default=None, help="use the first N examples of each split "
                                                          "(default: $DATASET_LIMIT or all)")
     add("--seed", type=int, default=0)
@@ -188,6 +191,8 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay):
+        parser.error("--lr-schedule and --weight-decay are implemented for --impl concise only")
     for flag, variable, default in (("epochs", "MAX_EPOCH", 10), ("limit", "DATASET_LIMIT", None)):
         if getattr(args, flag) is None:
             text = os.environ.get(variable)
@@ -199,6 +204,14 @@ def parse_args(argv=None):
             except argparse.ArgumentTypeError as error:
                 parser.error(f"environment variable {variable}: {error}")
     return args
+
+
+def make_scheduler(name, optimizer, epochs):
+    if name == "step":
+        return mg.optim.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
+    if name == "cosine":
+        return mg.optim.CosineAnnealingLR(optimizer, T_max=epochs)
+    return None
 
 
 def run(args):
@@ -229,14 +242,13 @@ def run(args):
           f"{train_loader.num_examples} training examples on {device}", flush=True)
     try:
         if args.impl == "scratch":
-            if args.weight_decay:
-                raise ValueError("--weight-decay is implemented for --impl concise only")
             model = ScratchMLP(args.hidden, args.dropout1, args.dropout2, device)
             _, stopwatch = fit_scratch(model, train_loader, test_loader, args, on_epoch_end)
         else:
             model = concise_mlp(args.hidden, args.dropout1, args.dropout2, device)
             optimizer = mg.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-            trainer = Trainer(model, optimizer, device=device, progress=not args.no_progress)
+            trainer = Trainer(model, optimizer, device=device, progress=not args.no_progress,
+                              scheduler=make_scheduler(args.lr_schedule, optimizer, args.epochs))
             trainer.fit(train_loader, test_loader, args.epochs, on_epoch_end)
             stopwatch = trainer.stopwatch
     except TrainingDiverged as error:

@@ -71,6 +71,14 @@ def test_module_runs_as_a_command(fake_data, tmp_path):
     assert (out / "metrics.json").exists() and (out / "model.npz").exists() and not (out / "curves.png").exists()
 
 
+def test_cosine_schedule_records_the_learning_rate_of_each_epoch(fake_data, tmp_path):
+    out = tmp_path / "cos"
+    assert dropout_mlp.main(base_args(fake_data, out, "--no-plot", "--epochs", "4", "--lr-schedule", "cosine")) == 0
+    rates = [e["lr"] for e in json.loads((out / "metrics.json").read_text())["epochs"]]
+    expected = [0.5 * (1 + np.cos(np.pi * epoch / 4)) / 2 for epoch in range(4)]
+    np.testing.assert_allclose(rates, expected)
+
+
 def test_environment_sets_epoch_and_limit_defaults_and_flags_win(fake_data, tmp_path, monkeypatch):
     monkeypatch.setenv("MAX_EPOCH", "2")
     monkeypatch.setenv("DATASET_LIMIT", "64")
@@ -91,6 +99,7 @@ def test_environment_sets_epoch_and_limit_defaults_and_flags_win(fake_data, tmp_
     (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--epochs", "two"], "argument --epochs: expected int, got 'two'"),
+    (["--impl", "scratch", "--lr-schedule", "cosine"], "implemented for --impl concise only"),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys):
     with pytest.raises(SystemExit) as caught:

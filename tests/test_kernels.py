@@ -9,7 +9,7 @@ from minigrad import backend, kernels
 
 
 def on(device, array):
-    return backend.to_device(np.array(array, copy=True), device)  # a copy: in-place kernels must not touch the reference
+    return backend.to_device(np.array(array, copy=True), device)  # a copy: in-place kernels leave the reference
 
 
 @pytest.fixture
