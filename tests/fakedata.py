@@ -1,21 +1,14 @@
 """A small synthetic Fashion-MNIST look-alike, written as the four IDX files, for fast tests."""
 import hashlib
 
-import numpy as np
-
 from minigrad.data import fashion_mnist, write_idx
 from minigrad.data.idx import decompress_if_gzip
+from minigrad.data.synthetic import synthetic_images
 
 
 def make_split(count, seed):
-    """Learnable 28x28 uint8 images: each class brightens its own band of rows, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.tile(np.arange(10, dtype=np.uint8), count // 10 + 1)[:count]
-    rng.shuffle(labels)
-    images = rng.integers(0, 100, size=(count, 28, 28)).astype(np.uint8)  # mean ~66, like clothes
-    for k in range(10):
-        images[labels == k, 2 * k + 4:2 * k + 7, :] += 150
-    return images, labels
+    """Learnable 28x28 uint8 images (minigrad.data.synthetic): each class brightens its own band of rows."""
+    return synthetic_images(count, seed)
 
 
 def write_fake_fashion(folder, train=200, test=100, seed=0, gzipped=True):
