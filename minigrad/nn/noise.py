@@ -17,25 +17,43 @@ def _noise(x, draw):
     return Tensor(draw(backend.generator(x.device), x.shape, x.dtype))
 
 
-class GaussianDropout(Module):
-    """y = x * e with e ~ N(1, p / (1 - p)) per element: dropout's mean and variance, without zeros.
+class MultiplicativeNoise(Module):
+    """y = x * e, with e drawn per element so that E[e] = 1 and Var[e] = p / (1 - p), dropout's moments.
 
-    dy/dx = e. Srivastava et al. (2014), section 10.
+    dy/dx = e. Subclasses choose the distribution of e in ``draw(generator, shape, dtype)``.
     """
 
     def __init__(self, p=0.5):
         self.p = F.check_probability(p)
         if self.p == 1.0:
-            raise ValueError("GaussianDropout needs p < 1 (its variance p / (1 - p) is infinite at p = 1)")
+            raise ValueError(f"{type(self).__name__} needs p < 1 (its variance p / (1 - p) is infinite at p = 1)")
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        std = math.sqrt(self.p / (1.0 - self.p))
-        return x * _noise(x, lambda g, shape, dtype: g.standard_normal(shape, dtype=dtype) * dtype.type(std) + 1)
+        return x * _noise(x, self.draw)
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class GaussianDropout(MultiplicativeNoise):
+    """e ~ N(1, p / (1 - p)): dropout's mean and variance, without zeros (Srivastava et al., 2014, section 10)."""
+
+    def draw(self, generator, shape, dtype):
+        std = math.sqrt(self.p / (1.0 - self.p))
+        return generator.standard_normal(shape, dtype=dtype) * dtype.type(std) + 1
+
+
+class UniformNoise(MultiplicativeNoise):
+    """e ~ U[1 - a, 1 + a] with a = sqrt(3 p / (1 - p)), so Var[e] = a^2 / 3 = p / (1 - p): bounded noise.
+
+    This project's own idea for exercise 7: dropout's first two moments, but no unit is ever fully silenced.
+    """
+
+    def draw(self, generator, shape, dtype):
+        half_width = math.sqrt(3 * self.p / (1.0 - self.p))
+        return (generator.random(shape, dtype=dtype) * 2 - 1) * dtype.type(half_width) + 1
 
 
 class GaussianNoise(Module):
@@ -53,30 +71,6 @@ class GaussianNoise(Module):
 
     def extra_repr(self):
         return f"sigma={self.sigma}"
-
-
-class UniformNoise(Module):
-    """y = x * u with u ~ U[1 - a, 1 + a], a = sqrt(3 p / (1 - p)): dropout's variance from bounded noise.
-
-    Var[u] = a^2 / 3 = p / (1 - p), as for dropout; no unit is ever fully silenced. dy/dx = u.
-    """
-
-    def __init__(self, p=0.5):
-        self.p = F.check_probability(p)
-        if self.p == 1.0:
-            raise ValueError("UniformNoise needs p < 1")
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        half_width = math.sqrt(3 * self.p / (1.0 - self.p))
-
-        def draw(generator, shape, dtype):
-            return (generator.random(shape, dtype=dtype) * 2 - 1) * dtype.type(half_width) + 1
-        return x * _noise(x, draw)
-
-    def extra_repr(self):
-        return f"p={self.p}"
 
 
 class DropConnect(Linear):
