@@ -40,7 +40,6 @@ def matmul_flops_per_example(hidden=HIDDEN):
 
 def sgemm_gflops(device, size=2048, repeats=5):
     """This machine's float32 matrix-product rate (best of a few)."""
-    xp = backend.module_for(device)
     rng = backend.generator(device)
     a = rng.random((size, size), dtype=numpy.float32)
     b = rng.random((size, size), dtype=numpy.float32)
@@ -51,7 +50,6 @@ def sgemm_gflops(device, size=2048, repeats=5):
         a @ b
         backend.synchronize(device)
         best = min(best, time.perf_counter() - start)
-    del xp
     return 2 * size ** 3 / best / 1e9
 
 
