@@ -23,7 +23,7 @@ from minigrad import nn
 from minigrad.data import DataLoader, FashionMNIST
 from minigrad.data.synthetic import synthetic_fashion
 from minigrad.io import atomic_write, save_json
-from minigrad.train import Trainer, correct_count, evaluate
+from minigrad.train import Trainer, evaluate, evaluate_predictions
 from minigrad.uncertainty import mc_dropout_probabilities, predictive_entropy
 
 CHAPTER = {"noise": "dropout", "p1": 0.2, "p2": 0.5, "weight_decay": 0.0, "label": "dropout (0.2, 0.5)"}
@@ -312,17 +312,13 @@ def test_time(data, args, out, log):
         model, history = train_run(CHAPTER, seed, data, args, epochs_for("test-time", args))
         off = evaluate(model, data.test)["acc"]
         model.train()  # dropout left on: one stochastic pass per example
-        on_correct = count = 0
-        with mg.no_grad():
-            for x, y in data.test:
-                on_correct = on_correct + correct_count(model(x), y)
-                count += len(y)
+        on = evaluate_predictions(model, data.test)["acc"]
         mc_correct = count_mc = 0
         for x, y in data.test:
             probs = mc_dropout_probabilities(model, x, passes=20)
             mc_correct = mc_correct + (probs.argmax(axis=1) == y.data).sum()
             count_mc += len(y)
-        rows.append({"seed": seed, "dropout_off": off, "dropout_on_one_pass": float(on_correct) / count,
+        rows.append({"seed": seed, "dropout_off": off, "dropout_on_one_pass": on,
                      "dropout_on_mean_of_20_passes": float(mc_correct) / count_mc})
         log(f"  seed {seed}: {rows[-1]}")
     keys = ["dropout_off", "dropout_on_one_pass", "dropout_on_mean_of_20_passes"]

@@ -17,7 +17,7 @@ import minigrad.nn.functional as F
 from minigrad import nn
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.io import save_json, save_state_dict
-from minigrad.train import EpochProgress, Stopwatch, Trainer, TrainingDiverged, correct_count
+from minigrad.train import EpochProgress, Stopwatch, Trainer, TrainingDiverged, correct_count, evaluate_predictions
 
 NUM_INPUTS, NUM_OUTPUTS = 784, 10
 
@@ -73,25 +73,13 @@ def chapter_demo(device):
         print(f"dropout_layer(X, {p}):\n{dropout_layer(X, p).numpy()}")
 
 
-def evaluate_scratch(model, test_loader):
-    """Test loss and accuracy with dropout off (is_training=False) and no graph."""
-    loss_sum = correct = count = 0
-    with mg.no_grad():
-        for X, y in test_loader:
-            y_hat = model.net(X, is_training=False)
-            loss_sum = loss_sum + F.cross_entropy(y_hat, y).data * len(y)
-            correct = correct + correct_count(y_hat, y)
-            count += len(y)
-    return float(loss_sum) / count, float(correct) / count
-
-
 def fit_scratch(model, train_loader, test_loader, args, on_epoch_end):
     """The chapter's plain training loop."""
     clock, history = Stopwatch(args.device), []
 
     for epoch in range(1, args.epochs + 1):
         bar = EpochProgress(len(train_loader), epoch, args.device, not args.no_progress)
-        start = clock.now()
+        epoch_start = clock.now()
         for X, y in train_loader:
             t0 = clock.mark()
             y_hat = model.net(X, is_training=True)
@@ -101,17 +89,18 @@ def fit_scratch(model, train_loader, test_loader, args, on_epoch_end):
             t2 = clock.mark()
             model.sgd(args.lr)
             t3 = clock.mark()
-            for name, start, end in (("forward", t0, t1), ("backward", t1, t2), ("step", t2, t3)):
-                clock.interval(name, start, end)
+            clock.interval("forward", t0, t1)
+            clock.interval("backward", t1, t2)
+            clock.interval("step", t2, t3)
             bar.update(loss.data, correct_count(y_hat, y), len(y))
-        seconds = clock.now() - start
+        seconds = clock.now() - epoch_start
         clock.add("epoch", seconds)
         clock.flush()
         train_loss, train_acc = bar.close()
         eval_start = clock.now()
-        test_loss, test_acc = evaluate_scratch(model, test_loader)
+        test = evaluate_predictions(lambda X: model.net(X, is_training=False), test_loader)
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "seconds": seconds,
-                  "test_loss": test_loss, "test_acc": test_acc, "eval_seconds": clock.now() - eval_start}
+                  "test_loss": test["loss"], "test_acc": test["acc"], "eval_seconds": clock.now() - eval_start}
         history.append(record)
         on_epoch_end(record)
     return history, clock

@@ -80,15 +80,25 @@ def evaluate(model, loader, loss_fn=F.cross_entropy):
     """
     was_training = model.training
     model.eval()
+    try:
+        return evaluate_predictions(model, loader, loss_fn)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_predictions(predict, loader, loss_fn=F.cross_entropy):
+    """Mean loss and accuracy of ``predict(x) -> logits`` over ``loader``, with no graph.
+
+    The sums stay on the device; the host reads them once, at the end.
+    """
     loss_sum = correct = 0
     count = 0
     with no_grad():
         for x, y in loader:
-            logits = model(x)
+            logits = predict(x)
             loss_sum = loss_sum + loss_fn(logits, y).data * len(y)
             correct = correct + correct_count(logits, y)
             count += len(y)
-    model.train(was_training)
     return {"loss": float(loss_sum) / count, "acc": float(correct) / count}
 
 

@@ -23,3 +23,8 @@ def write_fake_fashion(folder, train=200, test=100, seed=0, gzipped=True):
             write_idx(folder / (name + suffix), array, compress=gzipped)
             digests[name] = hashlib.sha256(decompress_if_gzip((folder / (name + suffix)).read_bytes())).hexdigest()
     return digests
+
+
+REAL_FOLDER = fashion_mnist.DEBIAN_FOLDER
+HAVE_REAL = all(fashion_mnist.find_file(REAL_FOLDER, name) for name in fashion_mnist.FILES.values())
+REAL_MISSING = f"the real Fashion-MNIST is not in {REAL_FOLDER} (apt-get install dataset-fashion-mnist)"

@@ -13,7 +13,7 @@ from examples import dropout_mlp
 from minigrad.data import fashion_mnist
 from minigrad.io import load_state_dict
 
-from .fakedata import write_fake_fashion
+from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING, write_fake_fashion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,6 +48,10 @@ def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
     for record in metrics["epochs"]:
         assert set(record) >= {"epoch", "train_loss", "train_acc", "test_acc", "seconds", "eval_seconds"}
     assert set(metrics["timings"]) == {"forward", "backward", "step", "epoch"}
+    timings = metrics["timings"]
+    assert all(record["seconds"] > 0 and record["eval_seconds"] > 0 for record in metrics["epochs"])
+    # An epoch holds ten batches of 32 (300 examples), each with a forward, a backward and a step.
+    assert timings["epoch"]["p50"] >= 9 * (timings["forward"]["p50"] + timings["backward"]["p50"])
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 100) = 0.03 on the 100 test examples.
     assert metrics["final_test_acc"] > 0.25
     image = matplotlib.image.imread(out / "curves.png")
@@ -158,16 +162,13 @@ def test_diverging_loss_stops_with_epoch_and_step_and_keeps_valid_metrics(fake_d
 
 # --- the real dataset, when present -----------------------------------------------------------------
 
-REAL = fashion_mnist.DEBIAN_FOLDER
-HAVE_REAL = all(fashion_mnist.find_file(REAL, name) for name in fashion_mnist.FILES.values())
 
 
-@pytest.mark.skipif(not HAVE_REAL, reason="the real Fashion-MNIST is not installed (apt-get install "
-                                          "dataset-fashion-mnist)")
+@pytest.mark.skipif(not HAVE_REAL, reason=REAL_MISSING)
 def test_two_epochs_on_5000_real_examples(tmp_path, capsys):
     out = tmp_path / "real"
-    assert dropout_mlp.main(["--data-dir", REAL, "--epochs", "2", "--limit", "5000", "--no-progress", "--no-plot",
-                             "--out", str(out)]) == 0
+    assert dropout_mlp.main(["--data-dir", REAL_FOLDER, "--epochs", "2", "--limit", "5000", "--no-progress",
+                             "--no-plot", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["limit"] == 5000 and len(metrics["epochs"]) == 2
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 5000) = 0.004 on 5000 test examples.

@@ -10,10 +10,8 @@ import pytest
 
 from minigrad.data import DatasetError, FashionMNIST, fashion_mnist, read_idx, write_idx
 
-from .fakedata import make_split, write_fake_fashion
+from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING, make_split, write_fake_fashion
 
-REAL = fashion_mnist.DEBIAN_FOLDER
-HAVE_REAL = all(fashion_mnist.find_file(REAL, name) for name in fashion_mnist.FILES.values())
 
 
 @pytest.fixture
@@ -150,14 +148,13 @@ def test_offline_download_error_says_how_to_get_the_files(isolated):
 
 # --- the real files, when Debian's package put them there ----------------------------------
 
-@pytest.mark.skipif(not HAVE_REAL, reason=f"the real Fashion-MNIST is not in {REAL} (apt-get install "
-                                          "dataset-fashion-mnist)")
+@pytest.mark.skipif(not HAVE_REAL, reason=REAL_MISSING)
 @pytest.mark.parametrize("train, count", [(True, 60000), (False, 10000)])
 def test_real_files(train, count, monkeypatch):
     monkeypatch.delenv("MINIGRAD_DATA", raising=False)
-    data = FashionMNIST(root=REAL, train=train, download=False)
+    data = FashionMNIST(root=REAL_FOLDER, train=train, download=False)
     assert data.images.shape == (count, 28, 28) and data.labels.shape == (count,)
     np.testing.assert_array_equal(np.bincount(data.labels), np.full(10, count // 10))
     name = fashion_mnist.FILES["train" if train else "test", "labels"]
-    raw = gzip.decompress(open(fashion_mnist.find_file(REAL, name), "rb").read())
+    raw = gzip.decompress(open(fashion_mnist.find_file(REAL_FOLDER, name), "rb").read())
     np.testing.assert_array_equal(data.labels[:20], np.frombuffer(raw[8:28], np.uint8))
