@@ -1,0 +1,73 @@
+"""The Trainer: dropout is never on while evaluating, history and timings are recorded, NaN stops training."""
+import math
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn
+from minigrad.data import ArrayDataset, DataLoader
+from minigrad.train import Trainer, TrainingDiverged, evaluate
+
+
+class ModeSpy(nn.Module):
+    """Records, at every forward, whether the module was training and whether a graph was being recorded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((self.training, mg.is_grad_enabled()))
+        return x
+
+
+def loaders(count=64, features=8):
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.integers(0, 255, size=(count, features)).astype(np.uint8), rng.integers(0, 3, count))
+    return DataLoader(data, 16, shuffle=True, seed=0), DataLoader(data, 32)
+
+
+def test_trainer_never_evaluates_in_training_mode():
+    spy = ModeSpy()
+    model = nn.Sequential(nn.Linear(8, 3), spy, nn.Dropout(0.5))
+    train, test = loaders()
+    Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False).fit(train, test, epochs=2)
+    training_calls = [mode for mode, grad in spy.calls if grad]
+    evaluation_calls = [mode for mode, grad in spy.calls if not grad]
+    assert len(training_calls) == 2 * 4 and len(evaluation_calls) == 2 * 2
+    assert all(training_calls) and not any(evaluation_calls)
+    assert model.training, "fit leaves the model in training mode, as it found it"
+
+
+def test_evaluate_restores_the_previous_mode():
+    model = nn.Sequential(nn.Linear(8, 3), nn.Dropout(0.5))
+    _, test = loaders()
+    model.eval()
+    evaluate(model, test)
+    assert not model.training
+    model.train()
+    evaluate(model, test)
+    assert all(m.training for m in model.modules())
+
+
+def test_history_and_timings_are_recorded():
+    model = nn.Sequential(nn.Linear(8, 3))
+    train, test = loaders()
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    history = trainer.fit(train, test, epochs=3)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all(0.0 <= h["train_acc"] <= 1.0 and 0.0 <= h["test_acc"] <= 1.0 and h["seconds"] > 0 for h in history)
+    summary = trainer.stopwatch.summary()
+    assert summary["forward"]["count"] == summary["backward"]["count"] == summary["step"]["count"] == 12
+    assert summary["epoch"]["count"] == 3 and summary["epoch"]["p50"] <= summary["epoch"]["p90"]
+
+
+def test_a_nan_loss_stops_training_naming_epoch_and_step():
+    model = nn.Sequential(nn.Linear(8, 3))
+    train, test = loaders()
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    trainer.fit(train, test, epochs=1)
+    model[0].weight.data[0, 0] = math.nan
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan in epoch 2 by step 1"):
+        trainer.fit(train, test, epochs=1)
+    assert len(trainer.history) == 1
