@@ -47,6 +47,19 @@ class Stopwatch:
         else:
             self.add(name, end - start)
 
+    def record_step(self, t0, t1, t2, t3):
+        """One training step's phases from its four marks: forward [t0, t1], backward [t1, t2], step [t2, t3]."""
+        self.interval("forward", t0, t1)
+        self.interval("backward", t1, t2)
+        self.interval("step", t2, t3)
+
+    def end_epoch(self, epoch_start):
+        """Record and return the epoch's wall time since ``epoch_start`` (a ``now()``), and read the GPU's marks."""
+        seconds = self.now() - epoch_start
+        self.add("epoch", seconds)
+        self.flush()
+        return seconds
+
     def flush(self):
         if self.pending:
             self.pending[-1][2].synchronize()
@@ -175,13 +188,9 @@ class Trainer:
             t2 = clock.mark()
             self.optimizer.step()
             t3 = clock.mark()
-            clock.interval("forward", t0, t1)
-            clock.interval("backward", t1, t2)
-            clock.interval("step", t2, t3)
+            clock.record_step(t0, t1, t2, t3)
             bar.update(loss.data, correct_count(logits, y), len(y))
-        seconds = clock.now() - epoch_start
-        clock.add("epoch", seconds)
-        clock.flush()
+        seconds = clock.end_epoch(epoch_start)
         train_loss, train_acc = bar.close()
         return {"train_loss": train_loss, "train_acc": train_acc, "seconds": seconds}
 
