@@ -1,8 +1,8 @@
 """The floor: the chapter's MLP trained with hand-written NumPy (or CuPy), no autograd.
 
 Exactly minigrad's math for one training step: the same shapes (W of shape (out, in), as in
-nn.Linear), the same uint8-to-float32 conversion per batch, the same dropout draws (float32
-U[0, 1) > p from the device's generator, survivors scaled by 1/(1-p)), the same fused
+nn.Linear), the same uint8-to-float32 conversion per batch, the same dropout draws (U[0, 1) > p
+from the device's generator via ``backend.random_keep``, survivors scaled by 1/(1-p)), the same fused
 softmax cross-entropy, and the same SGD update. Written as a competent NumPy user would:
 in-place where it saves a pass, no float64, no Python per element.
 """
@@ -27,7 +27,8 @@ class FloorMLP:
         """One minibatch: forward, backward and SGD update. Returns the loss (a device scalar)."""
         xp, (W1, W2, W3), (b1, b2, b3) = self.xp, self.weights, self.biases
         n = x.shape[0]
-        masks = [(self.rng.random((n, W.shape[0]), dtype=numpy.float32) > p) * numpy.float32(1 / (1 - p))
+        # The same draws as minigrad's (U > p from 32 random bits on the CPU, from float32 U on a GPU)
+        masks = [backend.random_keep(self.rng, (n, W.shape[0]), p) * numpy.float32(1 / (1 - p))
                  for W, p in zip((W1, W2), self.dropout)]
         # forward: relu, then dropout, in place on the fresh product
         h1 = x @ W1.T

@@ -37,8 +37,8 @@ def cases(device):
         "matmul": (lambda: (a @ b).sum(), lambda: (A @ B).sum()),
         "relu": (lambda: a.relu().sum(), lambda: (A * (A > 0)).sum()),
         "linear": (lambda: F.linear(a, b, bias).sum(), lambda: (A @ B.T + bias.data).sum()),
-        "dropout": (lambda: F.dropout(a, 0.5).sum(), lambda: (A * (backend.generator(device).random(A.shape,
-                                                                dtype=A.dtype) > 0.5) * 2).sum()),
+        "dropout": (lambda: F.dropout(a, 0.5).sum(),
+                    lambda: (A * backend.random_keep(backend.generator(device), A.shape, 0.5) * 2).sum()),
         "cross_entropy": (lambda: F.cross_entropy(a, labels), None),
         "chain of 10 muls": (lambda: _chain(a), None),
     }

@@ -310,7 +310,7 @@ class Dropout(Function):
 
     dy/dx = keep / (1 - p): backward multiplies by the very mask forward used. The mask is
     stored already scaled (``mask = keep / (1 - p)``, in x's dtype) so both directions are one
-    multiply, as in Chainer. U is drawn on x's device, in x's dtype. 0 <= p < 1 here;
+    multiply, as in Chainer. U is drawn on x's device (``kernels.dropout``). 0 <= p < 1 here;
     ``nn.functional.dropout`` handles p = 0 and p = 1 without drawing.
     """
 
@@ -318,8 +318,7 @@ class Dropout(Function):
         self.p = p
 
     def forward(self, x):
-        uniform = generator(device_of(x)).random(x.shape, dtype=x.dtype)
-        y, self.mask = kernels.dropout(x, uniform, self.p)  # mask = (uniform > p) / (1 - p); y = x * mask
+        y, self.mask = kernels.dropout(x, self.p, generator(device_of(x)))  # mask = [U > p] / (1 - p); y = x * mask
         return y
 
     def backward(self, gy):

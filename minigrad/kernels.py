@@ -6,7 +6,7 @@ per NumPy-style operation. ``tests/test_kernels.py`` checks that both versions a
 """
 import functools
 
-from .backend import cupy, get_array_module
+from .backend import cupy, get_array_module, random_keep
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,12 +38,18 @@ def relu_backward(y, gy):
     return gy * (y > 0)
 
 
-def dropout(x, uniform, p):
-    """Eq. (4.6.1) given the uniform draws: mask = [uniform > p] / (1 - p), y = x * mask. Returns (y, mask)."""
+def dropout(x, p, generator):
+    """Eq. (4.6.1): keep = [U > p], U ~ Uniform[0, 1) per element; mask = keep / (1 - p), y = x * mask.
+
+    Returns (y, mask). On a GPU one kernel compares, scales and multiplies (given the uniform
+    draws); on the CPU the keep mask comes from ``backend.random_keep``, which draws random bits
+    instead of floats. Either way the law is the same; the draws of the two devices differ.
+    """
     scale = x.dtype.type(1.0 / (1.0 - p))  # in x's dtype: bool * Python float would be float64
     if _on_gpu(x):
+        uniform = generator.random(x.shape, dtype=x.dtype)
         return _cuda_kernels()["dropout"](x, uniform, x.dtype.type(p), scale)
-    mask = (uniform > p) * scale
+    mask = random_keep(generator, x.shape, p) * scale
     return x * mask, mask
 
 

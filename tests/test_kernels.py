@@ -26,16 +26,47 @@ def test_relu_backward(device, rng, dtype):
     np.testing.assert_array_equal(got, np.where(y > 0, gy, 0))
 
 
+def twin_generators(device, seed=0):
+    """Two generators of ``device`` in the same state: one for the code under test, one for the reference."""
+    backend.manual_seed(seed)
+    first = backend.generator(device)
+    backend.manual_seed(seed)
+    return first, backend.generator(device)
+
+
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
 def test_dropout(device, rng, p):
-    x = rng.standard_normal((128, 40)).astype(np.float32)
-    uniform = rng.random((128, 40), dtype=np.float32)
-    y, mask = kernels.dropout(on(device, x), on(device, uniform), p)
+    x = rng.standard_normal((128, 41)).astype(np.float32)  # an odd size: the last 64-bit draw is split
+    generator, twin = twin_generators(device)
+    y, mask = kernels.dropout(on(device, x), p, generator)
+    if device == "cpu":  # U = k / 2^32 from 32 random bits per element, compared in float64
+        bits = twin.bit_generator.random_raw(128 * 41 // 2 + 1).view(np.uint32)[:128 * 41].reshape(x.shape)
+        keep = bits / 2.0 ** 32 > p
+    else:  # the GPU kernel is fed U from the generator in x's dtype
+        keep = backend.to_numpy(twin.random(x.shape, dtype=np.float32)) > np.float32(p)
     scale = np.float32(1 / (1 - p))
-    expected_mask = np.where(uniform > np.float32(p), scale, np.float32(0))
+    expected_mask = np.where(keep, scale, np.float32(0))
     np.testing.assert_array_equal(backend.to_numpy(mask), expected_mask)
     np.testing.assert_array_equal(backend.to_numpy(y), x * expected_mask)
     assert mask.dtype == y.dtype == np.float32
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 0.9999])
+def test_random_keep_follows_the_uniform_law(p):
+    """[U > p] from 32-bit draws: the kept fraction is 1 - p (Hoeffding: off by more than 0.005 with prob. < 1e-9)."""
+    generator = np.random.Generator(np.random.PCG64(1))
+    keep = backend.random_keep(generator, (1000, 1001), p)
+    assert keep.shape == (1000, 1001) and keep.dtype == bool
+    assert abs(keep.mean() - (1 - p)) < 0.005
+
+
+def test_random_keep_threshold_is_exact():
+    """k / 2^32 > p exactly when k > floor(p * 2^32): checked against float64 on the draws themselves."""
+    generator, twin = np.random.Generator(np.random.PCG64(2)), np.random.Generator(np.random.PCG64(2))
+    for p in (0.1, 0.2, 0.5, 1 / 3, 0.75):
+        keep = backend.random_keep(generator, (999,), p)
+        bits = twin.bit_generator.random_raw(500).view(np.uint32)[:999]
+        np.testing.assert_array_equal(keep, bits / 2.0 ** 32 > p)
 
 
 def test_cross_entropy_backward(device, rng):
