@@ -1,6 +1,7 @@
 """Epoch time of the chapter's MLP: minigrad (concise and scratch) against the NumPy floor and PyTorch.
 
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--limit N] [--json PATH]
+                                     [--skip concise|scratch|pytorch ...]
 
 Every contender trains the same model (784-256-256-10, dropout 0.2/0.5, SGD lr 0.5, batch 256) on
 the same batches from the same device-resident DataLoader, for ``--epochs`` full training epochs,
@@ -142,9 +143,12 @@ def worker(connection, name, args):
 
 def run(args):
     device = backend.check_device(args.device)
-    names = ["minigrad concise", "minigrad scratch", "floor"]
+    skip = set(args.skip or ())
+    names = [name for name in ("minigrad concise", "minigrad scratch", "floor") if name.split()[-1] not in skip]
     skipped = []
-    if torch_version() is None:
+    if "pytorch" in skip:
+        skipped.append("pytorch eager: --skip pytorch")
+    elif torch_version() is None:
         skipped.append("pytorch eager: torch is not importable (pip install torch==2.13.0 for the comparison)")
         print(f"skipping {skipped[-1]}")
     else:
@@ -183,6 +187,8 @@ def run(args):
         results[label] = {
             "median_s": medians[name], "min_s": min(times), "max_s": max(times), "epochs_s": times,
             "ratio_to_floor": medians[name] / medians["floor"],
+            # epoch k of this contender against epoch k of the floor (the same round): less exposed to slow drift
+            "paired_ratio_to_floor": statistics.median(a / b for a, b in zip(times, epochs["floor"])),
             "ratio_to_pytorch": medians[name] / medians["pytorch eager"] if "pytorch eager" in medians else None,
         }
     report = {
@@ -199,11 +205,14 @@ def run(args):
 
 
 def format_table(report):
-    lines = [f"{'contender':18s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'x pytorch':>10s}"]
+    lines = [f"{'contender':18s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
+             f"{'x pytorch':>10s}"]
     for name, r in report["results"].items():
         vs_torch = f"{r['ratio_to_pytorch']:.2f}" if r["ratio_to_pytorch"] is not None else "-"
         lines.append(f"{name:18s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
-                     f"{r['ratio_to_floor']:8.2f} {vs_torch:>10s}")
+                     f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} {vs_torch:>10s}")
+    lines.append("x floor and x pytorch: ratios of the medians; paired: median over rounds of the ratio of epochs "
+                 "run in the same round")
     lines.append(f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
                  f"{report['floor_gflops']:.0f} GFLOP/s; this machine's sgemm: {report['sgemm_gflops']:.0f} GFLOP/s")
     return "\n".join(lines)
@@ -218,6 +227,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--skip", action="append", choices=["concise", "scratch", "pytorch"],
+                        help="leave out a contender (repeatable; the floor always runs: the ratios need it)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.repeats < 1:
         parser.error("--epochs and --repeats must be at least 1")

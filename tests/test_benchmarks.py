@@ -35,9 +35,21 @@ def test_train_speed_writes_its_table_and_json(tmp_path):
     assert ("pytorch eager" in names) != bool(report["skipped"])
     for result in report["results"].values():
         assert len(result["epochs_s"]) == 2 and result["min_s"] <= result["median_s"] <= result["max_s"]
-        assert set(result) >= {"ratio_to_floor", "ratio_to_pytorch"}
+        assert set(result) >= {"ratio_to_floor", "paired_ratio_to_floor", "ratio_to_pytorch"}
     assert report["results"]["numpy floor"]["ratio_to_floor"] == 1.0
     assert "minigrad concise" in printed and "x floor" in printed
+
+
+def test_train_speed_skips_the_contenders_it_is_told_to(tmp_path):
+    data = tmp_path / "fake"
+    write_fake_fashion(data, train=300, test=100)
+    out = tmp_path / "speed.json"
+    run_module("benchmarks.train_speed", "--epochs", "1", "--repeats", "1", "--limit", "256", "--skip", "scratch",
+               "--skip", "pytorch", "--data-dir", str(data), "--skip-checksum", "--json", str(out), cwd=ROOT)
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"minigrad concise", "numpy floor"}
+    assert report["results"]["minigrad concise"]["ratio_to_pytorch"] is None
+    assert any("pytorch" in line for line in report["skipped"])
 
 
 def test_memory_benchmark_reports_both_peaks(tmp_path):

@@ -1,0 +1,45 @@
+"""minigrad.allocator: freed CPU memory is kept for the next batch instead of going back to the OS."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Allocate and free the arrays of a dropout layer's forward, as a training step does, and count page faults.
+FAULTS_PER_STEP = """
+import resource, numpy, minigrad
+from minigrad import backend
+generator, x = backend.generator("cpu"), numpy.ones((256, 1024), numpy.float32)
+def step():
+    mask = backend.random_keep(generator, x.shape, 0.5) * numpy.float32(2)
+    return (x * mask).sum()
+for _ in range(20):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(200):
+    step()
+print(minigrad.allocator.KEEPING_FREED_MEMORY, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 200)
+"""
+
+
+def run_python(code, **env):
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, **env},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
+def test_freed_memory_is_reused_without_page_faults():
+    applied, faults = run_python(FAULTS_PER_STEP)
+    if applied != "True":
+        pytest.skip("this C library has no mallopt (not glibc)")
+    # Without the setting each step faults in its 1 MiB temporaries afresh: 256 faults at the least (measured: 544).
+    assert float(faults) < 5
+
+
+def test_the_environment_variable_leaves_the_allocator_alone():
+    applied, _ = run_python(FAULTS_PER_STEP, MINIGRAD_KEEP_FREED_MEMORY="0")
+    assert applied == "False"
