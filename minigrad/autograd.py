@@ -88,6 +88,8 @@ class Function:
 
 
 def _check_same_device(op_name, tensors):
+    if backend.cupy is None:  # without CuPy every array is a NumPy array, on the CPU
+        return
     kinds = {backend.get_array_module(t.data) for t in tensors}
     if len(kinds) > 1:
         devices = ", ".join(t.device for t in tensors)
