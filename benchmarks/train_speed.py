@@ -1,15 +1,18 @@
 """Epoch time of the chapter's MLP: minigrad (concise and scratch) against the NumPy floor and PyTorch.
 
-    python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--limit N] [--json PATH]
-                                     [--skip concise|scratch|pytorch ...]
+    python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
+                                     [--json PATH] [--skip concise|scratch|pytorch ...]
 
 Every contender trains the same model (784-256-256-10, dropout 0.2/0.5, SGD lr 0.5, batch 256) on
 the same batches from the same device-resident DataLoader, for ``--epochs`` full training epochs,
-``--repeats`` times. The contenders take turns (interleaved, in a rotating order) so that noise on
-a shared machine hits them alike. Reported: median, min and max epoch seconds, ratios, and the
-floor's achieved GFLOP/s against this machine's sgemm rate, measured in the same run.
+``--repeats`` times, each in its own worker process. The contenders take turns every ``1/--slices``
+of an epoch (interleaved, in a rotating order) so that noise on a shared machine, which comes and
+goes over seconds, hits them alike; an epoch's time is the sum of its slices. Reported: median, min
+and max epoch seconds, ratios, and the floor's achieved GFLOP/s against this machine's sgemm rate,
+measured in the same run.
 """
 import argparse
+import itertools
 import os
 import multiprocessing
 import platform
@@ -29,6 +32,7 @@ from minigrad.io import save_json
 from minigrad.train import Trainer
 
 HIDDEN, DROPOUT, LR, BATCH = (256, 256), (0.2, 0.5), 0.5, 256
+PAUSE_S = 0.25
 
 
 def matmul_flops_per_example(hidden=HIDDEN):
@@ -116,11 +120,44 @@ CONTENDERS = {"minigrad concise": minigrad_concise, "minigrad scratch": minigrad
               "pytorch eager": pytorch_eager}
 
 
-def worker(connection, name, args):
-    """One contender in its own process (so no library's threads compete with another's), timing epochs on request.
+class EpochSlices:
+    """A loader's epochs handed out a slice of batches at a time, so that contenders can take turns within an epoch.
 
-    Loads the data, builds the model, runs a short warm-up, then answers every "epoch" message with the
-    seconds one full training epoch took, until "stop".
+    ``next_slice()`` returns the next ``1/slices`` of the current epoch (an iterable with a length, which
+    is all a training loop needs); after the last slice the next call starts a new epoch.
+    """
+
+    def __init__(self, loader, slices):
+        batches = len(loader)
+        slices = max(1, min(slices, batches))  # no empty slices
+        self.loader = loader
+        self.sizes = [batches * (k + 1) // slices - batches * k // slices for k in range(slices)]
+        self.iterator, self.position = None, 0
+
+    def next_slice(self):
+        if self.position == 0:
+            self.iterator = iter(self.loader)
+        size = self.sizes[self.position]
+        self.position = (self.position + 1) % len(self.sizes)
+        return BatchSlice(self.iterator, size)
+
+
+class BatchSlice:
+    def __init__(self, iterator, size):
+        self.iterator, self.size = iterator, size
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        return itertools.islice(self.iterator, self.size)
+
+
+def worker(connection, name, args):
+    """One contender in its own process (so no library's threads compete with another's), timing on request.
+
+    Loads the data, builds the model, runs a short warm-up, then answers every "slice" message with the
+    seconds that training on the next ``1/--slices`` of an epoch took, until "stop".
     """
     device = backend.check_device(args.device)
     mg.manual_seed(0)
@@ -129,13 +166,15 @@ def worker(connection, name, args):
         torch.set_num_threads(os.cpu_count() or 1)
     data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
     loader = DataLoader(data, BATCH, shuffle=True, device=device, limit=args.limit, seed=0)
+    epoch_slices = EpochSlices(loader, args.slices)
     run_epoch = CONTENDERS[name](device)
     run_epoch(DataLoader(data, BATCH, device=device, limit=2 * BATCH), 0)  # warm-up: first-call costs
     connection.send(("ready", loader.num_examples))
-    while connection.recv() == "epoch":
+    while connection.recv() == "slice":
+        batches = epoch_slices.next_slice()
         backend.synchronize(device)
         start = time.perf_counter()
-        run_epoch(loader, 1)
+        run_epoch(batches, 1)
         backend.synchronize(device)
         connection.send(time.perf_counter() - start)
     connection.close()
@@ -167,14 +206,19 @@ def run(args):
             raise RuntimeError(f"the {name} worker did not start (exit code {process.exitcode})")
         examples = message[1]
     epochs = {name: [] for name in names}
-    for repeat in range(args.repeats):  # interleaved, in a rotating order
-        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-            # Idle thread pools (OpenMP, OpenBLAS) spin for a while after their last job; let them go to
-            # sleep so they do not steal the cores from the next contender.
-            time.sleep(0.5)
-            for _ in range(args.epochs):
-                workers[name][1].send("epoch")
-                epochs[name].append(workers[name][1].recv())
+    turn = 0
+    for _ in range(args.repeats * args.epochs):
+        seconds = dict.fromkeys(names, 0.0)
+        for _ in range(args.slices):  # every contender trains on a slice, in a rotating order, then the next slice
+            for name in names[turn % len(names):] + names[:turn % len(names)]:
+                # Idle thread pools (OpenMP, OpenBLAS) spin for up to ~0.1 s after their last job; let them
+                # go to sleep so that they do not steal the cores from the next contender.
+                time.sleep(PAUSE_S)
+                workers[name][1].send("slice")
+                seconds[name] += workers[name][1].recv()
+            turn += 1
+        for name in names:
+            epochs[name].append(seconds[name])
     for process, connection in workers.values():
         connection.send("stop")
         process.join(timeout=30)
@@ -193,8 +237,9 @@ def run(args):
         }
     report = {
         "device": device, "machine": platform.processor() or platform.machine(), "torch": torch_version(),
-        "numpy": numpy.__version__, "config": {"epochs": args.epochs, "repeats": args.repeats, "limit": args.limit,
-                                                "examples_per_epoch": examples, "batch_size": BATCH},
+        "numpy": numpy.__version__,
+        "config": {"epochs": args.epochs, "repeats": args.repeats, "slices": args.slices, "limit": args.limit,
+                   "examples_per_epoch": examples, "batch_size": BATCH},
         "matmul_gflop_per_epoch": flops / 1e9, "sgemm_gflops": gflops,
         "floor_gflops": flops / medians["floor"] / 1e9, "results": results, "skipped": skipped,
     }
@@ -223,6 +268,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per contender per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the interleaved contenders")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="the contenders take turns every 1/SLICES of an epoch (finer turns: noise hits all alike)")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N examples (quicker)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
@@ -230,8 +277,8 @@ def main(argv=None):
     parser.add_argument("--skip", action="append", choices=["concise", "scratch", "pytorch"],
                         help="leave out a contender (repeatable; the floor always runs: the ratios need it)")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.repeats < 1:
-        parser.error("--epochs and --repeats must be at least 1")
+    if args.epochs < 1 or args.repeats < 1 or args.slices < 1:
+        parser.error("--epochs, --repeats and --slices must be at least 1")
     run(args)
 
 

@@ -68,3 +68,24 @@ def test_op_overhead_benchmark_runs(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert {"add", "matmul", "linear", "dropout", "cross_entropy"} <= set(results)
     assert all(r["minigrad_forward_backward_us"] > 0 for r in results.values())
+
+
+def test_epoch_slices_hand_out_every_batch_once_per_epoch():
+    from benchmarks.train_speed import EpochSlices
+
+    class Loader:  # a stand-in: an epoch is the batches 0..6, and every pass is a new epoch
+        epochs = 0
+
+        def __len__(self):
+            return 7
+
+        def __iter__(self):
+            Loader.epochs += 1
+            return iter(range(7))
+
+    slices = EpochSlices(Loader(), 3)
+    first = [slices.next_slice() for _ in range(3)]
+    assert [len(part) for part in first] == [2, 2, 3]
+    assert [batch for part in first for batch in part] == list(range(7)) and Loader.epochs == 1
+    assert list(slices.next_slice()) == [0, 1] and Loader.epochs == 2  # the next epoch
+    assert [len(EpochSlices(Loader(), 20).next_slice())] == [1]  # never an empty slice
