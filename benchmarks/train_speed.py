@@ -143,6 +143,8 @@ class EpochSlices:
 
 
 class BatchSlice:
+    """The next ``size`` batches of a running epoch's iterator."""
+
     def __init__(self, iterator, size):
         self.iterator, self.size = iterator, size
 

@@ -175,6 +175,8 @@ def random_keep(generator, shape, p):
     conversion of ``generator.random`` and takes two draws from each 64-bit output: a third of a
     dropout layer's time on the CPU. 0 <= p < 1, so the threshold fits in 32 bits.
     """
+    if not 0 <= p < 1:
+        raise ValueError(f"random_keep needs 0 <= p < 1, got {p} (p = 1 keeps nothing: no draws are needed)")
     if not isinstance(generator, numpy.random.Generator):
         return generator.random(shape, dtype=numpy.float32) > p
     size = math.prod(shape)

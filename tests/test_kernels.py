@@ -60,6 +60,12 @@ def test_random_keep_follows_the_uniform_law(p):
     assert abs(keep.mean() - (1 - p)) < 0.005
 
 
+@pytest.mark.parametrize("p", [1.0, -0.1, 2.0])
+def test_random_keep_rejects_a_probability_outside_0_1(p):
+    with pytest.raises(ValueError, match="0 <= p < 1"):
+        backend.random_keep(np.random.default_rng(0), (3,), p)
+
+
 def test_random_keep_threshold_is_exact():
     """k / 2^32 > p exactly when k > floor(p * 2^32): checked against float64 on the draws themselves."""
     generator, twin = np.random.Generator(np.random.PCG64(2)), np.random.Generator(np.random.PCG64(2))
