@@ -10,7 +10,8 @@ set -uo pipefail
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
-export PYTHONPATH=.
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+PY=$(command -v python3 || command -v python)  # the image names its Python python3
 status=0
 step() {
   echo "== $*"
@@ -19,9 +20,14 @@ step() {
   echo "== took $((SECONDS - started)) s"
 }
 step nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-step python -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'gpus', cupy.cuda.runtime.getDeviceCount())"
-step timeout 150 python -m pytest -q -p no:cacheprovider -rs
-step timeout 90 python -m examples.dropout_mlp --device cuda --epochs 10 --no-progress --out "$OUT/dropout_mlp"
-step timeout 150 python -m benchmarks.train_speed --device cuda --epochs 3 --repeats 3 --json "$OUT/train_speed.json"
+step $PY -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'gpus', cupy.cuda.runtime.getDeviceCount())"
+# pytest-xdist, where installed, spreads the tests over 8 processes (each compiles its kernels once).
+parallel=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
+wants() { [[ ",${STEPS:-tests,example,speed}," == *",$1,"* ]]; }  # STEPS=example,speed reruns a part
+wants tests && step timeout 170 $PY -m pytest -q -p no:cacheprovider -rs --durations=10 $parallel
+wants example && step timeout 90 $PY -m examples.dropout_mlp --device cuda --epochs 10 --no-progress \
+  --out "$OUT/dropout_mlp"
+wants speed && step timeout 150 $PY -m benchmarks.train_speed --device cuda --epochs 3 --repeats 3 \
+  --json "$OUT/train_speed.json"
 echo "== gpu_check exit status: $status"
 exit $status

@@ -13,6 +13,7 @@ import zipfile
 import numpy
 
 from . import backend
+from .autograd import Tensor
 
 
 @contextlib.contextmanager
@@ -50,7 +51,9 @@ def save_json(data, path):
 
 def save_state_dict(state_dict, path):
     """Save {name: array} (NumPy or CuPy arrays, or a Module's state_dict()) as an .npz file, atomically."""
-    arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in state_dict.items()}
+    # (Not getattr(value, "data"): a CuPy array has a .data too, its memory pointer.)
+    arrays = {name: backend.to_numpy(value.data if isinstance(value, Tensor) else value)
+              for name, value in state_dict.items()}
     with atomic_write(path) as file:
         numpy.savez(file, **arrays)
 

@@ -5,6 +5,7 @@ import pytest
 import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import nn
+from minigrad.io import load_state_dict, save_state_dict
 
 
 def chapter_mlp(hidden=(16, 16), inputs=8, outputs=3, p=(0.2, 0.5), device=None):
@@ -91,6 +92,15 @@ def test_state_dict_round_trip_and_errors():
     with pytest.raises(ValueError, match=r"'0.weight' has shape \(3, 3\) in the state but \(16, 8\)"):
         copy.load_state_dict(bad)
     np.testing.assert_array_equal(copy.state_dict()["0.weight"], before)  # nothing half-loaded
+
+
+def test_checkpoint_file_round_trip(device, tmp_path):
+    """save_state_dict takes a model's arrays on any device (a CuPy array's .data is a pointer, not values)."""
+    net, copy = chapter_mlp(device=device), chapter_mlp()
+    save_state_dict(net.state_dict(), tmp_path / "model.npz")
+    copy.load_state_dict(load_state_dict(tmp_path / "model.npz"))
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(copy.state_dict()[name], mg.backend.to_numpy(value))
 
 
 def test_sgd_step_is_in_place_and_follows_the_formula():
