@@ -294,6 +294,7 @@ class Index(Function):
 
     def forward(self, x):
         self.shape, self.dtype = x.shape, x.dtype
+        self.index = _index_for(get_array_module(x), self.index)
         return x[self.index]
 
     def backward(self, gy):
@@ -301,6 +302,15 @@ class Index(Function):
         gx = xp.zeros(self.shape, dtype=self.dtype)
         add_at(gx, self.index, gy)
         return (gx,)
+
+
+def _index_for(xp, index):
+    """The index with its NumPy integer arrays moved to xp's device (a GPU array takes GPU index arrays)."""
+    if xp.__name__ == "numpy":
+        return index
+    if isinstance(index, tuple):
+        return tuple(_index_for(xp, part) for part in index)
+    return xp.asarray(index) if hasattr(index, "__array__") and not isinstance(index, xp.ndarray) else index
 
 
 # --- the chapter's two special ops -----------------------------------------------------------
@@ -330,7 +340,8 @@ class SoftmaxCrossEntropy(Function):
 
     dL/do = (softmax(o) - onehot(y)) / N.   Fused and max-shifted: logsumexp(o) =
     m + log sum exp(o - m) with m = max(o), so logits of 1e4 give no inf or nan. Inputs: logits
-    (N, C) and integer labels (N,); the labels get no gradient.
+    (N, C) and integer labels (N,); the labels get no gradient. Labels outside [0, C) are an error
+    on the CPU; on a GPU, where checking would wait for the GPU at every step, they give a NaN loss.
     """
 
     def forward(self, logits, labels):
@@ -345,14 +356,9 @@ class SoftmaxCrossEntropy(Function):
         if xp.__name__ == "numpy" and labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
             raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1] - 1}], "
                              f"got values from {labels.min()} to {labels.max()}")
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = xp.exp(shifted)
-        sum_exp = exp.sum(axis=1, keepdims=True)
-        picked = shifted[xp.arange(len(labels)), labels]  # o_y - m, row by row
-        loss = (xp.log(sum_exp[:, 0]) - picked).mean()
-        exp /= sum_exp
-        self.probs, self.labels = exp, labels
+        loss, self.probs = kernels.softmax_cross_entropy(logits, labels)  # the loss, and softmax(o) for backward
+        self.labels = labels
         return loss
 
     def backward(self, gy):
-        return kernels.cross_entropy_backward(self.probs, self.labels, gy / len(self.labels)), None
+        return kernels.cross_entropy_backward(self.probs, self.labels, gy), None  # (softmax(o) - onehot(y)) gy / N

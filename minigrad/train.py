@@ -118,35 +118,50 @@ def evaluate_predictions(predict, loader, loss_fn=F.cross_entropy):
 class EpochProgress:
     """A tqdm bar over one epoch's batches, showing running loss, accuracy and examples/s.
 
-    ``update`` is called every batch with device scalars; the host reads them (a GPU sync)
-    at most every ``refresh_seconds``, and on the CPU also checks every step for NaN/inf.
+    ``update`` is called every batch with the batch's mean loss and correct count as device scalars.
+    It only keeps them (no GPU work, no sync): the host sums and reads them at most every
+    ``refresh_seconds`` and at the end, when the values kept so far are folded into one running
+    sum each. On the CPU, where reading costs nothing, every step's loss is checked for NaN/inf.
     """
 
     def __init__(self, total, epoch, device="cpu", enabled=True, refresh_seconds=0.5):
         self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", disable=not enabled, leave=False)
         self.epoch, self.refresh_seconds = epoch, refresh_seconds
         self.check_every_step = backend.parse_device(device) == "cpu"
-        self.loss_sum = self.correct = 0
+        self.losses, self.weights, self.corrects = [], [], []  # loss sum so far = sum of losses[k] * weights[k]
         self.count = self.step = 0
         self.started = self.last_read = time.perf_counter()
 
     def update(self, loss, correct, batch_size):
-        self.loss_sum = self.loss_sum + loss * batch_size
-        self.correct = self.correct + correct
+        self.losses.append(loss)
+        self.weights.append(batch_size)
+        self.corrects.append(correct)
         self.count += batch_size
         self.step += 1
         self.bar.update(1)
+        if self.check_every_step:
+            self.check_finite(float(loss))
         now = time.perf_counter()
-        if self.check_every_step or now - self.last_read >= self.refresh_seconds:
-            self.check_finite()
-            if now - self.last_read >= self.refresh_seconds:
-                self.last_read = now
-                self.bar.set_postfix(loss=f"{float(self.loss_sum) / self.count:.3f}",
-                                     acc=f"{float(self.correct) / self.count:.3f}",
-                                     ex_per_s=f"{self.count / (now - self.started):.0f}", refresh=False)
+        if now - self.last_read >= self.refresh_seconds:
+            self.last_read = now
+            loss_sum, correct = self.read()
+            self.bar.set_postfix(loss=f"{loss_sum / self.count:.3f}", acc=f"{correct / self.count:.3f}",
+                                 ex_per_s=f"{self.count / (now - self.started):.0f}", refresh=False)
 
-    def check_finite(self):
-        value = float(self.loss_sum)
+    def read(self):
+        """Fold the kept values into one sum each (a few array ops) and read both: (loss sum, correct)."""
+        if not self.losses:
+            return 0.0, 0
+        xp = backend.get_array_module(self.losses[0])
+        losses = xp.stack(self.losses)
+        loss_sum = (losses * xp.asarray(self.weights, dtype=losses.dtype)).sum()
+        correct = xp.stack(self.corrects).sum()
+        self.losses, self.weights, self.corrects = [loss_sum], [1], [correct]
+        loss_sum = float(loss_sum)
+        self.check_finite(loss_sum)
+        return loss_sum, int(correct)
+
+    def check_finite(self, value):
         if not math.isfinite(value):
             raise TrainingDiverged(f"the loss became {value} in epoch {self.epoch} by step {self.step}; "
                                    f"try a smaller learning rate")
@@ -154,8 +169,8 @@ class EpochProgress:
     def close(self):
         """Finish the bar; return the epoch's mean loss and accuracy (one host read)."""
         self.bar.close()
-        self.check_finite()
-        return float(self.loss_sum) / self.count, float(self.correct) / self.count
+        loss_sum, correct = self.read()
+        return loss_sum / self.count, correct / self.count
 
 
 class Trainer:

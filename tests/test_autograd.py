@@ -103,7 +103,7 @@ def test_backward_without_requires_grad_is_an_error():
     lambda a, b: a.exp(), lambda a, b: (a * a + 1.0).log(), lambda a, b: a.relu(), lambda a, b: -a,
     lambda a, b: a.max(axis=1), lambda a, b: a.reshape(-1), lambda a, b: a.T, lambda a, b: a[np.array([0, 0])],
     lambda a, b: 2.0 * a - 1 + a / 3, lambda a, b: mg.nn.functional.dropout(a, 0.3),
-    lambda a, b: mg.nn.functional.linear(a, b, mg.zeros(3)),
+    lambda a, b: mg.nn.functional.linear(a, b, mg.zeros(3, device=a.device)),
 ])
 def test_float32_in_float32_out_forward_and_backward(op, device):
     a = mg.randn(3, 4, requires_grad=True, device=device)

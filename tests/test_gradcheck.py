@@ -48,17 +48,18 @@ CASES = {
     "Mean": (lambda a: a.mean(axis=0), [(3, 4)]),
     "Max axis": (lambda a: a.max(axis=1), [(3, 4)]),
     "Max all": (lambda a: a.max(), [(3, 4)]),
-    "Reshape": (lambda a: a.reshape(4, 3) * mg.arange(12.0, dtype="float64").reshape(4, 3), [(3, 4)]),
+    "Reshape": (lambda a: a.reshape(4, 3) * mg.arange(12.0, dtype="float64", device=a.device).reshape(4, 3),
+                [(3, 4)]),
     "Transpose": (lambda a: a.transpose(2, 0, 1), [(2, 3, 4)]),
     "T": (lambda a, b: a.T @ b, [(3, 4), (3, 2)]),
     "Index by integer array, repeated": (lambda a: a[np.array([0, 2, 0])], [(3, 4)]),
     "Index rows and columns": (lambda a: a[np.arange(3), np.array([1, 0, 3])], [(3, 4)]),
     "Dropout": (with_fixed_seed(lambda a: F.dropout(a, 0.4)), [(6, 5)]),
     "Dropout p=1": (lambda a: F.dropout(a, 1.0), [(3,)]),
-    "SoftmaxCrossEntropy": (lambda o: F.cross_entropy(o, mg.tensor([0, 3, 1, 1])), [(4, 5)]),
+    "SoftmaxCrossEntropy": (lambda o: F.cross_entropy(o, mg.tensor([0, 3, 1, 1], device=o.device)), [(4, 5)]),
     "reuse: b = a + a; c = b * b": (lambda a: (lambda b: b * b)(a + a), [(3,)]),
     "two-layer MLP with loss": (with_fixed_seed(lambda x, w1, b1, w2, b2: F.cross_entropy(
-        F.linear(F.dropout(F.relu(F.linear(x, w1, b1)), 0.5), w2, b2), mg.tensor([0, 2, 1]))),
+        F.linear(F.dropout(F.relu(F.linear(x, w1, b1)), 0.5), w2, b2), mg.tensor([0, 2, 1], device=x.device))),
         [(3, 5), (4, 5), (4,), (3, 4), (3,)]),
 }
 

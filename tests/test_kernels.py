@@ -75,12 +75,42 @@ def test_random_keep_threshold_is_exact():
         np.testing.assert_array_equal(keep, bits / 2.0 ** 32 > p)
 
 
-def test_cross_entropy_backward(device, rng):
+def softmax_reference(logits):
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    return np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True), shifted
+
+
+def test_softmax_cross_entropy(device, rng):
+    logits = (rng.standard_normal((300, 10)) * 5).astype(np.float32)
+    logits[0, 3] = 1e4  # max-shifted: no overflow
+    labels = rng.integers(0, 10, 300)
+    loss, probs = kernels.softmax_cross_entropy(on(device, logits), on(device, labels))
+    expected_probs, shifted = softmax_reference(logits)
+    expected_loss = (np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(300), labels]).mean()
+    assert loss.dtype == probs.dtype == np.float32 and loss.shape == ()
+    np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(probs), expected_probs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(not backend.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
+@pytest.mark.parametrize("bad_label", [-1, 10])
+def test_softmax_cross_entropy_on_gpu_gives_nan_for_a_label_out_of_range(bad_label):
+    logits = np.zeros((4, 10), dtype=np.float32)
+    labels = np.array([0, bad_label, 2, 3])
+    loss, _ = kernels.softmax_cross_entropy(on("cuda", logits), on("cuda", labels))
+    assert np.isnan(float(loss))
+
+
+@pytest.mark.parametrize("gy_on_device", [False, True], ids=["number", "device-scalar"])
+def test_cross_entropy_backward(device, rng, gy_on_device):
+    """dL/dloss comes as a number, or (as in backward) as a 0-d array on the device, never read by the host."""
     logits = rng.standard_normal((50, 10))
-    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    probs = softmax_reference(logits)[0].astype(np.float32)
     labels = rng.integers(0, 10, 50)
-    got = kernels.cross_entropy_backward(on(device, probs), on(device, labels), 0.02)
-    expected = (probs - np.eye(10, dtype=np.float32)[labels]) * np.float32(0.02)
+    gy = on(device, np.float32(1.5)) if gy_on_device else 1.5
+    got = kernels.cross_entropy_backward(on(device, probs), on(device, labels), gy)
+    assert got.dtype == np.float32
+    expected = (probs - np.eye(10, dtype=np.float32)[labels]) * np.float32(1.5 / 50)
     np.testing.assert_allclose(backend.to_numpy(got), expected, rtol=1e-6, atol=1e-9)
 
 

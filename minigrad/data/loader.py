@@ -77,6 +77,5 @@ class DataLoader:
         for batch in range(len(self)):
             rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
             index = rows if order is None else order[rows]
-            x = self.images[index].astype(xp.float32)
-            x *= scale
+            x = xp.multiply(self.images[index], scale, dtype=xp.float32)  # uint8 -> float32 and scaled, one pass
             yield Tensor(x), Tensor(self.labels[index])
