@@ -165,7 +165,8 @@ def worker(connection, name, args):
     mg.manual_seed(0)
     if name == "pytorch eager" and device == "cpu":
         import torch
-        torch.set_num_threads(os.cpu_count() or 1)
+        # Every core, as NumPy's BLAS uses, unless OMP_NUM_THREADS caps both (as when tests run in parallel)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
     loader = DataLoader(data, BATCH, shuffle=True, device=device, limit=args.limit, seed=0)
     epoch_slices = EpochSlices(loader, args.slices)

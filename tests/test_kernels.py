@@ -94,7 +94,7 @@ def test_softmax_cross_entropy(device, rng):
 
 @pytest.mark.skipif(not backend.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
 @pytest.mark.parametrize("bad_label", [-1, 10])
-def test_softmax_cross_entropy_on_gpu_gives_nan_for_a_label_out_of_range(bad_label):
+def test_softmax_cross_entropy_on_cuda_gives_nan_for_a_label_out_of_range(bad_label):
     logits = np.zeros((4, 10), dtype=np.float32)
     labels = np.array([0, bad_label, 2, 3])
     loss, _ = kernels.softmax_cross_entropy(on("cuda", logits), on("cuda", labels))
