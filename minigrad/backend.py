@@ -183,11 +183,3 @@ def random_keep(generator, shape, p):
     bits = generator.bit_generator.random_raw((size + 1) // 2).view(numpy.uint32)[:size].reshape(shape)
     return bits > numpy.uint32(math.floor(p * 2 ** 32))
 
-
-def add_at(target, index, values):
-    """``target[index] += values`` where repeated indices add up (numpy.add.at; cupyx.scatter_add)."""
-    if get_array_module(target) is numpy:
-        numpy.add.at(target, index, values)
-    else:
-        import cupyx
-        cupyx.scatter_add(target, index, values)

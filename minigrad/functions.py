@@ -8,7 +8,7 @@ broadcast shape of the output; the engine sums it down to the input's shape
 """
 from . import kernels
 from .autograd import Function
-from .backend import add_at, generator, device_of, get_array_module
+from .backend import generator, device_of, get_array_module
 
 
 # --- arithmetic ------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class Index(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, dtype=self.dtype)
-        add_at(gx, self.index, gy)
+        xp.add.at(gx, self.index, gy)  # gx[index] += gy, where a repeated index adds up
         return (gx,)
 
 
