@@ -1,8 +1,8 @@
 """Training and evaluation loops: ``evaluate``, ``Trainer``, and the timing and progress helpers.
 
-Metrics stay on the device during an epoch (a running sum of loss and of correct predictions);
-the host reads them once per epoch, and for the progress bar at most a few times a second, since
-reading a GPU number waits for the GPU.
+Metrics stay on the device during an epoch (each step's loss and number of correct predictions,
+summed when read); the host reads them once per epoch, and for the progress bar at most a few
+times a second, since reading a GPU number waits for the GPU.
 """
 import math
 import time
