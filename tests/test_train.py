@@ -7,7 +7,7 @@ import pytest
 import minigrad as mg
 from minigrad import nn
 from minigrad.data import ArrayDataset, DataLoader
-from minigrad.train import Trainer, TrainingDiverged, evaluate
+from minigrad.train import EpochProgress, Trainer, TrainingDiverged, evaluate
 
 
 class ModeSpy(nn.Module):
@@ -71,3 +71,24 @@ def test_a_nan_loss_stops_training_naming_epoch_and_step():
     with pytest.raises(TrainingDiverged, match=r"the loss became nan in epoch 2 by step 1"):
         trainer.fit(train, test, epochs=1)
     assert len(trainer.history) == 1
+
+
+@pytest.mark.parametrize("refresh_seconds", [0.0, math.inf], ids=["read-every-step", "read-at-close"])
+def test_progress_weights_each_batch_by_its_size_however_often_it_reads(refresh_seconds):
+    """The bar keeps per-step values and folds them when it reads: the epoch means come out the same."""
+    # device "cuda:0" only switches off the per-step check that the CPU gets; the values here are NumPy's
+    bar = EpochProgress(3, epoch=1, device="cuda:0", enabled=False, refresh_seconds=refresh_seconds)
+    for loss, correct, size in [(1.0, 10, 16), (0.5, 12, 16), (2.0, 1, 4)]:
+        bar.update(np.float32(loss), np.int64(correct), size)
+        assert len(bar.losses) <= (1 if refresh_seconds == 0 else 3)
+    mean_loss, accuracy = bar.close()
+    assert mean_loss == pytest.approx((1.0 * 16 + 0.5 * 16 + 2.0 * 4) / 36)
+    assert accuracy == pytest.approx(23 / 36)
+
+
+def test_progress_on_a_gpu_finds_a_nan_loss_when_it_reads():
+    bar = EpochProgress(2, epoch=4, device="cuda:0", enabled=False, refresh_seconds=math.inf)
+    bar.update(np.float32(math.nan), np.int64(0), 8)  # no read yet: no sync per step on a GPU
+    bar.update(np.float32(1.0), np.int64(3), 8)
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan in epoch 4 by step 2"):
+        bar.close()
