@@ -9,9 +9,15 @@ inputs (``op.inputs``). Those links are the graph.
 ``loss.backward()`` walks the graph in reverse topological order. Each op receives
 dL/d(output) and returns dL/d(input) for each input (the chain rule, one link at a time);
 gradients of a tensor used twice are added. Leaves (tensors made by the user, such as
-parameters) keep the sum in ``.grad``. The graph is freed as it is consumed.
+parameters) keep the sum in ``.grad``, an array of their own in their own dtype. The graph is
+freed as it is consumed.
+
+Method names and meanings follow PyTorch (``transpose(dim0, dim1)``, ``max(dim)`` returning
+values and indices, elementwise ``==``); the README lists the few places that differ on purpose.
 """
+import collections
 import contextlib
+import operator
 
 from . import backend
 
@@ -47,6 +53,8 @@ class Function:
     - ``forward(self, *arrays) -> array``: compute the output, saving on ``self`` what backward needs;
     - ``backward(self, grad_output) -> tuple``: given dL/dy, return dL/dx for each input
       (``None`` for an input that needs none), each of the input's shape or broadcastable to it.
+      A backward may hand ``grad_output`` itself (or a view of it) to an input, as Add does;
+      every other array it returns must be new.
 
     Op parameters that are not tensors (an axis, a probability) go to ``__init__``.
     ``self.needs_input_grad`` (one bool per input) lets a backward skip gradients nobody wants,
@@ -67,15 +75,15 @@ class Function:
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls(**params)
-        data = fn.forward(*[t.data for t in inputs])
-        if isinstance(data, backend.numpy.generic):  # NumPy gives scalars for 0-d results; keep arrays
-            data = backend.numpy.asarray(data)
-        output = Tensor(data)
+        output = Tensor(fn.forward(*[t.data for t in inputs]))
         if _grad_enabled and any(t.requires_grad for t in inputs):
             output.requires_grad = True
             output.grad_fn = fn
             fn.inputs = inputs
             fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            # Backward reads the arrays forward saved: remember each input's version, so that backward can
+            # refuse to run on an input changed in place since (as PyTorch's version counters do).
+            fn.input_versions = tuple(t._version for t in inputs)
         return output
 
     def release(self):
@@ -96,19 +104,71 @@ def _check_same_device(op_name, tensors):
         raise ValueError(f"{op_name}: inputs are on different devices ({devices}); move them with .to(device)")
 
 
-def unbroadcast(grad, shape):
+def unbroadcast(grad, shape, op_name="an op"):
     """Sum ``grad`` down to ``shape``: the adjoint of NumPy broadcasting.
 
     Broadcasting prepends axes and stretches axes of length 1; their gradient is the sum over
     the copies. Axes are matched from the right, as NumPy does, so a ``(256,)`` bias against an
-    ``(N, 256)`` batch sums over the batch axis.
+    ``(N, 256)`` batch sums over the batch axis. A gradient that ``shape`` does not broadcast to
+    is a bug in ``op_name``'s backward: it is refused, never reshaped into place.
     """
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
+    if extra < 0 or any(n != 1 and n != g for n, g in zip(shape, grad.shape[extra:])):
+        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {grad.shape} for an input of shape "
+                           f"{shape}: the input does not broadcast to it (a bug in {op_name}.backward)")
     stretched = tuple(extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
     grad = grad.sum(axis=tuple(range(extra)) + stretched, keepdims=True)
     return grad.reshape(shape)
+
+
+def _gradient_for(tensor, grad, fn):
+    """``grad`` as dL/d(tensor): summed down to the tensor's shape, in the tensor's dtype (as PyTorch casts)."""
+    grad = unbroadcast(grad, tensor.shape, type(fn).__name__)
+    return grad if grad.dtype == tensor.dtype else grad.astype(tensor.dtype)
+
+
+def _check_unmodified(fn):
+    """Refuse to run ``fn.backward`` when an input was changed in place after ``fn`` used it."""
+    if tuple(t._version for t in fn.inputs) == fn.input_versions:
+        return
+    for position, (tensor, version) in enumerate(zip(fn.inputs, fn.input_versions)):
+        if tensor._version != version:
+            raise RuntimeError(f"{type(fn).__name__}: input {position} (shape {tensor.shape}) was modified in place "
+                               f"after the op used it, so backward would use the new values. Modify a copy "
+                               f"(y = x + 1), or do the in-place update after backward()")
+
+
+def _dims(dim, axis, method):
+    """The ``dim`` argument, also accepted under NumPy's name ``axis`` (as PyTorch does); lists become tuples."""
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{method}() got both dim and axis: they are the same argument, give one")
+        dim = axis
+    return tuple(dim) if isinstance(dim, list) else dim
+
+
+def _keepdim(keepdim, keepdims):
+    """PyTorch's ``keepdim``, also accepted under NumPy's name ``keepdims``."""
+    return bool(keepdim or keepdims)
+
+
+def _normalize_dim(dim, ndim, method):
+    """``dim`` as an index in [0, ndim), counting negative dims from the end; an IndexError when out of range."""
+    size = max(ndim, 1)
+    try:
+        dim = operator.index(dim)
+    except TypeError:
+        raise TypeError(f"{method}(): a dimension must be an integer, got {type(dim).__name__}") from None
+    if not -size <= dim < size:
+        raise IndexError(f"{method}(): dimension {dim} is out of range for a tensor with {ndim} dimensions "
+                         f"(expected one in [{-size}, {size - 1}])")
+    return dim % size
+
+
+MaxMin = collections.namedtuple("MaxMin", ["values", "indices"])
+MaxMin.__doc__ = "What max(dim) and min(dim) return, as in PyTorch: the values, and the indices they were taken from."
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,20 +179,29 @@ class Tensor:
 
     Attributes:
         data: the raw ``numpy.ndarray`` or ``cupy.ndarray``.
-        grad: the gradient dL/d(this tensor) as a raw array of the same backend, or None.
-            Only leaves (tensors not produced by an op) keep it.
+        grad: the gradient dL/d(this tensor) as a raw array of the same backend, shape and dtype,
+            or None. Only leaves (tensors not produced by an op) keep it; each has its own array.
         requires_grad: whether backward() computes a gradient for this tensor.
         grad_fn: the Function that produced this tensor (None for a leaf).
+
+    ``Tensor(data)`` takes a NumPy or CuPy array (kept as it is, no copy), a Tensor (sharing its
+    array, as ``nn.Parameter(tensor)`` does in PyTorch) or a list of numbers (float32, as
+    ``torch.Tensor`` makes). ``minigrad.tensor(...)`` copies and infers the dtype.
     """
 
     # Let Tensor's operators win over NumPy's when a raw array is on the left (array * tensor).
     __array_priority__ = 1000
+    _version = 0  # bumped by every in-place change (x += 1): see Function.apply
 
     def __init__(self, data, requires_grad=False):
+        if not isinstance(data, backend.ARRAY_TYPES):
+            data = _as_array(data)
         self.data = data
         self.grad = None
-        self.requires_grad = requires_grad
         self.grad_fn = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_()
 
     # --- what the tensor is ---------------------------------------------------------
     @property
@@ -155,11 +224,33 @@ class Tensor:
     def is_leaf(self):
         return self.grad_fn is None
 
+    def size(self, dim=None):
+        """The shape (PyTorch's ``size()``), or the length of one dimension."""
+        return self.shape if dim is None else self.shape[_normalize_dim(dim, self.ndim, "size")]
+
+    def dim(self):
+        """The number of dimensions (PyTorch's ``dim()``; NumPy's ``ndim``)."""
+        return self.ndim
+
     def numel(self):
         return self.data.size
 
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` in place (floating-point tensors only); returns self."""
+        if requires_grad and self.dtype.kind != "f":
+            raise ValueError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return len(self.data)
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self)))
 
     def __repr__(self):
         xp = backend.get_array_module(self.data)
@@ -175,7 +266,46 @@ class Tensor:
     # --- leaving the graph or the device ----------------------------------------------
     def item(self):
         """The value of a one-element tensor as a Python number (synchronises a GPU)."""
+        if self.data.size != 1:
+            raise ValueError(f"item(): only a one-element tensor has a single value; this one has shape {self.shape}")
         return self.data.item()
+
+    def _scalar(self, convert):
+        if self.data.size != 1:
+            raise ValueError(f"only one-element tensors can be converted to Python scalars, got shape {self.shape}")
+        return convert(self.data.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.data.size} values is ambiguous: "
+                               f"use .any() or .all()")
+        return bool(self.data.item())
+
+    def __float__(self):
+        return self._scalar(float)
+
+    def __int__(self):
+        return self._scalar(int)
+
+    def __index__(self):
+        if self.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return operator.index(self.data.item())
+
+    def __format__(self, spec):
+        """``f"{loss:.3f}"``: one-element tensors format as their value; others only as text."""
+        if self.data.size == 1 and (spec or self.ndim == 0):
+            return format(self.data.item(), spec)
+        if spec:
+            raise TypeError(f"format spec {spec!r} needs a one-element tensor, got shape {self.shape}")
+        return str(self)
+
+    def __array__(self, dtype=None, copy=None):
+        """NumPy's view of a CPU tensor (``numpy.asarray(t)``); a GPU tensor must be copied with ``.numpy()``."""
+        if backend.get_array_module(self.data) is not backend.numpy:
+            raise TypeError(f"a tensor on {self.device} cannot be converted to NumPy implicitly: use .numpy()")
+        array = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return array.copy() if copy else array
 
     def numpy(self):
         """The values as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
@@ -210,27 +340,36 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a single-value tensor, got shape "
                                    f"{self.shape}: reduce it first (e.g. loss.mean()) or pass grad=")
-            grad = xp.ones_like(self.data)
+            grad, callers = xp.ones_like(self.data), False
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            grad, callers = xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype), True
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, the tensor has shape {self.shape}")
 
-        grads = {self: grad}  # gradients still to be passed on, keyed by tensor
+        # Gradients still being summed, keyed by id(tensor) (a tensor's == compares values, so never by tensor).
+        # Each comes with a flag: True when the array may be held elsewhere too (the caller's array, or one an
+        # op handed to more than one input, as Add does), so that a leaf must keep a copy, never that array.
+        pending = {id(self): (grad, callers)}
         for node in reversed(topological_order(self)):
-            grad = grads.pop(node)
+            grad, shared = pending.pop(id(node))
             if hook is not None:
                 hook(node, grad)
             fn = node.grad_fn
-            if fn is None:  # a leaf: keep the gradient
-                node.grad = grad if node.grad is None else node.grad + grad
+            if fn is None:  # a leaf: keep the gradient, in an array of its own
+                if node.grad is None:
+                    node.grad = grad.copy() if shared or grad.base is not None else grad
+                else:
+                    node.grad = node.grad + grad
                 continue
+            _check_unmodified(fn)
             for parent, parent_grad in zip(fn.inputs, fn.backward(grad)):
                 if parent_grad is None or not parent.requires_grad:
                     continue
-                parent_grad = unbroadcast(parent_grad, parent.shape)
-                # "+" (never "+=") because an op may hand the same array to two inputs (Add).
-                grads[parent] = grads[parent] + parent_grad if parent in grads else parent_grad
+                parent_grad = _gradient_for(parent, parent_grad, fn)
+                if id(parent) in pending:  # "+" makes a new array: never "+=" into one another tensor may hold
+                    pending[id(parent)] = (pending[id(parent)][0] + parent_grad, False)
+                else:
+                    pending[id(parent)] = (parent_grad, parent_grad is grad)
             if not retain_graph:
                 fn.release()
 
@@ -283,31 +422,122 @@ class Tensor:
         return ops.MatMul.apply(self._lift(other), self)
 
     def __getitem__(self, index):
-        if isinstance(index, Tensor):
-            index = index.data
-        return ops.Index.apply(self, index=index)
+        return ops.Index.apply(self, index=_raw_index(index))
 
-    # Comparisons are not differentiable: they give a boolean tensor outside the graph (a mask).
-    # (No __eq__: tensors stay hashable, so the engine can key gradients by tensor.)
+    # In-place arithmetic (x += y) changes this tensor's array, as in PyTorch: the way to update parameters
+    # by hand is `with mg.no_grad(): w -= lr * w.grad`. In grad mode it is refused for a tensor that requires
+    # grad (the graph would need the old values); ops that used this tensor before notice (Function.apply).
+    def _in_place(self, other, ufunc, symbol):
+        if _grad_enabled and self.requires_grad:
+            raise RuntimeError(f"in-place {symbol} on a tensor that requires grad, in grad mode: for an update, "
+                               f"wrap it in `with mg.no_grad():`; in a computation, write y = x {symbol[0]} ...")
+        ufunc(self.data, self._lift(other).data, out=self.data)
+        self._version += 1
+        return self
+
+    def __iadd__(self, other):
+        return self._in_place(other, backend.get_array_module(self.data).add, "+=")
+
+    def __isub__(self, other):
+        return self._in_place(other, backend.get_array_module(self.data).subtract, "-=")
+
+    def __imul__(self, other):
+        return self._in_place(other, backend.get_array_module(self.data).multiply, "*=")
+
+    def __itruediv__(self, other):
+        return self._in_place(other, backend.get_array_module(self.data).true_divide, "/=")
+
+    # Comparisons are elementwise, as in PyTorch and NumPy, and give a boolean tensor outside the graph
+    # (a mask). Tensors still hash by identity, so they can be dict keys and set members.
+    def _compare(self, other, compare):
+        if not isinstance(other, (Tensor, int, float, list, tuple) + backend.ARRAY_TYPES + (backend.numpy.generic,)):
+            return NotImplemented  # t == None is False, as in PyTorch
+        return Tensor(compare(self.data, self._lift(other).data))
+
+    def __eq__(self, other):
+        return self._compare(other, operator.eq)
+
+    def __ne__(self, other):
+        return self._compare(other, operator.ne)
+
     def __gt__(self, other):
-        return Tensor(self.data > self._lift(other).data)
+        return self._compare(other, operator.gt)
+
+    def __ge__(self, other):
+        return self._compare(other, operator.ge)
 
     def __lt__(self, other):
-        return Tensor(self.data < self._lift(other).data)
+        return self._compare(other, operator.lt)
 
-    def sum(self, axis=None, keepdims=False):
-        return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
+    def __le__(self, other):
+        return self._compare(other, operator.le)
 
-    def mean(self, axis=None, keepdims=False):
-        return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
+    __hash__ = object.__hash__
 
-    def max(self, axis=None, keepdims=False):
-        return ops.Max.apply(self, axis=axis, keepdims=keepdims)
+    def any(self, dim=None, keepdim=False):
+        """Whether any element is nonzero (over ``dim``, or all): a boolean tensor outside the graph."""
+        return Tensor(self.data.any(axis=dim, keepdims=keepdim))
 
-    def argmax(self, axis=None):
-        """Indices of the maxima (an integer tensor, never part of the graph)."""
-        return Tensor(self.data.argmax(axis=axis))
+    def all(self, dim=None, keepdim=False):
+        """Whether every element is nonzero (over ``dim``, or all): a boolean tensor outside the graph."""
+        return Tensor(self.data.all(axis=dim, keepdims=keepdim))
 
+    # --- reductions: dim (or NumPy's axis) is an int, a tuple of ints or None (all) ----------
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        return ops.Sum.apply(self, axis=_dims(dim, axis, "sum"), keepdims=_keepdim(keepdim, keepdims))
+
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        return ops.Mean.apply(self, axis=_dims(dim, axis, "mean"), keepdims=_keepdim(keepdim, keepdims))
+
+    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """The largest values over ``dim`` (all when None). Ties share the gradient equally, as in PyTorch."""
+        return ops.Max.apply(self, axis=_dims(dim, axis, "amax"), keepdims=_keepdim(keepdim, keepdims))
+
+    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """The smallest values over ``dim``: -amax(-x). Ties share the gradient equally."""
+        return -(-self).amax(dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """As in PyTorch: ``max()`` is the largest value (ties share the gradient); ``max(dim)`` returns
+        ``(values, indices)`` along one dimension, the gradient going to the index taken (the first of ties).
+        For the values alone along a dimension, use ``amax(dim)``."""
+        dim = _dims(dim, axis, "max")
+        if dim is None:
+            return self.amax(keepdim=_keepdim(keepdim, keepdims))
+        return self._select(self.data.argmax, dim, _keepdim(keepdim, keepdims), "max")
+
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """As in PyTorch: ``min()`` is the smallest value; ``min(dim)`` returns ``(values, indices)``."""
+        dim = _dims(dim, axis, "min")
+        if dim is None:
+            return self.amin(keepdim=_keepdim(keepdim, keepdims))
+        return self._select(self.data.argmin, dim, _keepdim(keepdim, keepdims), "min")
+
+    def _select(self, arg_function, dim, keepdim, method):
+        """(values, indices) of the elements ``arg_function`` picks along ``dim``, through Index (so its gradient)."""
+        dim = _normalize_dim(dim, self.ndim, method)
+        xp = backend.get_array_module(self.data)
+        indices = arg_function(axis=dim)
+        # An index per axis: the picked position along dim, and every position along the others.
+        grid = [xp.arange(n).reshape([-1 if k == axis else 1 for k in range(indices.ndim)])
+                for axis, n in enumerate(indices.shape)]
+        grid.insert(dim, indices)
+        values = self[tuple(grid)]
+        if keepdim:
+            values, indices = values.reshape(self.shape[:dim] + (1,) + self.shape[dim + 1:]), xp.expand_dims(indices, dim)
+        return MaxMin(values, Tensor(indices))
+
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """Indices of the maxima (over the flattened tensor when dim is None): an integer tensor, never in the graph."""
+        dim = _dims(dim, axis, "argmax")
+        return Tensor(self.data.argmax(axis=dim, keepdims=_keepdim(keepdim, keepdims)))
+
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """Indices of the minima: an integer tensor, never in the graph."""
+        dim = _dims(dim, axis, "argmin")
+        return Tensor(self.data.argmin(axis=dim, keepdims=_keepdim(keepdim, keepdims)))
+
+    # --- elementwise functions --------------------------------------------------------
     def exp(self):
         return ops.Exp.apply(self)
 
@@ -317,19 +547,75 @@ class Tensor:
     def relu(self):
         return ops.ReLU.apply(self)
 
+    # --- shape: reshape, and every permutation of the axes ------------------------------
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         return ops.Reshape.apply(self, shape=shape)
 
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return ops.Transpose.apply(self, axes=axes or None)
+    def permute(self, *dims):
+        """The axes reordered: output axis i is input axis ``dims[i]`` (negative dims count from the end)."""
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        axes = tuple(_normalize_dim(d, self.ndim, "permute") for d in dims)
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(f"permute(): {dims} is not a reordering of the {self.ndim} dimensions of a tensor of "
+                             f"shape {self.shape}: name each of 0 .. {self.ndim - 1} once")
+        return ops.Permute.apply(self, axes=axes)
+
+    def transpose(self, *dims):
+        """Swap two axes, as PyTorch's ``transpose(dim0, dim1)`` (NumPy's ``transpose(axes)`` is ``permute``)."""
+        if len(dims) != 2:
+            raise TypeError(f"transpose(dim0, dim1) swaps two axes, as in PyTorch, got {len(dims)} arguments; "
+                            f"to reorder all the axes (NumPy's transpose) use permute{dims or ''}")
+        dim0, dim1 = dims
+        axes = list(range(self.ndim))
+        dim0, dim1 = _normalize_dim(dim0, self.ndim, "transpose"), _normalize_dim(dim1, self.ndim, "transpose")
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return self.permute(axes) if self.ndim else self
+
+    swapaxes = swapdims = transpose
 
     @property
     def T(self):
-        return self.transpose()
+        """The transpose of a matrix (a 0-d or 1-D tensor is returned as it is). For stacks of matrices use ``.mT``."""
+        if self.ndim > 2:
+            raise ValueError(f".T reverses the axes of a matrix only; this tensor has shape {self.shape}: use .mT to "
+                             f"transpose the last two axes or permute(...) to reorder them")
+        return self.transpose(0, 1) if self.ndim == 2 else self
+
+    @property
+    def mT(self):  # noqa: N802 (PyTorch's name)
+        """The last two axes swapped: a stack of matrices, each transposed."""
+        if self.ndim < 2:
+            raise ValueError(f".mT needs at least 2 dimensions, got shape {self.shape}")
+        return self.transpose(-2, -1)
+
+
+def _as_array(data):
+    """What ``Tensor(data)`` keeps for anything that is not already a raw array (see Tensor)."""
+    if isinstance(data, Tensor):
+        return data.data
+    if isinstance(data, backend.numpy.generic):  # a NumPy scalar, e.g. a 0-d sum: keep it as a 0-d array
+        return backend.numpy.asarray(data)
+    if isinstance(data, (list, tuple)):
+        try:
+            return backend.numpy.asarray(data, dtype=backend.numpy.float32)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"Tensor() takes a list of numbers, an array or a Tensor; this list does not convert "
+                            f"({error})") from None
+    hint = " (for a tensor holding a number, use minigrad.tensor(x))" if isinstance(data, (int, float)) else ""
+    raise TypeError(f"Tensor() takes a NumPy or CuPy array, a list of numbers or a Tensor, got "
+                    f"{type(data).__name__}{hint}")
+
+
+def _raw_index(index):
+    """An index with its Tensors replaced by their arrays, also inside a tuple: x[t], x[t, 1], x[mask]."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(_raw_index(part) for part in index)
+    return index
 
 
 def topological_order(root):
@@ -337,6 +623,7 @@ def topological_order(root):
 
     An iterative depth-first search (an explicit stack, no recursion, so a 10,000-op chain
     works): a tensor is appended once all its inputs are. backward() walks the list reversed.
+    Tensors are tracked by ``id``: ``==`` on tensors compares their values.
     """
     order, visited = [], set()
     stack = [(root, False)]
@@ -345,9 +632,9 @@ def topological_order(root):
         if inputs_done:
             order.append(node)
             continue
-        if node in visited:
+        if id(node) in visited:
             continue
-        visited.add(node)
+        visited.add(id(node))
         stack.append((node, True))
         fn = node.grad_fn
         if fn is not None:
@@ -355,7 +642,7 @@ def topological_order(root):
                 raise RuntimeError("backward() through a graph that was already freed: pass "
                                    "retain_graph=True to the first backward() to go through it twice")
             stack.extend((parent, False) for parent in fn.inputs
-                         if parent.requires_grad and parent not in visited)
+                         if parent.requires_grad and id(parent) not in visited)
     return order
 
 

@@ -13,6 +13,7 @@ generators, so the same seed gives different dropout masks on the two.
 """
 import contextlib
 import math
+import operator
 import os
 
 import numpy
@@ -21,6 +22,9 @@ try:  # CuPy is the optional GPU backend: `pip install "minigrad[cuda]"`.
     import cupy
 except ImportError:  # pragma: no cover - depends on the machine
     cupy = None
+
+# The raw arrays a Tensor can hold.
+ARRAY_TYPES = (numpy.ndarray,) if cupy is None else (numpy.ndarray, cupy.ndarray)
 
 
 class DeviceError(RuntimeError):
@@ -145,9 +149,19 @@ def _fresh_seed():
 
 
 def manual_seed(seed):
-    """Seed every device's generator (NumPy's, and CuPy's on each GPU used) with ``seed``."""
+    """Seed every device's generator (NumPy's, and CuPy's on each GPU used) with ``seed``.
+
+    As in PyTorch, ``seed`` is an integer in [-2**63, 2**64 - 1]; a negative seed s stands for
+    0xffff_ffff_ffff_ffff + s.
+    """
     global _seed
-    _seed = int(seed)
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"manual_seed() takes an integer, got {type(seed).__name__}") from None
+    if not -2**63 <= seed < 2**64:
+        raise ValueError(f"manual_seed(): the seed must lie in [-2**63, 2**64 - 1], got {seed}")
+    _seed = seed if seed >= 0 else 0xffff_ffff_ffff_ffff + seed
     _generators.clear()  # rebuilt lazily from _seed, so GPUs first used later are seeded too
 
 

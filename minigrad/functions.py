@@ -78,6 +78,8 @@ class Pow(Function):
 
     def backward(self, gy):
         n = self.exponent
+        if n == 0:  # y = 1: the derivative is 0 everywhere, also at x = 0 (where 0 * 0^-1 would be nan)
+            return (gy * 0,)
         return (gy * n * self.x ** (n - 1),)
 
 
@@ -122,8 +124,9 @@ class ReLU(Function):
 class MatMul(Function):
     """Y = A @ B.   dL/dA = dL/dY @ B^T,  dL/dB = A^T @ dL/dY.
 
-    Stacks of matrices broadcast as in NumPy; a 1-D operand is a row (left) or column (right)
-    vector, as in NumPy.
+    Stacks of matrices broadcast as in NumPy (the engine sums the gradient over broadcast batch
+    axes); a 1-D operand is a row vector (left) or a column vector (right) whose axis is dropped
+    from the result, so 1-D @ 1-D is the dot product, a 0-d tensor.
     """
 
     def forward(self, a, b):
@@ -138,22 +141,23 @@ class MatMul(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        # View 1-D operands as matrices so one pair of formulas serves every case.
+        # View 1-D operands as matrices, and put back into gy the axes forward dropped for them,
+        # so that one pair of formulas serves every case.
         a = self.a[None, :] if self.a.ndim == 1 else self.a
         b = self.b[:, None] if self.b.ndim == 1 else self.b
-        if self.a.ndim == 1:
-            gy = xp.expand_dims(gy, -2)
         if self.b.ndim == 1:
-            gy = xp.expand_dims(gy, -1)
+            gy = gy[..., None]  # the column axis of b
+        if self.a.ndim == 1:
+            gy = gy[..., None, :]  # the row axis of a
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = gy @ xp.swapaxes(b, -1, -2)
             if self.a.ndim == 1:
-                ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])  # drop the row axis added above
+                ga = ga[..., 0, :]  # drop the row axis added above
         if self.needs_input_grad[1]:
             gb = xp.swapaxes(a, -1, -2) @ gy
             if self.b.ndim == 1:
-                gb = gb[..., 0]
+                gb = gb[..., 0]  # drop the column axis added above
         return ga, gb
 
 
@@ -161,7 +165,7 @@ class Linear(Function):
     """y = x W^T + b, a fully connected layer as one op (W has shape (out, in), as in PyTorch).
 
     dL/dx = gy W,  dL/dW = gy^T x,  dL/db = sum of gy over the batch.
-    One op instead of MatMul + Transpose + Add: fewer temporaries, and the bias is added in place.
+    One op instead of MatMul + Permute + Add: fewer temporaries, and the bias is added in place.
     """
 
     def forward(self, x, weight, bias=None):
@@ -228,7 +232,11 @@ class Mean(Function):
 
 
 class Max(Function):
-    """y = max of x over ``axis``.   dy/dx_i = 1/k at the k positions holding the maximum, else 0."""
+    """y = max of x over ``axis``.   dy/dx_i = 1/k at the k positions holding the maximum, else 0.
+
+    A NaN is the maximum (NumPy and PyTorch propagate it), so the positions holding NaN share the
+    gradient when the maximum is NaN.
+    """
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -242,7 +250,7 @@ class Max(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        is_max = self.x == self.y_kept
+        is_max = (self.x == self.y_kept) | (xp.isnan(self.x) & xp.isnan(self.y_kept))
         share = is_max / is_max.sum(axis=self.axis, keepdims=True)  # ties split the gradient
         gy = gy if self.keepdims or self.axis is None else xp.expand_dims(gy, self.axis)
         return ((gy * share).astype(self.x.dtype, copy=False),)
@@ -268,18 +276,23 @@ class Reshape(Function):
         return (gy.reshape(self.shape),)
 
 
-class Transpose(Function):
-    """y = x with its axes permuted (reversed when ``axes`` is None).   dL/dx = dL/dy permuted back."""
+class Permute(Function):
+    """y = x with its axes reordered: axis i of y is axis ``axes[i]`` of x.   dL/dx = dL/dy reordered back.
 
-    def __init__(self, axes=None):
+    ``Tensor.permute``, ``transpose(dim0, dim1)``, ``.T`` and ``.mT`` are all this op; ``axes`` arrive
+    checked and non-negative. The inverse permutation sends axis ``axes[i]`` back to place i.
+    """
+
+    def __init__(self, axes):
         self.axes = axes
 
     def forward(self, x):
-        self.axes = tuple(reversed(range(x.ndim))) if self.axes is None else self.axes
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        inverse = sorted(range(len(self.axes)), key=self.axes.__getitem__)
+        inverse = [0] * len(self.axes)
+        for position, axis in enumerate(self.axes):
+            inverse[axis] = position
         return (gy.transpose(inverse),)
 
 

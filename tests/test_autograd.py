@@ -101,7 +101,7 @@ def test_backward_without_requires_grad_is_an_error():
     lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b, lambda a, b: a / (b * b + 1.0),
     lambda a, b: a @ b.T, lambda a, b: (a ** 2).sum(axis=1), lambda a, b: a.mean(axis=0),
     lambda a, b: a.exp(), lambda a, b: (a * a + 1.0).log(), lambda a, b: a.relu(), lambda a, b: -a,
-    lambda a, b: a.max(axis=1), lambda a, b: a.reshape(-1), lambda a, b: a.T, lambda a, b: a[np.array([0, 0])],
+    lambda a, b: a.amax(axis=1), lambda a, b: a.reshape(-1), lambda a, b: a.T, lambda a, b: a[np.array([0, 0])],
     lambda a, b: 2.0 * a - 1 + a / 3, lambda a, b: mg.nn.functional.dropout(a, 0.3),
     lambda a, b: mg.nn.functional.linear(a, b, mg.zeros(3, device=a.device)),
 ])
@@ -162,3 +162,88 @@ def test_detach_cuts_the_graph():
     x = mg.tensor([1.0], requires_grad=True)
     y = (x * 2).detach()
     assert y.grad_fn is None and not y.requires_grad
+
+
+# --- the trust pass (issue 13): each of these gave a wrong number, or a crash, before -------------------------
+
+def random_grad(shape, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def test_every_leaf_gradient_is_its_own_array():
+    a = mg.randn(3, requires_grad=True)
+    b = mg.randn(3, requires_grad=True)
+    (a + b).sum().backward()  # Add hands the same dL/dy to both inputs
+    assert a.grad is not b.grad and not np.shares_memory(a.grad, b.grad)
+    a.grad *= 0.5
+    np.testing.assert_array_equal(b.grad, np.ones(3, np.float32))
+
+
+def test_backward_keeps_a_copy_of_the_callers_gradient():
+    x = mg.randn(2, 3, requires_grad=True)
+    g = random_grad((2, 3))
+    x.backward(g)
+    assert x.grad is not g and not np.shares_memory(x.grad, g)
+    g[:] = 0
+    assert x.grad.any()
+    y = mg.randn(2, 3, requires_grad=True)
+    y.reshape(6).backward(g.reshape(6) + 1)  # a view of dL/dy reaches the leaf: copied too
+    assert y.grad.base is None
+
+
+def test_unbroadcast_refuses_a_gradient_of_the_wrong_shape():
+    class WrongShape(mg.Function):
+        """y = x; backward deliberately returns the gradient transposed."""
+
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, gy):
+            return (gy.T,)
+
+    x = mg.randn(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"WrongShape.backward returned a gradient of shape \(3, 2\) for an input "
+                                           r"of shape \(2, 3\)"):
+        WrongShape.apply(x).backward(random_grad((2, 3)))
+
+
+def test_a_gradient_has_its_leafs_dtype():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    (x * np.array([3.0, 4.0])).sum().backward()  # float32 leaf, float64 computation
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((4,), (4,)), ((4,), (4, 3)), ((2, 4), (4,)), ((2, 4), (4, 3)), ((5, 2, 4), (4, 3)), ((2, 4), (5, 4, 3)),
+    ((5, 2, 4), (5, 4, 3)), ((5, 1, 2, 4), (3, 4, 6)), ((4,), (5, 4, 3)), ((5, 2, 4), (4,)),
+])
+def test_matmul_every_rank_combination_against_central_differences(a_shape, b_shape):
+    a = mg.randn(*a_shape, dtype="float64", requires_grad=True)
+    b = mg.randn(*b_shape, dtype="float64", requires_grad=True)
+    assert (a @ b).shape == np.matmul(a.numpy(), b.numpy()).shape
+    assert mg.gradcheck(lambda a, b: a @ b, [a, b])
+
+
+def test_pow_zero_has_zero_gradient_even_at_zero():
+    x = mg.tensor([0.0, 2.0, -1.0], requires_grad=True)
+    (x ** 0).backward(random_grad(3))
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])
+
+
+def test_max_of_values_with_a_nan_sends_the_gradient_to_the_nan():
+    x = mg.tensor([1.0, np.nan, 2.0], requires_grad=True)
+    x.max().backward(np.float32(3.0))
+    np.testing.assert_array_equal(x.grad, [0.0, 3.0, 0.0])  # PyTorch's answer
+    y = mg.tensor([[1.0, np.nan], [4.0, 2.0]], requires_grad=True)
+    y.amax(dim=1).backward(np.array([5.0, 7.0], np.float32))
+    np.testing.assert_array_equal(y.grad, [[0.0, 5.0], [7.0, 0.0]])
+
+
+def test_the_engine_never_compares_tensors_with_eq():
+    """== is elementwise now: the engine and the graph tools key tensors by identity."""
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = mg.tensor([1.0, 2.0], requires_grad=True)  # equal values, another tensor
+    (x * y + x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 3.0])
+    np.testing.assert_array_equal(y.grad, [1.0, 2.0])

@@ -48,8 +48,12 @@ def cross_entropy(logits, labels):
     return functions.SoftmaxCrossEntropy.apply(logits, labels)
 
 
-def softmax(logits, axis=-1):
-    """softmax(o)_k = exp(o_k - m) / sum_j exp(o_j - m), m = max(o): probabilities from logits (stable)."""
-    shifted = logits - logits.max(axis=axis, keepdims=True).detach()
+def softmax(logits, dim=-1, *, axis=None):
+    """softmax(o)_k = exp(o_k - m) / sum_j exp(o_j - m), m = max(o): probabilities from logits (stable).
+
+    ``dim`` (or NumPy's ``axis``) is the axis of the classes, the last by default.
+    """
+    dim = dim if axis is None else axis
+    shifted = logits - logits.amax(dim, keepdim=True).detach()
     exp = shifted.exp()
-    return exp / exp.sum(axis=axis, keepdims=True)
+    return exp / exp.sum(dim, keepdim=True)
