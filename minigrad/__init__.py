@@ -20,3 +20,18 @@ __all__ = ["allocator", "backend", "functions", "nn", "optim", "Function", "Tens
            "DeviceError", "cuda_available", "manual_seed", "arange", "ones", "rand", "randn", "tensor", "zeros",
            "GradcheckError", "gradcheck", "float16", "float32", "float64", "int32", "int64", "uint8", "bool_"]
 __version__ = "0.1.0"
+
+# The rest of the package is imported on first use, so `import minigrad as mg; mg.data.FashionMNIST` works
+# as torch.utils.data does after `import torch`, without paying for matplotlib or tqdm at import time.
+_LAZY_SUBMODULES = ("cli", "data", "io", "kernels", "plot", "train", "uncertainty", "viz")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'minigrad' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -1,27 +1,65 @@
-"""Optimizers. SGD: w <- w - lr * (dL/dw + weight_decay * w), applied in place to each parameter."""
+"""Optimizers and learning-rate schedules, as PyTorch defines them: ``SGD``, ``StepLR``, ``CosineAnnealingLR``.
+
+SGD, with g = dL/dw + weight_decay * w, and with momentum mu > 0 a velocity b per parameter:
+    b <- g on the first step, then b <- mu b + (1 - dampening) g;
+    w <- w - lr * (g + mu b) with Nesterov momentum, else w - lr * b;
+and without momentum simply w <- w - lr * g. Each update is applied in place to the parameter's array.
+"""
 import math
 
-from . import kernels
+from . import backend, kernels
+from .autograd import Tensor
 
 
 class Optimizer:
     """Holds parameter groups: lists of parameters that share settings such as ``lr``.
 
-    ``params`` is an iterable of Parameters, or of dicts ``{"params": [...], **settings}`` whose
-    settings override the defaults for that group (e.g. weight decay on weights only).
+    ``params`` is an iterable of leaf tensors (e.g. ``model.parameters()``), or of dicts
+    ``{"params": [...], **settings}`` whose settings override the defaults for that group (e.g.
+    weight decay on the weights only). As in PyTorch, a bare tensor, a tensor made by an op, a
+    parameter listed twice and a setting the optimizer does not know are errors.
     """
 
     def __init__(self, params, defaults):
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            "but got a Tensor: pass [tensor] or model.parameters()")
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list: pass model.parameters()")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = defaults
         self.param_groups = []
+        self.state = {}  # per parameter (keyed by id), e.g. {"momentum_buffer": array}
         for group in groups:
-            group = {**defaults, **group, "params": list(group["params"])}
-            self._check(group)
-            self.param_groups.append(group)
+            self.add_param_group(group)
+
+    def add_param_group(self, group):
+        """Add a group ``{"params": [...], **settings}``; settings not given take the defaults."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"a parameter group is a dict with a 'params' entry, got {type(group).__name__}; "
+                            "give either tensors or groups, not both")
+        unknown = sorted(set(group) - set(self.defaults) - {"params"})
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no setting {', '.join(map(repr, unknown))}; its settings "
+                             f"are {', '.join(sorted(self.defaults))}")
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for parameter in params:
+            if not isinstance(parameter, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is "
+                                f"{type(parameter).__name__}")
+            if not parameter.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor (one made by an op): optimize the tensors "
+                                 "the computation starts from")
+            if id(parameter) in seen:
+                raise ValueError(f"a parameter of shape {parameter.shape} is listed twice (in one group or in two): "
+                                 f"it would be updated twice per step")
+            seen.add(id(parameter))
+        group = {**self.defaults, **group, "params": params}
+        self._check(group)
+        self.param_groups.append(group)
 
     def _check(self, group):
         pass
@@ -35,62 +73,136 @@ class Optimizer:
     def step(self):
         raise NotImplementedError
 
+    # --- saving and resuming, as PyTorch's state_dict: parameters are named by their position -------------
+    def state_dict(self):
+        """{"state": {index: {name: array}}, "param_groups": [settings with "params": [indices]]}."""
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        state = {index[key]: dict(value) for key, value in self.state.items() if key in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore the settings and buffers saved by ``state_dict`` into an optimizer over the same parameters."""
+        groups = state_dict["param_groups"]
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("load_state_dict: the saved optimizer has groups of other sizes than this one")
+        parameters = [p for g in self.param_groups for p in g["params"]]
+        for group, saved in zip(self.param_groups, groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+            self._check(group)
+        self.state = {}
+        for position, entries in state_dict["state"].items():
+            parameter = parameters[int(position)]
+            self.state[id(parameter)] = {name: backend.to_device(value, parameter.device).astype(parameter.dtype)
+                                         for name, value in entries.items()}
+
 
 class SGD(Optimizer):
-    """Minibatch stochastic gradient descent: w <- w - lr * (g + weight_decay * w).
+    """Minibatch stochastic gradient descent, with PyTorch's momentum, dampening, Nesterov and weight decay.
 
     The loss is already a mean over the batch, so the gradient needs no division by the batch
     size (the chapter's ``sgd(params, lr, batch_size)`` divides because its loss is a sum).
     """
 
-    def __init__(self, params, lr, weight_decay=0.0):
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov})
 
     def _check(self, group):
+        for name in ("lr", "momentum", "dampening", "weight_decay"):
+            if not isinstance(group[name], (int, float)) or not math.isfinite(group[name]):
+                raise ValueError(f"{name} must be a finite number, got {group[name]!r}")
         if not group["lr"] > 0:
             raise ValueError(f"learning rate must be > 0, got {group['lr']}")
-        if not group["weight_decay"] >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {group['weight_decay']}")
+        if group["momentum"] < 0 or group["weight_decay"] < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got {group['momentum']} and "
+                             f"{group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def step(self):
         for group in self.param_groups:
-            lr, weight_decay = group["lr"], group["weight_decay"]
+            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
             for parameter in group["params"]:
-                if parameter.grad is not None:  # in place: the array the model holds is updated
+                if parameter.grad is None:
+                    continue
+                if momentum == 0:  # the chapter's update, one fused pass on a GPU
                     kernels.sgd_update(parameter.data, parameter.grad, lr, weight_decay)
+                else:
+                    self._momentum_step(parameter, group)
+                parameter._version += 1  # the array changed in place: a graph that saved it must not reuse it
+
+    def _momentum_step(self, parameter, group):
+        w, dtype = parameter.data, parameter.dtype.type
+        g = parameter.grad + dtype(group["weight_decay"]) * w if group["weight_decay"] else parameter.grad
+        state = self.state.setdefault(id(parameter), {})
+        if "momentum_buffer" not in state:
+            buffer = state["momentum_buffer"] = g.copy()
+        else:
+            buffer = state["momentum_buffer"]
+            buffer *= dtype(group["momentum"])
+            buffer += dtype(1 - group["dampening"]) * g
+        step = g + dtype(group["momentum"]) * buffer if group["nesterov"] else buffer
+        w -= dtype(group["lr"]) * step
 
 
-class StepLR:
-    """Learning-rate schedule: lr = initial lr * gamma^(epoch // step_size). Call ``step()`` once per epoch."""
+# ---------------------------------------------------------------------------------------------------------
+# Learning-rate schedules: call step() once per epoch, after the optimizer's steps. The rate of epoch t is
+# a formula of t (the closed form PyTorch documents), so a schedule resumes exactly from last_epoch.
+
+class LRScheduler:
+    """Sets each group's ``lr`` to ``lr_at(epoch, base_lr)``; ``last_epoch`` counts the calls to ``step()``."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0
+
+    def lr_at(self, epoch, base_lr):
+        raise NotImplementedError
+
+    def step(self):
+        self.last_epoch += 1
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.lr_at(self.last_epoch, base_lr)
+
+    def get_last_lr(self):
+        """The learning rate of each group, as last set."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self):
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state_dict):
+        self.last_epoch, self.base_lrs = state_dict["last_epoch"], list(state_dict["base_lrs"])
+
+
+class StepLR(LRScheduler):
+    """lr = base lr * gamma^(epoch // step_size)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         if step_size < 1 or not gamma > 0:
             raise ValueError(f"StepLR needs step_size >= 1 and gamma > 0, got {step_size} and {gamma}")
-        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
-        self.initial = [group["lr"] for group in optimizer.param_groups]
-        self.epoch = 0
+        super().__init__(optimizer)
+        self.step_size, self.gamma = step_size, gamma
 
-    def factor(self, epoch):
-        return self.gamma ** (epoch // self.step_size)
-
-    def step(self):
-        self.epoch += 1
-        for group, initial in zip(self.optimizer.param_groups, self.initial):
-            group["lr"] = initial * self.factor(self.epoch)
+    def lr_at(self, epoch, base_lr):
+        return base_lr * self.gamma ** (epoch // self.step_size)
 
 
-class CosineAnnealingLR(StepLR):
-    """lr = eta_min + (initial lr - eta_min) (1 + cos(pi epoch / T_max)) / 2: from the initial rate to eta_min."""
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base lr - eta_min) (1 + cos(pi epoch / T_max)) / 2, as PyTorch's.
+
+    From the base rate down to eta_min at epoch T_max; past T_max the cosine rises again, back to
+    the base rate at 2 T_max (PyTorch's schedule is periodic, not clamped).
+    """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 (PyTorch's name)
         if T_max < 1:
             raise ValueError(f"CosineAnnealingLR needs T_max >= 1, got {T_max}")
-        self.optimizer, self.T_max, self.eta_min = optimizer, T_max, eta_min
-        self.initial = [group["lr"] for group in optimizer.param_groups]
-        self.epoch = 0
+        super().__init__(optimizer)
+        self.T_max, self.eta_min = T_max, eta_min
 
-    def step(self):
-        self.epoch += 1
-        progress = min(self.epoch, self.T_max) / self.T_max
-        for group, initial in zip(self.optimizer.param_groups, self.initial):
-            group["lr"] = self.eta_min + (initial - self.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+    def lr_at(self, epoch, base_lr):
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
