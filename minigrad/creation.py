@@ -1,6 +1,7 @@
 """Making tensors: ``tensor``, ``zeros``, ``ones``, ``arange``, ``randn``, on a device, with a dtype.
 
-Floating-point data defaults to float32 (as in PyTorch), integers to int64.
+As in PyTorch, Python floats become float32 and Python integers int64, while an array keeps its dtype
+(``tensor(numpy_float64_array)`` is float64: pass ``dtype="float32"`` to convert).
 """
 import numpy
 
@@ -9,13 +10,19 @@ from .autograd import Tensor
 
 
 def _resolve_dtype(values, dtype):
+    """As in PyTorch: an array keeps its dtype; Python floats become float32, Python integers int64."""
     if dtype is not None:
         return numpy.dtype(dtype)
-    kind = numpy.asarray(values).dtype.kind if not hasattr(values, "dtype") else values.dtype.kind
-    if kind == "f":
-        return numpy.dtype(numpy.float32)
-    if kind in "iu" or kind == "b":
-        return None  # keep integers and booleans as they are
+    if hasattr(values, "dtype"):  # a NumPy or CuPy array, or a NumPy scalar
+        kind = values.dtype.kind
+        if kind in "fiub":
+            return None
+    else:
+        kind = numpy.asarray(values).dtype.kind
+        if kind == "f":
+            return numpy.dtype(numpy.float32)
+        if kind in "iub":
+            return numpy.dtype(numpy.int64) if kind in "iu" else None
     raise TypeError(f"cannot make a tensor from data of dtype kind {kind!r}: give numbers or an array of numbers")
 
 

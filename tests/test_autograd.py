@@ -53,6 +53,7 @@ def test_graph_is_freed_after_backward():
     assert x.grad is not None
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects() also meets PyTorch's deprecated names
 def test_no_tensor_outlives_backward_of_an_mlp():
     net = mg.nn.Sequential(mg.nn.Linear(6, 5), mg.nn.ReLU(), mg.nn.Dropout(0.5), mg.nn.Linear(5, 3))
     gc.collect()

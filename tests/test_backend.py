@@ -27,7 +27,10 @@ def test_cuda_without_a_gpu_is_one_clear_error():
 
 def test_tensor_defaults(device):
     assert mg.tensor([1.0, 2.0], device=device).dtype == np.float32
-    assert mg.tensor(np.zeros(3), device=device).dtype == np.float32
+    # As in PyTorch (torch.tensor): Python floats become float32, an array keeps its dtype.
+    assert mg.tensor(np.zeros(3), device=device).dtype == np.float64
+    assert mg.tensor(np.zeros(3), dtype="float32", device=device).dtype == np.float32
+    assert mg.tensor(np.zeros(3, np.float16), device=device).dtype == np.float16
     assert mg.tensor([1, 2], device=device).dtype == np.int64
     assert mg.tensor([1.0], dtype="float64", device=device).dtype == np.float64
     assert mg.tensor([1.0], device=device).device == backend.parse_device(device)
