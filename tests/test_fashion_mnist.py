@@ -48,6 +48,45 @@ def test_search_order_root_then_env_then_local_folder(isolated, trusted, monkeyp
     assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"
 
 
+@pytest.mark.parametrize("how", ["root", "MINIGRAD_DATA"])
+def test_an_explicit_folder_is_the_only_place_looked_in(isolated, trusted, monkeypatch, how):
+    """A typo in the folder used to train silently on another copy of the data."""
+    trusted(write_fake_fashion(isolated / "data" / "fashion-mnist", train=30))  # on the search path
+    typo = isolated / "fashon-mnist"
+    if how == "root":
+        call = lambda **kw: FashionMNIST(root=str(typo), **kw)  # noqa: E731
+    else:
+        monkeypatch.setenv("MINIGRAD_DATA", str(typo))
+        call = FashionMNIST
+    with pytest.raises(DatasetError, match=r"not found in .*fashon-mnist \(the only folder looked in"):
+        call(download=False)
+    with pytest.raises(DatasetError, match="could not download"):  # offline: download into it, never elsewhere
+        call(download=True, mirrors=["http://127.0.0.1:9/"], progress=False)
+
+
+def test_a_folder_with_only_the_training_files_does_not_borrow_the_test_split(isolated, trusted):
+    full = isolated / "data" / "fashion-mnist"
+    trusted(write_fake_fashion(full, train=30, test=20))
+    partial = isolated / "partial"
+    trusted(write_fake_fashion(partial, train=40, test=10))
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (partial / name).unlink()
+    assert len(FashionMNIST(root=str(partial), train=True, download=False)) == 40
+    with pytest.raises(DatasetError, match="partial"):
+        FashionMNIST(root=str(partial), train=False, download=False)
+    with pytest.raises(DatasetError, match="a file, not a folder"):
+        FashionMNIST(root=str(partial / "train-images-idx3-ubyte.gz"), download=False)
+
+
+def test_the_files_used_are_recorded_with_their_sha256(isolated):
+    folder = isolated / "data" / "fashion-mnist"
+    digests = write_fake_fashion(folder, train=20)
+    data = FashionMNIST(download=False, verify=False)  # recorded even when not checked against the official
+    assert data.root == os.path.join("data", "fashion-mnist")
+    assert data.files == {str(folder / "train-images-idx3-ubyte.gz"): digests["train-images-idx3-ubyte"],
+                          str(folder / "train-labels-idx1-ubyte.gz"): digests["train-labels-idx1-ubyte"]}
+
+
 def test_missing_files_without_download_say_how_to_get_them(isolated):
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist.*MINIGRAD_DATA"):
         FashionMNIST(download=False)

@@ -1,8 +1,10 @@
 """Fashion-MNIST from its four official IDX files: found, verified by SHA-256, or downloaded.
 
-Where the files are looked for, in order: ``root``; ``$MINIGRAD_DATA``; ``./data/fashion-mnist``;
-``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package). Each file may be
-gzip'd or not. Its decompressed bytes must have the SHA-256 of the official file.
+Where the files are looked for: a folder given explicitly (``root``, else ``$MINIGRAD_DATA``) is the
+only place looked in, and downloaded into when allowed: a typo never falls back to another copy.
+With neither, the search path: ``./data/fashion-mnist``, then ``/usr/share/datasets/fashion-mnist``
+(Debian's ``dataset-fashion-mnist`` package), and downloads go to ``./data/fashion-mnist``. Each file
+may be gzip'd or not. Its decompressed bytes must have the SHA-256 of the official file.
 """
 import hashlib
 import http.client
@@ -53,15 +55,16 @@ class DatasetError(RuntimeError):
     """The dataset files are missing, corrupt, or not Fashion-MNIST; the message says what to do."""
 
 
+def explicit_folder(root=None):
+    """The folder the user named (``root``, else ``$MINIGRAD_DATA``), or None to use the search path."""
+    folder = root if root is not None else os.environ.get("MINIGRAD_DATA") or None
+    return None if folder is None else os.fspath(folder)
+
+
 def candidate_folders(root=None):
-    """The folders searched, in order (duplicates and unset entries removed)."""
-    folders = [root, os.environ.get("MINIGRAD_DATA"), DEFAULT_FOLDER, DEBIAN_FOLDER]
-    seen, result = set(), []
-    for folder in folders:
-        if folder and os.path.abspath(folder) not in seen:
-            seen.add(os.path.abspath(folder))
-            result.append(os.fspath(folder))
-    return result
+    """The folders looked in, in order: the explicit folder alone, or the search path."""
+    folder = explicit_folder(root)
+    return [folder] if folder is not None else [DEFAULT_FOLDER, DEBIAN_FOLDER]
 
 
 def find_file(folder, name):
@@ -92,18 +95,22 @@ def looks_like_mnist(raw, content, name):
 
 
 def load_verified(path, name, verify=True):
-    """Read an IDX file (gzip'd or not), check its SHA-256 (unless ``verify`` is off), return the array."""
+    """Read an IDX file (gzip'd or not) and check its SHA-256 (unless ``verify`` is off).
+
+    Returns (array, SHA-256 of the decompressed content): the digest is computed either way, so that a
+    run can record exactly which data it used.
+    """
     with open(path, "rb") as file:
         raw = file.read()
     content = decompress_if_gzip(raw, path)
-    digest = hashlib.sha256(content).hexdigest() if verify else SHA256[name]
-    if digest != SHA256[name]:
+    digest = hashlib.sha256(content).hexdigest()
+    if verify and digest != SHA256[name]:
         if looks_like_mnist(raw, content, path):
             raise DatasetError(f"{path} is MNIST (handwritten digits), not Fashion-MNIST: a cache or mirror served "
                                f"the wrong dataset. Delete it and {HOW_TO_GET}")
         raise DatasetError(f"{path} is not the official {name}: its SHA-256 is {digest}, expected {SHA256[name]}. "
                            f"The file is corrupt or another dataset; delete it and {HOW_TO_GET}")
-    return parse_idx(content, path)
+    return parse_idx(content, path), digest
 
 
 def download_file(name, folder, mirrors=MIRRORS, progress=True, timeout=30):
@@ -154,11 +161,15 @@ class FashionMNIST:
     """One split of Fashion-MNIST: ``images`` (N, 28, 28) uint8, ``labels`` (N,) uint8, ``classes``.
 
     Args:
-        root: a folder to look in first (and to download into).
+        root: the folder holding the files (the only place looked in, and where they are downloaded);
+            by default ``$MINIGRAD_DATA``, else the search path (see the module's docstring).
         train: the 60,000 training examples (True) or the 10,000 test examples (False).
-        download: fetch the files when no folder has them.
+        download: fetch the files that are missing.
         verify: check the official SHA-256 of each file. Turn it off only to train on other
             IDX files laid out the same way (a subset, MNIST itself, a synthetic test set).
+
+    ``root`` (after loading) is the folder the files came from, and ``files`` maps each file's
+    path to the SHA-256 of its decompressed content: what a run records about its data.
     """
 
     classes = CLASSES
@@ -166,6 +177,9 @@ class FashionMNIST:
     def __init__(self, root=None, train=True, download=True, verify=True, mirrors=None, progress=True):
         split = "train" if train else "test"
         names = [FILES[split, "images"], FILES[split, "labels"]]
+        explicit = explicit_folder(root)
+        if explicit is not None and os.path.exists(explicit) and not os.path.isdir(explicit):
+            raise DatasetError(f"{explicit} is a file, not a folder: give the folder that holds the four IDX files")
         folders = candidate_folders(root)
         paths = None
         for folder in folders:
@@ -175,13 +189,15 @@ class FashionMNIST:
                 break
         if paths is None:
             if not download:
-                raise DatasetError(f"Fashion-MNIST ({split}) not found in {', '.join(folders)}; {HOW_TO_GET}")
-            target = root or os.environ.get("MINIGRAD_DATA") or DEFAULT_FOLDER
+                missing = "" if explicit is None else " (the only folder looked in, since it was given explicitly)"
+                raise DatasetError(f"Fashion-MNIST ({split}) not found in {', '.join(folders)}{missing}; {HOW_TO_GET}")
+            target = explicit if explicit is not None else DEFAULT_FOLDER
             paths = [find_file(target, name) or download_file(name, target, mirrors or MIRRORS, progress)
                      for name in names]
         self.root = os.path.dirname(paths[0])
-        self.images = load_verified(paths[0], names[0], verify)
-        self.labels = load_verified(paths[1], names[1], verify)
+        self.images, images_digest = load_verified(paths[0], names[0], verify)
+        self.labels, labels_digest = load_verified(paths[1], names[1], verify)
+        self.files = {os.path.abspath(paths[0]): images_digest, os.path.abspath(paths[1]): labels_digest}
         if self.images.ndim != 3 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
             raise DatasetError(f"{self.root}: images of shape {self.images.shape} and labels of shape "
                                f"{self.labels.shape} do not form a dataset of (N, H, W) images with N labels")
