@@ -5,19 +5,22 @@
 ``--impl scratch`` follows section 4.6.4 (explicit parameters, a hand-written ``dropout_layer``,
 ``net(X, is_training)``, a plain loop with a manual SGD update); ``--impl concise`` (the default)
 follows section 4.6.5 (``nn.Sequential``, ``optim.SGD`` and the library's ``Trainer``).
-Writes ``metrics.json``, ``curves.png`` and ``model.npz`` into ``--out``.
+Writes ``metrics.json`` and ``checkpoint.npz`` into ``--out`` after every epoch, and ``model.npz`` and
+``curves.png`` at the end. Ctrl-C keeps the last finished epoch; ``--resume`` continues from it and ends
+with the same numbers and weights as an uninterrupted run.
 """
 import argparse
-import math
+import contextlib
 import os
 import sys
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad import nn
+from minigrad import cli, nn
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
-from minigrad.io import save_json, save_state_dict
-from minigrad.train import EpochProgress, Stopwatch, Trainer, TrainingDiverged, correct_count, evaluate_predictions
+from minigrad.io import load_checkpoint, save_checkpoint, save_json, save_state_dict
+from minigrad.train import (EpochProgress, Stopwatch, Trainer, TrainingDiverged, check_finite_losses, correct_count,
+                            evaluate_predictions)
 
 NUM_INPUTS, NUM_OUTPUTS = 784, 10
 
@@ -66,6 +69,10 @@ class ScratchMLP:
     def state_dict(self):
         return {name: p.data for name, p in zip(["W1", "b1", "W2", "b2", "W3", "b3"], self.params)}
 
+    def load_state_dict(self, state):
+        for name, param in zip(["W1", "b1", "W2", "b2", "W3", "b3"], self.params):
+            param.data = mg.backend.to_device(state[name], param.device).astype(param.dtype)
+
 
 def chapter_demo(device):
     X = mg.arange(16.0, device=device).reshape(2, 8)
@@ -73,11 +80,11 @@ def chapter_demo(device):
         print(f"dropout_layer(X, {p}):\n{dropout_layer(X, p).numpy()}")
 
 
-def fit_scratch(model, train_loader, test_loader, args, on_epoch_end):
-    """The chapter's plain training loop."""
-    clock, history = Stopwatch(args.device), []
+def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()):
+    """The chapter's plain training loop (continuing after ``history``'s epochs when resuming)."""
+    clock, history = Stopwatch(args.device), list(history)
 
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(len(history) + 1, args.epochs + 1):
         bar = EpochProgress(len(train_loader), epoch, args.device, not args.no_progress)
         epoch_start = clock.now()
         for X, y in train_loader:
@@ -97,6 +104,7 @@ def fit_scratch(model, train_loader, test_loader, args, on_epoch_end):
         test = evaluate_predictions(lambda X: model.net(X, is_training=False), test_loader)
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "seconds": seconds,
                   "test_loss": test["loss"], "test_acc": test["acc"], "eval_seconds": clock.now() - eval_start}
+        check_finite_losses(record)
         history.append(record)
         on_epoch_end(record)
     return history, clock
@@ -113,60 +121,35 @@ def concise_mlp(hidden, dropout1, dropout2, device):
 
 # --- the command line -------------------------------------------------------------------------------
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (what is wrong) and exits 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _number(kind, check, requirement):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__ if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
-        return value
-    return parse
-
-
-probability = _number(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "> 0")
-non_negative_float = _number(float, lambda v: v >= 0 and math.isfinite(v), ">= 0")
-positive_int = _number(int, lambda v: v >= 1, "at least 1")
-
-
-def device_name(text):
-    try:
-        return mg.backend.parse_device(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+# What a run's numbers depend on: --resume refuses a checkpoint whose run differed in any of these.
+RUN_DEFINING = ("impl", "device", "lr", "batch_size", "dropout1", "dropout2", "hidden", "weight_decay",
+                "lr_schedule", "limit", "seed", "skip_checksum")
+OUTPUTS = ("metrics.json", "checkpoint.npz", "model.npz", "curves.png")
 
 
 def build_parser():
-    parser = OneLineParser(prog="python -m examples.dropout_mlp", description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="python -m examples.dropout_mlp", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add("--device", type=cli.device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add("--impl", choices=["concise", "scratch"], default="concise", help="section 4.6.5 or 4.6.4 (default: concise)")
-    add("--epochs", type=positive_int, default=None, help="default: $MAX_EPOCH or 10")
-    add("--lr", type=positive_float, default=0.5, help="SGD learning rate (default: 0.5)")
-    add("--batch-size", type=positive_int, default=256)
-    add("--dropout1", type=probability, default=0.2, help="dropout after the first hidden layer (default: 0.2)")
-    add("--dropout2", type=probability, default=0.5, help="dropout after the second hidden layer (default: 0.5)")
-    add("--hidden", type=positive_int, nargs=2, default=[256, 256], metavar=("H1", "H2"))
-    add("--weight-decay", type=non_negative_float, default=0.0)
+    add("--epochs", type=cli.positive_int, default=None, help="default: $MAX_EPOCH or 10")
+    add("--lr", type=cli.positive_float, default=0.5, help="SGD learning rate (default: 0.5)")
+    add("--batch-size", type=cli.positive_int, default=256)
+    add("--dropout1", type=cli.probability, default=0.2, help="dropout after the first hidden layer (default: 0.2)")
+    add("--dropout2", type=cli.probability, default=0.5, help="dropout after the second hidden layer (default: 0.5)")
+    add("--hidden", type=cli.positive_int, nargs=2, default=[256, 256], metavar=("H1", "H2"))
+    add("--weight-decay", type=cli.non_negative_float, default=0.0)
     add("--lr-schedule", choices=["constant", "step", "cosine"], default="constant",
         help="constant (the chapter), step (x0.1 after each third of the epochs) or cosine (to 0 at the last "
              "epoch); concise only")
-    add("--limit", type=positive_int, default=None, help="use the first N examples of each split "
-                                                         "(default: $DATASET_LIMIT or all)")
-    add("--seed", type=int, default=0)
-    add("--data-dir", default=None, help="folder with the four Fashion-MNIST IDX files (gzip'd or not)")
+    add("--limit", type=cli.positive_int, default=None, help="use the first N examples of each split "
+                                                             "(default: $DATASET_LIMIT or all)")
+    add("--seed", type=cli.seed, default=0)
+    add("--data-dir", default=None, help="the folder with the four Fashion-MNIST IDX files (gzip'd or not): the only "
+                                         "place looked in (default: the search path, see the README)")
     add("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
+    add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--no-plot", action="store_true", help="do not draw curves.png")
     add("--debug", action="store_true", help="show tracebacks")
@@ -174,6 +157,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    """The flags, every one checked (files, device and memory too) before any work starts."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay):
@@ -185,9 +169,16 @@ def parse_args(argv=None):
                 setattr(args, flag, default)
                 continue
             try:
-                setattr(args, flag, positive_int(text))
+                setattr(args, flag, cli.positive_int(text))
             except argparse.ArgumentTypeError as error:
                 parser.error(f"environment variable {variable}: {error}")
+    args.device = cli.check_device(parser, args.device)
+    cli.check_data_dir(parser, args.data_dir)
+    cli.check_mlp_fits(parser, [NUM_INPUTS, *args.hidden, NUM_OUTPUTS], min(args.batch_size, args.limit or 60000),
+                       args.device)
+    if args.resume and not os.path.isfile(os.path.join(args.out, "checkpoint.npz")):
+        parser.error(f"argument --resume: there is no checkpoint.npz in {args.out!r} to resume from")
+    cli.check_writable_folder(parser, args.out)
     return args
 
 
@@ -199,59 +190,179 @@ def make_scheduler(name, optimizer, epochs):
     return None
 
 
+class Run:
+    """One training run and its files in ``--out``, which never contradict each other.
+
+    ``metrics.json`` says what state the run is in ("running", "completed", "diverged", "interrupted")
+    and lists exactly the epochs that ``checkpoint.npz`` holds (rewritten, atomically, after every epoch);
+    ``model.npz`` and ``curves.png`` appear only when the run completes. A fresh run first removes the
+    previous run's files from ``--out``.
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.path = {name: os.path.join(args.out, name) for name in OUTPUTS}
+        config = {key: value for key, value in vars(args).items()
+                  if key not in ("no_progress", "no_plot", "debug", "resume")}
+        self.metrics = {"impl": args.impl, "device": args.device, "config": config, "status": "starting",
+                        "data": None, "epochs": [], "final_test_acc": None, "timings": {}}
+        self.model = self.optimizer = self.scheduler = self.train_loader = None
+
+    def start(self):
+        """Remove the previous run's files, or (with --resume) read the checkpoint this run continues from."""
+        if not self.args.resume:
+            self.remove("metrics.json", "checkpoint.npz", "model.npz", "curves.png")
+            return None
+        return load_checkpoint(self.path["checkpoint.npz"])
+
+    def remove(self, *names):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path[name])
+
+    def check_resumable(self, meta):
+        """The checkpoint must come from the same run: the same settings and the same data, byte for byte."""
+        saved, current = meta["config"], self.metrics["config"]
+        keys = RUN_DEFINING + (("epochs",) if self.args.lr_schedule != "constant" else ())
+        differ = [f"--{key.replace('_', '-')} {saved.get(key)} (now {current[key]})" for key in keys
+                  if saved.get(key) != current[key]]
+        if differ:
+            raise ResumeError(f"{self.path['checkpoint.npz']} is from another run: it had {', '.join(differ)}; "
+                              f"resume with the same settings, or start afresh without --resume")
+        if sorted(meta["data"].values()) != sorted(self.metrics["data"]["sha256"].values()):
+            raise ResumeError(f"{self.path['checkpoint.npz']} was trained on other data files than "
+                              f"{self.metrics['data']['folders']}")
+        if meta["rng"]["unsaved"]:
+            raise ResumeError(f"{self.path['checkpoint.npz']} comes from a run on {', '.join(meta['rng']['unsaved'])}, "
+                              f"whose random generator (CuPy's) cannot be saved, so the run cannot continue "
+                              f"exactly; start it afresh")
+
+    def save_epoch(self, record):
+        """After each epoch: the checkpoint of exactly the epochs in metrics.json, then metrics.json."""
+        self.metrics["epochs"].append(record)
+        self.metrics["final_test_acc"] = record["test_acc"]
+        self.metrics["status"] = "running"
+        arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
+        meta = {"epoch": record["epoch"], "config": self.metrics["config"], "data": self.metrics["data"]["sha256"],
+                "history": self.metrics["epochs"], "rng": mg.backend.get_rng_state(),
+                "loader": self.train_loader.state_dict()}
+        if self.optimizer is not None:
+            optimizer_state = self.optimizer.state_dict()
+            meta["optimizer"] = {"param_groups": optimizer_state["param_groups"],
+                                 "state": {str(i): sorted(entries) for i, entries in optimizer_state["state"].items()}}
+            arrays.update({f"optimizer/{i}/{name}": value for i, entries in optimizer_state["state"].items()
+                           for name, value in entries.items()})
+        if self.scheduler is not None:
+            meta["scheduler"] = self.scheduler.state_dict()
+        save_checkpoint(self.path["checkpoint.npz"], arrays, meta)
+        save_json(self.metrics, self.path["metrics.json"])
+
+    def restore(self, arrays, meta):
+        """Put the model, optimizer, schedule and random generators where the checkpoint left them."""
+        self.remove("model.npz", "curves.png")  # a completed run being extended is not completed any more
+        self.model.load_state_dict({name[len("model/"):]: value for name, value in arrays.items()
+                                    if name.startswith("model/")})
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict({
+                "param_groups": meta["optimizer"]["param_groups"],
+                "state": {int(i): {name: arrays[f"optimizer/{i}/{name}"] for name in names}
+                          for i, names in meta["optimizer"]["state"].items()}})
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(meta["scheduler"])
+        mg.backend.set_rng_state(meta["rng"])
+        self.train_loader.load_state_dict(meta["loader"])
+        self.metrics["epochs"] = list(meta["history"])
+        self.metrics["final_test_acc"] = meta["history"][-1]["test_acc"] if meta["history"] else None
+        self.metrics["resumed_from_epoch"] = meta["epoch"]
+
+    def finish(self, stopwatch):
+        args = self.args
+        self.metrics["timings"] = stopwatch.summary()  # of the epochs trained in this process
+        self.metrics["status"] = "completed"
+        save_state_dict(self.model.state_dict(), self.path["model.npz"])
+        if not args.no_plot:
+            from minigrad.plot import plot_curves
+            plot_curves(self.metrics["epochs"], self.path["curves.png"],
+                        title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}")
+        save_json(self.metrics, self.path["metrics.json"])  # last: "completed" only once every file is there
+
+    def stop(self, status, reason):
+        self.metrics["status"] = status
+        self.metrics["stopped"] = reason
+        save_json(self.metrics, self.path["metrics.json"])
+
+
+class ResumeError(ValueError):
+    """--resume was given a checkpoint this run cannot continue."""
+
+
 def run(args):
-    device = mg.backend.check_device(args.device)  # a clear DeviceError before any work
+    device = args.device
     mg.manual_seed(args.seed)
+    outputs = Run(args)
+    resume_from = outputs.start()
     if args.impl == "scratch":
         chapter_demo(device)
     train_set = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=not args.no_progress)
     test_set = FashionMNIST(args.data_dir, train=False, verify=not args.skip_checksum, progress=not args.no_progress)
+    outputs.metrics["data"] = {"folders": {"train": train_set.root, "test": test_set.root},
+                               "sha256": {**train_set.files, **test_set.files}}
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, device=device, limit=args.limit,
                               seed=args.seed)
     test_loader = DataLoader(test_set, args.batch_size, device=device, limit=args.limit)
-    config = {key: value for key, value in vars(args).items() if key not in ("no_progress", "no_plot", "debug")}
-    metrics = {"impl": args.impl, "device": device, "config": config, "epochs": [], "final_test_acc": None,
-               "timings": {}}
-    metrics_path = os.path.join(args.out, "metrics.json")
+    outputs.train_loader = train_loader
+    if args.impl == "scratch":
+        outputs.model = ScratchMLP(args.hidden, args.dropout1, args.dropout2, device)
+    else:
+        outputs.model = concise_mlp(args.hidden, args.dropout1, args.dropout2, device)
+        outputs.optimizer = mg.optim.SGD(outputs.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        outputs.scheduler = make_scheduler(args.lr_schedule, outputs.optimizer, args.epochs)
+    if resume_from is not None:
+        arrays, meta = resume_from
+        outputs.check_resumable(meta)
+        outputs.restore(arrays, meta)
 
     def on_epoch_end(record):
-        metrics["epochs"].append(record)
-        metrics["final_test_acc"] = record["test_acc"]
-        save_json(metrics, metrics_path)  # after every epoch, atomically: a crash leaves the last good state
+        outputs.save_epoch(record)
         print(f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f}  train acc {record['train_acc']:.4f}"
               f"  test acc {record['test_acc']:.4f}  {record['seconds']:.2f}s (+{record['eval_seconds']:.2f}s eval)",
               flush=True)
 
+    outputs.metrics["status"] = "running"
+    save_json(outputs.metrics, outputs.path["metrics.json"])
+    done = len(outputs.metrics["epochs"])
     print(f"{args.impl} MLP {NUM_INPUTS}-{args.hidden[0]}-{args.hidden[1]}-{NUM_OUTPUTS}, dropout "
-          f"{args.dropout1}/{args.dropout2}, lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, "
-          f"{train_loader.num_examples} training examples on {device}", flush=True)
+          f"{args.dropout1}/{args.dropout2}, lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs"
+          f"{f' (resuming after epoch {done})' if resume_from else ''}, {train_loader.num_examples} training "
+          f"examples on {device}", flush=True)
     try:
         if args.impl == "scratch":
-            model = ScratchMLP(args.hidden, args.dropout1, args.dropout2, device)
-            _, stopwatch = fit_scratch(model, train_loader, test_loader, args, on_epoch_end)
+            _, stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
+                                       outputs.metrics["epochs"])
         else:
-            model = concise_mlp(args.hidden, args.dropout1, args.dropout2, device)
-            optimizer = mg.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-            trainer = Trainer(model, optimizer, device=device, progress=not args.no_progress,
-                              scheduler=make_scheduler(args.lr_schedule, optimizer, args.epochs))
-            trainer.fit(train_loader, test_loader, args.epochs, on_epoch_end)
+            trainer = Trainer(outputs.model, outputs.optimizer, device=device, progress=not args.no_progress,
+                              scheduler=outputs.scheduler)
+            trainer.history = list(outputs.metrics["epochs"])
+            trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)
             stopwatch = trainer.stopwatch
     except TrainingDiverged as error:
-        metrics["stopped"] = str(error)
-        save_json(metrics, metrics_path)
+        if error.record is not None:
+            outputs.metrics["diverged_epoch"] = error.record  # not in "epochs": the checkpoint is the epoch before
+        outputs.stop("diverged", str(error))
         raise
-    metrics["timings"] = stopwatch.summary()
-    save_json(metrics, metrics_path)
-    save_state_dict(model.state_dict(), os.path.join(args.out, "model.npz"))
-    if not args.no_plot:
-        from minigrad.plot import plot_curves
-        plot_curves(metrics["epochs"], os.path.join(args.out, "curves.png"),
-                    title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}")
+    except KeyboardInterrupt:
+        outputs.stop("interrupted", "interrupted (Ctrl-C)")
+        raise
+    except Exception as error:
+        outputs.stop("failed", f"{type(error).__name__}: {error}")
+        raise
+    outputs.finish(stopwatch)
+    metrics = outputs.metrics
     for name, timing in metrics["timings"].items():
         unit, scale = ("s", 1) if name == "epoch" else ("ms", 1000)
         print(f"{name:8s} P50 {timing['p50'] * scale:8.3f} {unit}   P90 {timing['p90'] * scale:8.3f} {unit}")
     print(f"final test accuracy {metrics['final_test_acc']:.4f}; wrote {args.out}/metrics.json, model.npz"
-          + ("" if args.no_plot else ", curves.png"))
+          + ("" if args.no_plot else ", curves.png") + ", checkpoint.npz")
     return metrics
 
 
@@ -259,12 +370,27 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        kept = _checkpoint_epoch(args.out)
+        where = (f"kept epoch {kept} in {args.out}/checkpoint.npz; continue with --resume" if kept else
+                 "no epoch had finished, so nothing was kept")
+        print(f"interrupted: {where}", file=sys.stderr)
+        return 130
     except (mg.DeviceError, DatasetError, IDXFormatError, TrainingDiverged, ValueError, OSError) as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _checkpoint_epoch(folder):
+    try:
+        return load_checkpoint(os.path.join(folder, "checkpoint.npz"))[1]["epoch"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 if __name__ == "__main__":

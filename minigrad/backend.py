@@ -180,6 +180,26 @@ def generator(device):
     return _generators[device]
 
 
+def get_rng_state():
+    """The state of minigrad's random generators, as JSON-able data (``torch.get_rng_state``'s role).
+
+    Only the CPU's generator can be saved: CuPy's generators keep their state on the GPU and cannot
+    export it, so a GPU generator in use is listed under ``"unsaved"``.
+    """
+    return {"seed": _seed,
+            "cpu": _generators["cpu"].bit_generator.state if "cpu" in _generators else None,
+            "unsaved": sorted(device for device in _generators if device != "cpu")}
+
+
+def set_rng_state(state):
+    """Restore what ``get_rng_state`` returned (the seed, and the CPU generator's position in its stream)."""
+    global _seed
+    _seed = state["seed"]
+    _generators.clear()
+    if state["cpu"] is not None:
+        generator("cpu").bit_generator.state = state["cpu"]
+
+
 def random_keep(generator, shape, p):
     """Boolean array of ``shape``: [U > p] for U ~ Uniform[0, 1) drawn per element (dropout's keep mask).
 

@@ -6,6 +6,7 @@ Checkpoints are ``.npz`` files loaded with ``allow_pickle=False``: no code runs 
 """
 import contextlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -42,11 +43,47 @@ def _current_umask():
     return mask
 
 
+def strict_json(value):
+    """``value`` with every NaN or infinite float replaced by None, so that it is valid JSON (null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def save_json(data, path):
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented, strictly valid JSON (NaN and infinities become null), atomically."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
     with atomic_write(path, "w") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
+        file.write(text + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training checkpoints: named arrays (weights, optimizer buffers) and a JSON record of everything else
+# (the epoch, the history, settings, random generators' states), in one .npz written atomically.
+
+CHECKPOINT_META = "checkpoint.json"
+
+
+def save_checkpoint(path, arrays, meta):
+    """Save ``arrays`` ({name: NumPy or CuPy array}) and ``meta`` (JSON-able) as one .npz file, atomically."""
+    arrays = {name: backend.to_numpy(value) for name, value in arrays.items()}
+    if CHECKPOINT_META in arrays:
+        raise ValueError(f"{CHECKPOINT_META!r} is reserved for the checkpoint's own record")
+    arrays[CHECKPOINT_META] = numpy.array(json.dumps(strict_json(meta), allow_nan=False))
+    with atomic_write(path) as file:
+        numpy.savez(file, **arrays)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by ``save_checkpoint``: returns (arrays, meta)."""
+    arrays = load_state_dict(path)
+    if CHECKPOINT_META not in arrays:
+        raise ValueError(f"{path}: an .npz of arrays, but not a training checkpoint (no {CHECKPOINT_META} record)")
+    return arrays, json.loads(str(arrays.pop(CHECKPOINT_META)))
 
 
 def save_state_dict(state_dict, path):

@@ -16,7 +16,23 @@ from .nn import functional as F
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite. ``record`` is the epoch's record when the epoch had finished."""
+
+    def __init__(self, message, record=None):
+        super().__init__(message)
+        self.record = record
+
+
+def check_finite_losses(record):
+    """Raise TrainingDiverged when an epoch's training or test loss is NaN or infinite.
+
+    The training loss alone is not enough: with a learning rate far too large it can stay finite
+    (1e33) while the weights overflow and the test loss is NaN.
+    """
+    for key in ("train_loss", "test_loss"):
+        if not math.isfinite(record[key]):
+            raise TrainingDiverged(f"the {key.replace('_', ' ')} became {record[key]} in epoch {record['epoch']}; "
+                                   f"try a smaller learning rate", record)
 
 
 class Stopwatch:
@@ -215,6 +231,7 @@ class Trainer:
             eval_start = self.stopwatch.now()
             test = evaluate(self.model, test_loader, self.loss_fn)
             record.update(test_loss=test["loss"], test_acc=test["acc"], eval_seconds=self.stopwatch.now() - eval_start)
+            check_finite_losses(record)
             if self.scheduler is not None:
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()

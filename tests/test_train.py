@@ -92,3 +92,62 @@ def test_progress_on_a_gpu_finds_a_nan_loss_when_it_reads():
     bar.update(np.float32(1.0), np.int64(3), 8)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan in epoch 4 by step 2"):
         bar.close()
+
+
+class NanWhenEvaluating(nn.Module):
+    """The identity while training; NaN in eval mode: a finite training loss with a NaN test loss."""
+
+    def forward(self, x):
+        return x if self.training else x * math.nan
+
+
+def test_a_nan_test_loss_stops_training_even_when_the_training_loss_is_finite():
+    model = nn.Sequential(nn.Linear(8, 3), NanWhenEvaluating())
+    train, test = loaders()
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(TrainingDiverged, match="the test loss became nan in epoch 1") as caught:
+        trainer.fit(train, test, epochs=2)
+    assert trainer.history == [] and math.isfinite(caught.value.record["train_loss"])
+
+
+def test_json_is_written_strictly(tmp_path):
+    import json
+
+    from minigrad.io import save_json
+    save_json({"loss": math.nan, "values": [1.0, math.inf, -math.inf], "nested": {"x": np.float64(2.0)}},
+              tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"loss": None, "values": [1.0, None, None], "nested": {"x": 2.0}}
+
+
+def test_checkpoint_round_trip_of_arrays_and_record(tmp_path):
+    from minigrad.io import load_checkpoint, save_checkpoint
+    arrays = {"model/0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "optimizer/0/momentum_buffer": np.ones(2)}
+    save_checkpoint(tmp_path / "c.npz", arrays, {"epoch": 3, "rng": mg.backend.get_rng_state(), "x": math.nan})
+    loaded, meta = load_checkpoint(tmp_path / "c.npz")
+    assert set(loaded) == set(arrays) and meta["epoch"] == 3 and meta["x"] is None
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(loaded[name], value)
+        assert loaded[name].dtype == value.dtype
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        from minigrad.io import save_state_dict
+        save_state_dict({"w": np.zeros(2)}, tmp_path / "plain.npz")
+        load_checkpoint(tmp_path / "plain.npz")
+
+
+def test_random_state_round_trip_continues_the_same_draws():
+    mg.manual_seed(5)
+    mg.rand(10)
+    state = mg.backend.get_rng_state()
+    expected = mg.rand(4).numpy()
+    mg.manual_seed(99)
+    mg.rand(3)
+    mg.backend.set_rng_state(state)
+    np.testing.assert_array_equal(mg.rand(4).numpy(), expected)
+    loader = DataLoader(ArrayDataset(np.zeros((20, 2), np.uint8), np.arange(20)), 5, shuffle=True, seed=0)
+    list(loader)
+    saved = loader.state_dict()
+    first = [y.numpy().tolist() for _, y in loader]
+    loader.load_state_dict(saved)
+    assert [y.numpy().tolist() for _, y in loader] == first

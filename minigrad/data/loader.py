@@ -58,6 +58,13 @@ class DataLoader:
             seed = int(backend.generator("cpu").integers(2**63))
         self.order_generator = numpy.random.default_rng(seed)
 
+    def state_dict(self):
+        """The shuffling generator's state (JSON-able), so that a resumed run draws the same orders."""
+        return {"order_generator": self.order_generator.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.order_generator.bit_generator.state = state["order_generator"]
+
     def __len__(self):
         count = len(self.labels) / self.batch_size
         return math.floor(count) if self.drop_last else math.ceil(count)

@@ -1,0 +1,109 @@
+"""What every command line of minigrad's examples and benchmarks shares: a bad flag is one line that names
+the flag and says what it accepts, exit status 2, found before any work starts.
+
+``OneLineParser`` is argparse with that error format; the ``*_int``/``*_float`` helpers are argument
+types with their requirement in the message; ``check_*`` run after parsing, for what needs the file
+system or the device (a folder that cannot be written, a GPU that is not there, a model too big).
+"""
+import argparse
+import math
+import os
+import tempfile
+
+from . import backend
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints one line (what is wrong) and exits 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind, check, requirement):
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    parse.__name__ = requirement  # argparse names the type in some messages
+    return parse
+
+
+probability = _number(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a finite number > 0")
+non_negative_float = _number(float, lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
+positive_int = _number(int, lambda v: v >= 1, "at least 1")
+seed = _number(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63 - 1]")
+
+
+def device_name(text):
+    """A device name (cpu, cuda, cuda:N); whether this machine has it is ``check_device``'s question."""
+    try:
+        return backend.parse_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def check_device(parser, device, flag="--device"):
+    """The device, normalised; a flag error when this machine does not have it."""
+    try:
+        return backend.check_device(device)
+    except backend.DeviceError as error:
+        parser.error(f"argument {flag}: {error}")
+
+
+def check_writable_folder(parser, path, flag="--out"):
+    """Create ``path`` if needed and prove a file can be written in it, or fail as a flag error."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        parser.error(f"argument {flag}: cannot write into {path!r}: {error.strerror or error}")
+
+
+def check_writable_file(parser, path, flag="--json"):
+    """``path`` must be a file that can be written (its folder is created if needed)."""
+    if os.path.isdir(path):
+        parser.error(f"argument {flag}: {path!r} is a folder; give a file name")
+    check_writable_folder(parser, os.path.dirname(os.path.abspath(path)), flag)
+
+
+def check_data_dir(parser, path, flag="--data-dir"):
+    """An explicit data folder may not exist yet (the files are downloaded into it), but it may not be a file."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        parser.error(f"argument {flag}: {path!r} is a file; give the folder that holds the four IDX files")
+
+
+def mlp_bytes(sizes, batch_size):
+    """A generous estimate of the memory that training an MLP with these layer sizes takes, in bytes:
+    float32 weights, their gradients and one temporary of each, and a few arrays of each layer's activations."""
+    parameters = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+    activations = batch_size * sum(sizes)
+    return 4 * (3 * parameters + 8 * activations)
+
+
+def memory_of(device):
+    """Bytes of memory on ``device``: the machine's RAM for the CPU, the GPU's own memory otherwise."""
+    if device == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # no sysconf: do not guess
+            return None
+    with backend.on_device(device):
+        return backend.cupy.cuda.runtime.memGetInfo()[1]
+
+
+def check_mlp_fits(parser, sizes, batch_size, device, flag="--hidden"):
+    """A flag error, before any work, when the model cannot fit on the device (rather than a MemoryError later)."""
+    needed, available = mlp_bytes(sizes, batch_size), memory_of(device)
+    if available is not None and needed > available:
+        shape = "-".join(map(str, sizes))
+        parser.error(f"argument {flag}: a {shape} MLP needs about {needed / 2**30:.1f} GiB to train, more than the "
+                     f"{available / 2**30:.1f} GiB of {device}; choose smaller layers")
