@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 
+from minigrad import cli
 from minigrad.io import save_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,20 +69,25 @@ def measure(kind, args):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if result.returncode:
-        raise SystemExit(f"the {kind} run failed:\n{result.stderr}")
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"error: the {kind} run failed (exit status {result.returncode}): {last}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None)
+    parser = cli.OneLineParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", type=cli.device_name, default="cpu")
+    parser.add_argument("--epochs", type=cli.positive_int, default=2)
+    parser.add_argument("--limit", type=cli.positive_int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", choices=["minigrad", "floor"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.device = cli.check_device(parser, args.device)
+    cli.check_data_dir(parser, args.data_dir)
+    if args.json:
+        cli.check_writable_file(parser, args.json)
     if args.child:
         return child(args.child, args.device, args.epochs, args.limit, args.data_dir, args.skip_checksum)
     report = {"device": args.device, "epochs": args.epochs, "limit": args.limit,
@@ -91,8 +97,8 @@ def main(argv=None):
     print(f"peak RSS: minigrad {minigrad_mb:.0f} MB, floor {floor_mb:.0f} MB, ratio {report['rss_ratio']:.2f}")
     if args.json:
         save_json(report, args.json)
-    return report
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

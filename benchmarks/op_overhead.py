@@ -6,12 +6,11 @@ For each op: microseconds for building the graph and running backward through it
 next to the same forward computed with raw arrays. A regression in the engine's bookkeeping
 (Function.apply, the topological sort, gradient accumulation) shows up here first.
 """
-import argparse
 import time
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad import backend
+from minigrad import backend, cli
 from minigrad.io import save_json
 
 
@@ -51,12 +50,14 @@ def _chain(x):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.op_overhead", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--number", type=int, default=2000)
+    parser = cli.OneLineParser(prog="python -m benchmarks.op_overhead", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", type=cli.device_name, default="cpu")
+    parser.add_argument("--number", type=cli.positive_int, default=2000)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    device = backend.check_device(args.device)
+    device = cli.check_device(parser, args.device)
+    if args.json:
+        cli.check_writable_file(parser, args.json)
     results = {}
     print(f"{'op':18s} {'minigrad fwd+bwd us':>20s} {'raw forward us':>15s}")
     for name, (graph, raw) in cases(device).items():
@@ -66,8 +67,8 @@ def main(argv=None):
         print(f"{name:18s} {minigrad_us:20.1f} {raw_us if raw_us is not None else float('nan'):15.1f}")
     if args.json:
         save_json({"device": device, "results": results}, args.json)
-    return results
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

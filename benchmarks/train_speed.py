@@ -11,12 +11,12 @@ goes over seconds, hits them alike; an epoch's time is the sum of its slices. Re
 and max epoch seconds, ratios, and the floor's achieved GFLOP/s against this machine's sgemm rate,
 measured in the same run.
 """
-import argparse
 import itertools
 import os
 import multiprocessing
 import platform
 import statistics
+import sys
 import time
 
 import numpy
@@ -26,8 +26,8 @@ import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from benchmarks.numpy_floor import train_epoch as floor_epoch
 from examples.dropout_mlp import ScratchMLP, concise_mlp
-from minigrad import backend
-from minigrad.data import DataLoader, FashionMNIST
+from minigrad import backend, cli
+from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.io import save_json
 from minigrad.train import Trainer
 
@@ -267,23 +267,31 @@ def format_table(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per contender per repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the interleaved contenders")
-    parser.add_argument("--slices", type=int, default=5,
+    parser = cli.OneLineParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", type=cli.device_name, default="cpu")
+    parser.add_argument("--epochs", type=cli.positive_int, default=3, help="timed epochs per contender per repeat")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3, help="rounds of the interleaved contenders")
+    parser.add_argument("--slices", type=cli.positive_int, default=5,
                         help="the contenders take turns every 1/SLICES of an epoch (finer turns: noise hits all alike)")
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N examples (quicker)")
+    parser.add_argument("--limit", type=cli.positive_int, default=None, help="train on the first N examples (quicker)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--skip", action="append", choices=["concise", "scratch", "pytorch"],
                         help="leave out a contender (repeatable; the floor always runs: the ratios need it)")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.repeats < 1 or args.slices < 1:
-        parser.error("--epochs, --repeats and --slices must be at least 1")
-    run(args)
+    args.device = cli.check_device(parser, args.device)
+    cli.check_data_dir(parser, args.data_dir)
+    if args.json:
+        cli.check_writable_file(parser, args.json)
+    try:
+        FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)  # before the workers
+        run(args)
+    except (DatasetError, IDXFormatError, OSError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

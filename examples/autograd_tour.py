@@ -8,14 +8,13 @@ order in which backward visits the tensors, (3) each tensor's gradient as backwa
 (through the engine's ``hook``, not a copy of the engine), (4) a finite-difference check of
 every parameter's gradient, and writes the graph as Graphviz DOT (and SVG when ``dot`` exists).
 """
-import argparse
 import os
 
 import numpy
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad import nn
+from minigrad import cli, nn
 from minigrad.autograd import topological_order
 from minigrad.io import atomic_write
 from minigrad.viz import render, to_dot
@@ -52,10 +51,11 @@ def fmt(array):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m examples.autograd_tour", description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="python -m examples.autograd_tour", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "autograd_tour"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.seed, default=0)
     args = parser.parse_args(argv)
+    cli.check_writable_folder(parser, args.out)
     model, X, y = build(args.seed)
     names = {p: name for name, p in model.named_parameters()}
     names[X], names[y] = "X", "y (labels)"

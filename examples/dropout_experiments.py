@@ -8,7 +8,6 @@ all. Each experiment writes ``DIR/NAME/results.json``, ``report.md`` (the number
 from them, and the exact command) and PNG plots. ``--quick`` trains on a small synthetic dataset for a
 few epochs: for tests, not for conclusions.
 """
-import argparse
 import json
 import math
 import os
@@ -19,11 +18,11 @@ import time
 import numpy
 
 import minigrad as mg
-from minigrad import nn
-from minigrad.data import DataLoader, FashionMNIST
+from minigrad import cli, nn
+from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.data.synthetic import synthetic_fashion
 from minigrad.io import atomic_write, save_json
-from minigrad.train import Trainer, evaluate, evaluate_predictions
+from minigrad.train import Trainer, TrainingDiverged, evaluate, evaluate_predictions
 from minigrad.uncertainty import mc_dropout_probabilities, predictive_entropy
 
 CHAPTER = {"noise": "dropout", "p1": 0.2, "p2": 0.5, "weight_decay": 0.0, "label": "dropout (0.2, 0.5)"}
@@ -102,10 +101,11 @@ def train_run(config, seed, data, args, epochs, on_epoch_end=None):
 def summarise(histories):
     """Mean and standard deviation over seeds of: the test accuracy averaged over the last three epochs
     (with lr 0.5 held constant the accuracy swings by about 0.02 from epoch to epoch, so this is the steadier
-    measure), the final and the best test accuracy, and the final train-test gap."""
+    measure), the final and the best test accuracy, and the final train-test gap. With one seed there is no
+    standard deviation (None, null in results.json), and so no claim of significance."""
     def stats(values):
         values = numpy.asarray(values, dtype=float)
-        return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
                 "n": len(values)}
     return {"last3_test_acc": stats([numpy.mean([e["test_acc"] for e in h[-3:]]) for h in histories]),
             "final_test_acc": stats([h[-1]["test_acc"] for h in histories]),
@@ -134,7 +134,7 @@ def run_configs(configs, data, args, epochs, log):
 
 
 def fmt(stat):
-    return f"{stat['mean']:.4f} ± {stat['sd']:.4f}"
+    return f"{stat['mean']:.4f} ± {stat['sd']:.4f}" if stat["sd"] is not None else f"{stat['mean']:.4f} (one seed)"
 
 
 def summary_table(results):
@@ -149,15 +149,21 @@ def summary_table(results):
 
 
 def compare(results, a, b, key="last3_test_acc"):
-    """A sentence comparing two settings, and whether the difference exceeds two standard errors over seeds."""
+    """A sentence comparing two settings, and whether the difference exceeds two standard errors over seeds.
+
+    With fewer than two seeds on either side there is no standard error, and the sentence says so
+    instead of judging the difference.
+    """
     sa, sb = results[a]["summary"][key], results[b]["summary"][key]
     diff = sa["mean"] - sb["mean"]
+    what = key.replace("_", " ").replace("last3", "last-3-epoch")
+    numbers = f"{what}: {a} {sa['mean']:.4f}, {b} {sb['mean']:.4f}; difference {diff:+.4f}"
+    if sa["sd"] is None or sb["sd"] is None:
+        return f"{numbers}; with one seed there is no standard error, so no claim either way (run --seeds 0 1 2)"
     standard_error = math.sqrt(sa["sd"] ** 2 / sa["n"] + sb["sd"] ** 2 / sb["n"])
     verdict = ("more than two standard errors: a real difference" if abs(diff) > 2 * standard_error else
                "within two standard errors: not distinguishable with these seeds")
-    what = key.replace("_", " ").replace("last3", "last-3-epoch")
-    return (f"{what}: {a} {sa['mean']:.4f}, {b} {sb['mean']:.4f}; difference {diff:+.4f}, {verdict} "
-            f"(standard error {standard_error:.4f})")
+    return f"{numbers}, {verdict} (standard error {standard_error:.4f})"
 
 
 # --- plots ------------------------------------------------------------------------------------------
@@ -297,11 +303,14 @@ def variance(data, args, out, log):
                  for layer in ("layer 1", "layer 2") for when in ("before", "after")]
         lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     last = {label: records[label]["variance"][-1] for label in records}
-    lines += ["", "In the last epoch, hidden layer 2's activations (before dropout) have variance "
-              f"{last['dropout (0.2, 0.5)']['layer 2 before dropout']:.4f} with dropout and "
-              f"{last['no dropout']['layer 2 before dropout']:.4f} without; after dropout (p = 0.5) the variance is "
-              f"{last['dropout (0.2, 0.5)']['layer 2 after dropout']:.4f}, the noise dropout adds "
-              "(Var[h'] = E[h^2] / (1 - p) - E[h]^2 > Var[h])."]
+    before, without = last[CHAPTER["label"]]["layer 2 before dropout"], last[NONE["label"]]["layer 2 before dropout"]
+    after = last[CHAPTER["label"]]["layer 2 after dropout"]
+    lines += ["", f"In the last epoch, hidden layer 2's activations (before dropout) have variance {before:.4f} with "
+              f"dropout and {without:.4f} without; after dropout (p = {CHAPTER['p2']}) the variance is {after:.4f}, "
+              + (f"{after / before:.2f} times the variance before it: the noise dropout adds, as "
+                 "Var[h'] = E[h^2] / (1 - p) - E[h]^2 > Var[h] predicts." if after > before else
+                 "no more than before it, against the prediction Var[h'] = E[h^2] / (1 - p) - E[h]^2 > Var[h] "
+                 "(look at the table: a short or degenerate run?).")]
     return records, lines, ["variance.png"]
 
 
@@ -327,11 +336,19 @@ def test_time(data, args, out, log):
              "| --- | --- | --- | --- |"]
     lines += [f"| {r['seed']} | {r['dropout_off']:.4f} | {r['dropout_on_one_pass']:.4f} | "
               f"{r['dropout_on_mean_of_20_passes']:.4f} |" for r in rows]
-    lines += ["", f"Mean over seeds: off {means['dropout_off']:.4f}, on (one pass) {means['dropout_on_one_pass']:.4f} "
-              f"({means['dropout_on_one_pass'] - means['dropout_off']:+.4f}), on (20 passes averaged) "
-              f"{means['dropout_on_mean_of_20_passes']:.4f}. A single pass with dropout on is a random thinned "
-              "network: its prediction is noisy, so accuracy drops; averaging many passes approximates what "
-              "turning dropout off gives in one deterministic pass, at 20 times the cost."]
+    off, one, twenty = means["dropout_off"], means["dropout_on_one_pass"], means["dropout_on_mean_of_20_passes"]
+    lines += ["", f"Mean over seeds: off {off:.4f}, on (one pass) {one:.4f} ({one - off:+.4f}), "
+              f"on (20 passes averaged) {twenty:.4f} ({twenty - off:+.4f})."]
+    if one < off:
+        lines[-1] += (" A single pass with dropout on is a random thinned network, and here it scored lower than the "
+                      "network with dropout off.")
+    else:
+        lines[-1] += " Here a single pass with dropout on scored no lower than the network with dropout off."
+    lines[-1] += (f" Averaging 20 passes came within {abs(twenty - off):.4f} of dropout off, at 20 times the cost."
+                  if abs(twenty - off) <= abs(one - off) else
+                  " Averaging 20 passes did not bring the accuracy closer to dropout off than one pass did.")
+    if len(rows) < 2:
+        lines[-1] += " (One seed: these differences carry no estimate of their noise.)"
     return {"rows": rows, "means": means}, lines, []
 
 
@@ -435,12 +452,25 @@ def mc_dropout(data, args, out, log, passes=30):
              "| --- | --- | --- | --- |"]
     lines += [f"| {n} | {report[n]['accuracy']:.4f} | {report[n]['mean_entropy']:.4f} | "
               f"{report[n]['expected_calibration_error']:.4f} |" for n in names]
-    mc_wrong = entropy[averaged.argmax(axis=1) != labels].mean()
-    mc_right = entropy[averaged.argmax(axis=1) == labels].mean()
+    wrong = averaged.argmax(axis=1) != labels
     lines += ["", f"Accuracy: {names[1]} {report[names[1]]['accuracy']:.4f} against {report[names[0]]['accuracy']:.4f} "
-              f"deterministic. The MC entropy is {mc_wrong:.3f} on the misclassified test images and {mc_right:.3f} "
-              "on the correctly classified ones: higher uncertainty flags likelier mistakes."]
+              "deterministic. " + entropy_sentence(entropy[wrong], entropy[~wrong])]
     return report, lines, ["reliability.png", "certain_uncertain.png"]
+
+
+def entropy_sentence(wrong, right):
+    """What the MC entropy says about mistakes, from the numbers: a claim only where the numbers make one."""
+    if not len(wrong) or not len(right):
+        return (f"Every test image was classified {'correctly' if not len(wrong) else 'wrongly'}, so the entropy "
+                "cannot be compared between mistakes and correct predictions.")
+    text = f"The MC entropy is {wrong.mean():.3f} on the misclassified test images and {right.mean():.3f} on the " \
+           "correctly classified ones"
+    if abs(wrong.mean() - right.mean()) < 1e-3:
+        return text + ": the same, so here the entropy does not tell mistakes from correct predictions."
+    if wrong.mean() > right.mean():
+        return text + f": on average the model is less certain where it is wrong (by " \
+                      f"{wrong.mean() - right.mean():.3f} nats), so higher uncertainty goes with likelier mistakes."
+    return text + ": the mistakes are not the less certain predictions here, so the entropy does not flag them."
 
 
 DEFAULT_EPOCHS = {"with-without": 50}  # the others: 10, the chapter's
@@ -462,49 +492,72 @@ def strip(results):
 
 # --- the command line -----------------------------------------------------------------------------------
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m examples.dropout_experiments",
-                                     description=__doc__.split("\n\n")[0])
+def parse_args(argv=None):
+    """The flags, every one checked (folders, device, memory, seeds) before any work starts."""
+    parser = cli.OneLineParser(prog="python -m examples.dropout_experiments", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=[*EXPERIMENTS, "all"])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 10 (50 for with-without)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N examples of each split")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--hidden", type=int, nargs=2, default=[256, 256])
+    parser.add_argument("--epochs", type=cli.positive_int, default=None, help="default: 10 (50 for with-without)")
+    parser.add_argument("--seeds", type=cli.seed, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", type=cli.device_name, default="cpu")
+    parser.add_argument("--limit", type=cli.positive_int, default=None, help="use the first N examples of each split")
+    parser.add_argument("--data-dir", default=None,
+                        help="the folder with the four IDX files (the only place looked in)")
+    parser.add_argument("--lr", type=cli.positive_float, default=0.5)
+    parser.add_argument("--hidden", type=cli.positive_int, nargs=2, default=[256, 256], metavar=("H1", "H2"))
     parser.add_argument("--out", default=os.path.join("runs", "dropout_experiments"))
     parser.add_argument("--quick", action="store_true", help="a small synthetic dataset and 3 epochs: for tests")
     args = parser.parse_args(argv)
-    if args.epochs is not None and args.epochs < 1 or args.limit is not None and args.limit < 1:
-        parser.error("--epochs and --limit must be at least 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"argument --seeds: each seed once, got {' '.join(map(str, args.seeds))} (a repeated seed "
+                     f"would count one run twice in the means and standard errors)")
+    args.device = cli.check_device(parser, args.device)
+    cli.check_data_dir(parser, args.data_dir)
+    cli.check_mlp_fits(parser, [784, *args.hidden, 10], 1000, args.device)
+    cli.check_writable_folder(parser, args.out)
     if args.quick:
         args.epochs = args.epochs or 3
-    args.device = mg.backend.check_device(args.device)
-    command = "python -m examples.dropout_experiments " + " ".join(shlex.quote(a) for a in
-                                                                  (sys.argv[1:] if argv is None else argv))
-    data = Data(args)
-    for name in EXPERIMENTS if args.name == "all" else [args.name]:
-        out = os.path.join(args.out, name)
-        os.makedirs(out, exist_ok=True)
-        experiment = EXPERIMENTS[name]
-        question = experiment.__doc__.strip()
-        print(f"{name}: {question}", flush=True)
-        started = time.perf_counter()
-        results, lines, plots = experiment(data, args, out, lambda text: print(text, flush=True))
-        minutes = (time.perf_counter() - started) / 60
-        save_json({"name": name, "question": question, "command": command, "minutes": minutes,
-                   "settings": {k: v for k, v in vars(args).items()}, "results": results},
-                  os.path.join(out, "results.json"))
-        report = [f"# {name}", "", question, "", *lines, ""]
-        report += [f"![{plot}]({plot})" for plot in plots]
-        settings = "synthetic data (--quick)" if args.quick else "Fashion-MNIST"
-        report += ["", f"Settings: {settings}, {epochs_for(name, args)} epochs, seeds {args.seeds}, lr {args.lr}, "
-                       f"batch 256, device {args.device}; {minutes:.1f} minutes.", "", f"Command: `{command}`", ""]
-        with atomic_write(os.path.join(out, "report.md"), "w") as file:
-            file.write("\n".join(report))
-        print(f"  wrote {out}/report.md", flush=True)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    command = "python -m examples.dropout_experiments " + " ".join(shlex.quote(word) for word in words)
+    try:
+        data = Data(args)
+        for name in EXPERIMENTS if args.name == "all" else [args.name]:
+            run_experiment(name, data, args, command)
+    except KeyboardInterrupt:
+        print("interrupted: the experiments finished before it kept their reports; the one running was lost",
+              file=sys.stderr)
+        return 130
+    except (mg.DeviceError, DatasetError, IDXFormatError, TrainingDiverged, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def run_experiment(name, data, args, command):
+    """Run one experiment and write its results.json, report.md and plots into --out/NAME."""
+    out = os.path.join(args.out, name)
+    os.makedirs(out, exist_ok=True)
+    experiment = EXPERIMENTS[name]
+    question = experiment.__doc__.strip()
+    print(f"{name}: {question}", flush=True)
+    started = time.perf_counter()
+    results, lines, plots = experiment(data, args, out, lambda text: print(text, flush=True))
+    minutes = (time.perf_counter() - started) / 60
+    save_json({"name": name, "question": question, "command": command, "minutes": minutes,
+               "settings": {k: v for k, v in vars(args).items()}, "results": results},
+              os.path.join(out, "results.json"))
+    report = [f"# {name}", "", question, "", *lines, ""]
+    report += [f"![{plot}]({plot})" for plot in plots]
+    settings = "synthetic data (--quick)" if args.quick else "Fashion-MNIST"
+    report += ["", f"Settings: {settings}, {epochs_for(name, args)} epochs, seeds {args.seeds}, lr {args.lr}, "
+                   f"batch 256, device {args.device}; {minutes:.1f} minutes.", "", f"Command: `{command}`", ""]
+    with atomic_write(os.path.join(out, "report.md"), "w") as file:
+        file.write("\n".join(report))
+    print(f"  wrote {out}/report.md", flush=True)
 
 
 if __name__ == "__main__":

@@ -524,7 +524,8 @@ class Tensor:
         grid.insert(dim, indices)
         values = self[tuple(grid)]
         if keepdim:
-            values, indices = values.reshape(self.shape[:dim] + (1,) + self.shape[dim + 1:]), xp.expand_dims(indices, dim)
+            values = values.reshape(self.shape[:dim] + (1,) + self.shape[dim + 1:])
+            indices = xp.expand_dims(indices, dim)
         return MaxMin(values, Tensor(indices))
 
     def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):

@@ -129,11 +129,12 @@ def basic_index_draw(data):
     shape = data.draw(shapes, label="shape")
     count = data.draw(st.integers(1, len(shape)), label="axes indexed")
     ellipsis = count < len(shape) and data.draw(st.booleans(), label="Ellipsis first")
-    parts = [data.draw(st.one_of(
-        st.integers(-side, side - 1),
-        st.builds(slice, st.none() | st.integers(-side, side), st.none() | st.integers(-side, side),
-                  st.none() | st.integers(1, 3))), label="index part")
-        for side in (shape[len(shape) - count:] if ellipsis else shape[:count])]
+    indexed = shape[len(shape) - count:] if ellipsis else shape[:count]
+    parts = [data.draw(st.one_of(st.integers(-side, side - 1),
+                                 st.builds(slice, st.none() | st.integers(-side, side),
+                                           st.none() | st.integers(-side, side), st.none() | st.integers(1, 3))),
+                       label="index part")
+             for side in indexed]
     if data.draw(st.booleans(), label="with None"):
         parts.insert(data.draw(st.integers(0, len(parts)), label="None at"), None)
     return [Input(shape)], {"index": (Ellipsis, *parts) if ellipsis else tuple(parts)}
@@ -175,8 +176,8 @@ def softmax_draw(data):
 
 
 def dropout_draw(data):
-    return [Input(data.draw(shapes, label="shape"))], {"p": data.draw(st.floats(0.05, 0.9), label="p"),
-                                                         "seed": data.draw(st.integers(0, 2**16), label="seed")}
+    params = {"p": data.draw(st.floats(0.05, 0.9), label="p"), "seed": data.draw(st.integers(0, 2**16), label="seed")}
+    return [Input(data.draw(shapes, label="shape"))], params
 
 
 def mlp_draw(data):
@@ -272,8 +273,8 @@ CASES = [
     Case("a.mT", stack_draw, lambda a: a.mT, lambda a: a.mT),
     Case("a[ints, slices, None, ...]", basic_index_draw, lambda a, index: a[index], lambda a, index: a[index]),
     Case("a[..., integer array with repeats]", integer_array_index_draw, lambda a, index: a[index],
-         _t(lambda torch, a, index: a[tuple(torch.as_tensor(np.asarray(part)) if not isinstance(part, slice) else part
-                                           for part in index)])),
+         _t(lambda torch, a, index: a[tuple(part if isinstance(part, slice) else torch.as_tensor(np.asarray(part))
+                                            for part in index)])),
     Case("a[boolean mask]", mask_index_draw, lambda a, mask_seed: a[mg.tensor(mask_of(a.shape, mask_seed))],
          _t(lambda torch, a, mask_seed: a[torch.as_tensor(mask_of(tuple(a.shape), mask_seed))])),
     Case("F.linear(x, W, b)", linear_draw, F.linear, _t(lambda torch, *args: torch.nn.functional.linear(*args))),

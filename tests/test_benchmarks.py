@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .fakedata import write_fake_fashion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,3 +91,36 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     assert [batch for part in first for batch in part] == list(range(7)) and Loader.epochs == 1
     assert list(slices.next_slice()) == [0, 1] and Loader.epochs == 2  # the next epoch
     assert [len(EpochSlices(Loader(), 20).next_slice())] == [1]  # never an empty slice
+
+
+@pytest.mark.parametrize("module, flags, message", [
+    ("benchmarks.train_speed", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    ("benchmarks.train_speed", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    ("benchmarks.train_speed", ["--repeats", "-2"], "argument --repeats: must be at least 1, got -2"),
+    ("benchmarks.train_speed", ["--limit", "x"], "argument --limit: expected an integer, got 'x'"),
+    ("benchmarks.train_speed", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
+    ("benchmarks.train_speed", ["--json", "README.md/x.json"], "argument --json: cannot write into"),
+    ("benchmarks.train_speed", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
+    ("benchmarks.memory", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    ("benchmarks.memory", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    ("benchmarks.op_overhead", ["--number", "0"], "argument --number: must be at least 1, got 0"),
+    ("benchmarks.op_overhead", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
+])
+def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
+    import importlib
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as caught:
+        importlib.import_module(module).main(flags)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_train_speed_with_broken_data_is_one_line(tmp_path):
+    data = tmp_path / "broken"
+    write_fake_fashion(data, train=30, test=10)
+    (data / "train-images-idx3-ubyte.gz").write_bytes(b"<html>404</html>")
+    result = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--data-dir", str(data)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "is not the official" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

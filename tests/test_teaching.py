@@ -1,5 +1,6 @@
 """The teaching aids: the graph as DOT, the autograd tour, and a docstring with the math on every op."""
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -114,3 +115,16 @@ def test_every_function_states_its_formula_and_derivative():
         doc = inspect.getdoc(cls) or ""
         assert "=" in doc, f"{cls.__name__}: docstring must state the formula"
         assert re.search(r"d\w*/d\w+", doc), f"{cls.__name__}: docstring must state the derivative (dy/dx ...)"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63 - 1], got -1"),
+    (["--seed", "x"], "argument --seed: expected an integer, got 'x'"),
+    (["--out", "README.md"], "argument --out: cannot write into 'README.md'"),
+])
+def test_autograd_tour_bad_flags_exit_2_with_one_line(flags, message, capsys, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with pytest.raises(SystemExit) as caught:
+        autograd_tour.main(flags)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1 and message in err

@@ -126,8 +126,8 @@ def test_parameter_of_a_tensor_and_tensor_of_a_list():
     assert t.shape == (3,) and t.dtype == np.float32 and t.size() == (3,) and t.size(-1) == 3 and t.dim() == 1
 
 
-@pytest.mark.parametrize("bad, message", [(3, "minigrad.tensor"), ("abc", "got str"), ([[1, 2], [3]], "does not convert"),
-                                          ({"a": 1}, "got dict")])
+@pytest.mark.parametrize("bad, message", [(3, "minigrad.tensor"), ("abc", "got str"),
+                                          ([[1, 2], [3]], "does not convert"), ({"a": 1}, "got dict")])
 def test_constructors_refuse_what_they_cannot_hold(bad, message):
     with pytest.raises(TypeError, match=message):
         mg.Tensor(bad)
