@@ -44,6 +44,19 @@ def no_grad():
         _grad_enabled = previous
 
 
+# In-place changes (x += 1, an optimizer's step) are counted by a clock. An op notes the time it ran;
+# a tensor notes the time it last changed. Backward refuses an op whose input changed after it ran,
+# since the op saved that input's array (PyTorch's version counters do the same job).
+_clock = 0
+
+
+def mark_changed_in_place(tensor):
+    """Record that ``tensor``'s array was just changed in place (ops that used it before may not backward)."""
+    global _clock
+    _clock += 1
+    tensor._changed_at = _clock
+
+
 # ---------------------------------------------------------------------------------------
 # Function: one differentiable op.
 
@@ -81,9 +94,7 @@ class Function:
             output.grad_fn = fn
             fn.inputs = inputs
             fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
-            # Backward reads the arrays forward saved: remember each input's version, so that backward can
-            # refuse to run on an input changed in place since (as PyTorch's version counters do).
-            fn.input_versions = tuple(t._version for t in inputs)
+            fn.ran_at = _clock  # backward reads the arrays forward saved: see _check_unmodified
         return output
 
     def release(self):
@@ -123,18 +134,12 @@ def unbroadcast(grad, shape, op_name="an op"):
     return grad.reshape(shape)
 
 
-def _gradient_for(tensor, grad, fn):
-    """``grad`` as dL/d(tensor): summed down to the tensor's shape, in the tensor's dtype (as PyTorch casts)."""
-    grad = unbroadcast(grad, tensor.shape, type(fn).__name__)
-    return grad if grad.dtype == tensor.dtype else grad.astype(tensor.dtype)
-
-
 def _check_unmodified(fn):
     """Refuse to run ``fn.backward`` when an input was changed in place after ``fn`` used it."""
-    if tuple(t._version for t in fn.inputs) == fn.input_versions:
+    if fn.ran_at == _clock:  # nothing at all changed in place since: the usual case, one comparison
         return
-    for position, (tensor, version) in enumerate(zip(fn.inputs, fn.input_versions)):
-        if tensor._version != version:
+    for position, tensor in enumerate(fn.inputs):
+        if tensor._changed_at > fn.ran_at:
             raise RuntimeError(f"{type(fn).__name__}: input {position} (shape {tensor.shape}) was modified in place "
                                f"after the op used it, so backward would use the new values. Modify a copy "
                                f"(y = x + 1), or do the in-place update after backward()")
@@ -191,7 +196,7 @@ class Tensor:
 
     # Let Tensor's operators win over NumPy's when a raw array is on the left (array * tensor).
     __array_priority__ = 1000
-    _version = 0  # bumped by every in-place change (x += 1): see Function.apply
+    _changed_at = 0  # when this tensor's array was last changed in place (see mark_changed_in_place)
 
     def __init__(self, data, requires_grad=False):
         if not isinstance(data, backend.ARRAY_TYPES):
@@ -365,7 +370,10 @@ class Tensor:
             for parent, parent_grad in zip(fn.inputs, fn.backward(grad)):
                 if parent_grad is None or not parent.requires_grad:
                     continue
-                parent_grad = _gradient_for(parent, parent_grad, fn)
+                # dL/d(parent): summed down to the parent's shape, in the parent's dtype (as PyTorch casts).
+                if parent_grad.shape != parent.data.shape:
+                    parent_grad = unbroadcast(parent_grad, parent.data.shape, type(fn).__name__)
+                parent_grad = parent_grad.astype(parent.data.dtype, copy=False)
                 if id(parent) in pending:  # "+" makes a new array: never "+=" into one another tensor may hold
                     pending[id(parent)] = (pending[id(parent)][0] + parent_grad, False)
                 else:
@@ -432,7 +440,7 @@ class Tensor:
             raise RuntimeError(f"in-place {symbol} on a tensor that requires grad, in grad mode: for an update, "
                                f"wrap it in `with mg.no_grad():`; in a computation, write y = x {symbol[0]} ...")
         ufunc(self.data, self._lift(other).data, out=self.data)
-        self._version += 1
+        mark_changed_in_place(self)
         return self
 
     def __iadd__(self, other):

@@ -8,7 +8,7 @@ and without momentum simply w <- w - lr * g. Each update is applied in place to 
 import math
 
 from . import backend, kernels
-from .autograd import Tensor
+from .autograd import Tensor, mark_changed_in_place
 
 
 class Optimizer:
@@ -131,7 +131,7 @@ class SGD(Optimizer):
                     kernels.sgd_update(parameter.data, parameter.grad, lr, weight_decay)
                 else:
                     self._momentum_step(parameter, group)
-                parameter._version += 1  # the array changed in place: a graph that saved it must not reuse it
+                mark_changed_in_place(parameter)  # a graph that saved the old weights must not backward
 
     def _momentum_step(self, parameter, group):
         w, dtype = parameter.data, parameter.dtype.type
