@@ -135,16 +135,21 @@ class EpochProgress:
     """A tqdm bar over one epoch's batches, showing running loss, accuracy and examples/s.
 
     ``update`` is called every batch with the batch's mean loss and correct count as device scalars.
-    It only keeps them (no GPU work, no sync): the host sums and reads them at most every
-    ``refresh_seconds`` and at the end, when the values kept so far are folded into one running
-    sum each. On the CPU, where reading costs nothing, every step's loss is checked for NaN/inf.
+    It only keeps them (no GPU work, no sync); every ``FOLD_EVERY`` steps the kept values are summed
+    into one partial sum each, on the device. The bar reads the sums at most every
+    ``refresh_seconds`` and at the end. The folding happens at fixed steps, never when the bar
+    reads, so the epoch's numbers come out bit for bit the same however often (and whenever) the
+    bar read them. On the CPU, where reading costs nothing, every step's loss is checked for NaN/inf.
     """
+
+    FOLD_EVERY = 64
 
     def __init__(self, total, epoch, device="cpu", enabled=True, refresh_seconds=0.5):
         self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", disable=not enabled, leave=False)
         self.epoch, self.refresh_seconds = epoch, refresh_seconds
         self.check_every_step = backend.parse_device(device) == "cpu"
-        self.losses, self.weights, self.corrects = [], [], []  # loss sum so far = sum of losses[k] * weights[k]
+        self.losses, self.weights, self.corrects = [], [], []  # the steps since the last fold
+        self.partials = []  # (loss sum, correct count) of each fold, in order
         self.count = self.step = 0
         self.started = self.last_read = time.perf_counter()
 
@@ -157,6 +162,9 @@ class EpochProgress:
         self.bar.update(1)
         if self.check_every_step:
             self.check_finite(float(loss))
+        if len(self.losses) == self.FOLD_EVERY:
+            self.partials.append(self._kept_sums())
+            self.losses, self.weights, self.corrects = [], [], []
         now = time.perf_counter()
         if now - self.last_read >= self.refresh_seconds:
             self.last_read = now
@@ -164,15 +172,20 @@ class EpochProgress:
             self.bar.set_postfix(loss=f"{loss_sum / self.count:.3f}", acc=f"{correct / self.count:.3f}",
                                  ex_per_s=f"{self.count / (now - self.started):.0f}", refresh=False)
 
-    def read(self):
-        """Fold the kept values into one sum each (a few array ops) and read both: (loss sum, correct)."""
-        if not self.losses:
-            return 0.0, 0
+    def _kept_sums(self):
+        """(sum of loss x batch size, sum of correct) of the steps kept since the last fold: device scalars."""
         xp = backend.get_array_module(self.losses[0])
         losses = xp.stack(self.losses)
-        loss_sum = (losses * xp.asarray(self.weights, dtype=losses.dtype)).sum()
-        correct = xp.stack(self.corrects).sum()
-        self.losses, self.weights, self.corrects = [loss_sum], [1], [correct]
+        return (losses * xp.asarray(self.weights, dtype=losses.dtype)).sum(), xp.stack(self.corrects).sum()
+
+    def read(self):
+        """(loss sum, correct count) so far, read on the host; changes nothing, so reading never alters a result."""
+        sums = self.partials + ([self._kept_sums()] if self.losses else [])
+        if not sums:
+            return 0.0, 0
+        loss_sum, correct = sums[0]
+        for partial_loss, partial_correct in sums[1:]:
+            loss_sum, correct = loss_sum + partial_loss, correct + partial_correct
         loss_sum = float(loss_sum)
         self.check_finite(loss_sum)
         return loss_sum, int(correct)

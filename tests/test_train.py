@@ -75,15 +75,31 @@ def test_a_nan_loss_stops_training_naming_epoch_and_step():
 
 @pytest.mark.parametrize("refresh_seconds", [0.0, math.inf], ids=["read-every-step", "read-at-close"])
 def test_progress_weights_each_batch_by_its_size_however_often_it_reads(refresh_seconds):
-    """The bar keeps per-step values and folds them when it reads: the epoch means come out the same."""
+    """The bar keeps per-step values and folds them at fixed steps: the epoch means come out the same."""
     # device "cuda:0" only switches off the per-step check that the CPU gets; the values here are NumPy's
     bar = EpochProgress(3, epoch=1, device="cuda:0", enabled=False, refresh_seconds=refresh_seconds)
     for loss, correct, size in [(1.0, 10, 16), (0.5, 12, 16), (2.0, 1, 4)]:
         bar.update(np.float32(loss), np.int64(correct), size)
-        assert len(bar.losses) <= (1 if refresh_seconds == 0 else 3)
     mean_loss, accuracy = bar.close()
     assert mean_loss == pytest.approx((1.0 * 16 + 0.5 * 16 + 2.0 * 4) / 36)
     assert accuracy == pytest.approx(23 / 36)
+
+
+def test_progress_gives_bit_identical_means_whenever_it_reads():
+    """Two runs of the same steps used to differ in the last bits of the training loss, because the kept values
+    were folded into one sum whenever the bar happened to read (every 0.5 s of wall time)."""
+    rng = np.random.default_rng(0)
+    steps = [(np.float32(rng.uniform(0.1, 3.0)), np.int64(rng.integers(0, 256)), 256) for _ in range(235)]
+    results = []
+    for reads in ([], list(range(0, 235, 7)), list(range(235)), [3, 64, 65, 200]):
+        bar = EpochProgress(235, epoch=1, enabled=False, refresh_seconds=math.inf)
+        for step, values in enumerate(steps):
+            bar.update(*values)
+            if step in reads:
+                bar.read()
+            assert len(bar.losses) < EpochProgress.FOLD_EVERY  # the kept values stay few
+        results.append(bar.close())
+    assert all(result == results[0] for result in results), results
 
 
 def test_progress_on_a_gpu_finds_a_nan_loss_when_it_reads():
