@@ -15,6 +15,7 @@ import itertools
 import os
 import multiprocessing
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -161,6 +162,7 @@ def worker(connection, name, args):
     Loads the data, builds the model, runs a short warm-up, then answers every "slice" message with the
     seconds that training on the next ``1/--slices`` of an epoch took, until "stop".
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; the workers are daemons
     device = backend.check_device(args.device)
     mg.manual_seed(0)
     if name == "pytorch eager" and device == "cpu":
@@ -172,14 +174,17 @@ def worker(connection, name, args):
     epoch_slices = EpochSlices(loader, args.slices)
     run_epoch = CONTENDERS[name](device)
     run_epoch(DataLoader(data, BATCH, device=device, limit=2 * BATCH), 0)  # warm-up: first-call costs
-    connection.send(("ready", loader.num_examples))
-    while connection.recv() == "slice":
-        batches = epoch_slices.next_slice()
-        backend.synchronize(device)
-        start = time.perf_counter()
-        run_epoch(batches, 1)
-        backend.synchronize(device)
-        connection.send(time.perf_counter() - start)
+    try:
+        connection.send(("ready", loader.num_examples))
+        while connection.recv() == "slice":
+            batches = epoch_slices.next_slice()
+            backend.synchronize(device)
+            start = time.perf_counter()
+            run_epoch(batches, 1)
+            backend.synchronize(device)
+            connection.send(time.perf_counter() - start)
+    except (EOFError, BrokenPipeError):  # the parent has gone (Ctrl-C): nothing left to time
+        return
     connection.close()
 
 
@@ -287,6 +292,9 @@ def main(argv=None):
     try:
         FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)  # before the workers
         run(args)
+    except KeyboardInterrupt:
+        print("interrupted: no results were written", file=sys.stderr)
+        return 130
     except (DatasetError, IDXFormatError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
