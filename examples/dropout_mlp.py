@@ -193,8 +193,9 @@ def make_scheduler(name, optimizer, epochs):
 class Run:
     """One training run and its files in ``--out``, which never contradict each other.
 
-    ``metrics.json`` says what state the run is in ("running", "completed", "diverged", "interrupted")
-    and lists exactly the epochs that ``checkpoint.npz`` holds (rewritten, atomically, after every epoch);
+    ``metrics.json`` says what state the run is in ("running", "completed", "diverged", "interrupted",
+    "failed") and lists exactly the epochs that ``checkpoint.npz`` holds (both rewritten, atomically, after
+    every epoch);
     ``model.npz`` and ``curves.png`` appear only when the run completes. A fresh run first removes the
     previous run's files from ``--out``.
     """
