@@ -1,29 +1,44 @@
 """minigrad: a from-scratch deep-learning framework on NumPy (and CuPy), for section 4.6 "Dropout".
 
-The file map: ``backend`` (NumPy or CuPy, devices, random generators), ``autograd`` (Tensor,
-Function, backward), ``functions`` (one Function per op), ``creation`` (tensor factories),
-``nn`` (modules, layers, losses, functional), ``optim`` (SGD), ``gradcheck``, ``allocator`` (why the
-CPU's freed memory is kept for the next batch).
+The file map (each name says what the file holds):
+
+- the engine: ``autograd`` (grad mode, backward through the graph), ``_tensor`` (Tensor, and Function,
+  the base of every op; underscored as PyTorch's ``torch/_tensor.py`` is, since ``minigrad.tensor`` is
+  the factory function), ``ops`` (one Function per op, forward beside backward, the chapter's three
+  with their CUDA kernels), ``creation`` (tensor factories), ``gradcheck``;
+- devices: ``backend`` (NumPy or CuPy, device names, CUDA kernels compiled on first use), ``random``
+  (one seeded generator per device), ``allocator`` (why the CPU's freed memory is kept for the next batch);
+- models: ``nn`` (Module, Parameter, layers, losses, ``functional``, ``init``, the noise layers),
+  ``optim`` (SGD and learning-rate schedules);
+- training: ``data`` (the IDX format, Fashion-MNIST, DataLoader), ``train`` (Trainer, evaluate),
+  ``monitor`` (the instruments: timings, progress bar, each epoch's record), ``uncertainty``
+  (Monte-Carlo dropout, calibration);
+- files and pictures: ``checkpoint`` (atomic writes, strict JSON, weights, training checkpoints),
+  ``viz`` (the graph and the training curves), ``cli`` (what every command line shares).
 """
 import numpy as _numpy
 
-from . import allocator, backend, functions, nn, optim
-from .autograd import Function, Tensor, is_grad_enabled, no_grad
-from .backend import DeviceError, cuda_available, manual_seed
+from . import _tensor, allocator, autograd, backend  # noqa: F401 (the engine before the ops: see _tensor.py)
+from . import nn, ops, optim, random
+from .autograd import is_grad_enabled, no_grad, set_value_checks, value_checks_enabled
+from .backend import DeviceError, cuda_available
 from .creation import arange, ones, rand, randn, tensor, zeros
 from .gradcheck import GradcheckError, gradcheck
+from .random import get_rng_state, manual_seed, set_rng_state
+from ._tensor import Function, Tensor
 
 float16, float32, float64 = _numpy.float16, _numpy.float32, _numpy.float64
 int32, int64, uint8, bool_ = _numpy.int32, _numpy.int64, _numpy.uint8, _numpy.bool_
 
-__all__ = ["allocator", "backend", "functions", "nn", "optim", "Function", "Tensor", "is_grad_enabled", "no_grad",
-           "DeviceError", "cuda_available", "manual_seed", "arange", "ones", "rand", "randn", "tensor", "zeros",
+__all__ = ["allocator", "autograd", "backend", "nn", "ops", "optim", "random", "Function", "Tensor",
+           "is_grad_enabled", "no_grad", "set_value_checks", "value_checks_enabled", "DeviceError", "cuda_available",
+           "manual_seed", "get_rng_state", "set_rng_state", "arange", "ones", "rand", "randn", "tensor", "zeros",
            "GradcheckError", "gradcheck", "float16", "float32", "float64", "int32", "int64", "uint8", "bool_"]
 __version__ = "0.1.0"
 
 # The rest of the package is imported on first use, so `import minigrad as mg; mg.data.FashionMNIST` works
 # as torch.utils.data does after `import torch`, without paying for matplotlib or tqdm at import time.
-_LAZY_SUBMODULES = ("cli", "data", "io", "kernels", "plot", "train", "uncertainty", "viz")
+_LAZY_SUBMODULES = ("checkpoint", "cli", "data", "monitor", "train", "uncertainty", "viz")
 
 
 def __getattr__(name):

@@ -6,15 +6,11 @@ both libraries. Devices are named as in PyTorch: ``"cpu"``, ``"cuda"`` (the firs
 ``"cuda:N"``. CuPy is optional; asking for a GPU without it raises :class:`DeviceError`
 with the command that installs it.
 
-Each device has its own random generator (``numpy.random.Generator`` on the CPU,
-``cupy.random.Generator`` on a GPU) so random draws happen where the array lives, in its
-dtype. :func:`manual_seed` reseeds all of them. The CPU and a GPU use different bit
-generators, so the same seed gives different dropout masks on the two.
+GPU code inside an op is a :class:`CudaKernel` declared beside the op's NumPy code and run only on
+CuPy arrays (one idiom for "on the GPU?": ``xp is cupy``, with ``xp`` the op's array module).
+The random generators live in ``random.py``.
 """
 import contextlib
-import math
-import operator
-import os
 
 import numpy
 
@@ -137,83 +133,18 @@ def synchronize(device):
             cupy.cuda.get_current_stream().synchronize()
 
 
-# ---------------------------------------------------------------------------------------
-# Random generators, one per device.
+class CudaKernel:
+    """A CuPy ``ElementwiseKernel``, compiled on its first call (so declaring one costs nothing without a GPU).
 
-_seed = None
-_generators = {}
-
-
-def _fresh_seed():
-    return int.from_bytes(os.urandom(8), "little")
-
-
-def manual_seed(seed):
-    """Seed every device's generator (NumPy's, and CuPy's on each GPU used) with ``seed``.
-
-    As in PyTorch, ``seed`` is an integer in [-2**63, 2**64 - 1]; a negative seed s stands for
-    0xffff_ffff_ffff_ffff + s.
+    Ops declare theirs beside the NumPy code it must equal (``Dropout.forward_gpu``) and call it only
+    when their arrays live on a GPU. CuPy caches the compiled binaries on disk.
     """
-    global _seed
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise TypeError(f"manual_seed() takes an integer, got {type(seed).__name__}") from None
-    if not -2**63 <= seed < 2**64:
-        raise ValueError(f"manual_seed(): the seed must lie in [-2**63, 2**64 - 1], got {seed}")
-    _seed = seed if seed >= 0 else 0xffff_ffff_ffff_ffff + seed
-    _generators.clear()  # rebuilt lazily from _seed, so GPUs first used later are seeded too
 
+    def __init__(self, in_params, out_params, operation, name):
+        self.source = (in_params, out_params, operation, name)
+        self.kernel = None
 
-def generator(device):
-    """The random generator of ``device`` (created on first use from the manual seed)."""
-    if device in _generators:  # the hot path: one dict lookup per draw
-        return _generators[device]
-    device = check_device(device)
-    if device not in _generators:
-        seed = _fresh_seed() if _seed is None else _seed
-        if device == "cpu":
-            _generators[device] = numpy.random.Generator(numpy.random.PCG64(seed))
-        else:
-            with on_device(device):
-                _generators[device] = cupy.random.Generator(cupy.random.XORWOW(seed))
-    return _generators[device]
-
-
-def get_rng_state():
-    """The state of minigrad's random generators, as JSON-able data (``torch.get_rng_state``'s role).
-
-    Only the CPU's generator can be saved: CuPy's generators keep their state on the GPU and cannot
-    export it, so a GPU generator in use is listed under ``"unsaved"``.
-    """
-    return {"seed": _seed,
-            "cpu": _generators["cpu"].bit_generator.state if "cpu" in _generators else None,
-            "unsaved": sorted(device for device in _generators if device != "cpu")}
-
-
-def set_rng_state(state):
-    """Restore what ``get_rng_state`` returned (the seed, and the CPU generator's position in its stream)."""
-    global _seed
-    _seed = state["seed"]
-    _generators.clear()
-    if state["cpu"] is not None:
-        generator("cpu").bit_generator.state = state["cpu"]
-
-
-def random_keep(generator, shape, p):
-    """Boolean array of ``shape``: [U > p] for U ~ Uniform[0, 1) drawn per element (dropout's keep mask).
-
-    On a GPU: ``generator.random(shape) > p``. On the CPU the same law from 32 random bits per
-    element, without making floats: U = k / 2**32 with k uniform on {0, ..., 2**32 - 1}, and for
-    an integer k, k / 2**32 > p exactly when k > floor(p * 2**32). That skips the int-to-float
-    conversion of ``generator.random`` and takes two draws from each 64-bit output: a third of a
-    dropout layer's time on the CPU. 0 <= p < 1, so the threshold fits in 32 bits.
-    """
-    if not 0 <= p < 1:
-        raise ValueError(f"random_keep needs 0 <= p < 1, got {p} (p = 1 keeps nothing: no draws are needed)")
-    if not isinstance(generator, numpy.random.Generator):
-        return generator.random(shape, dtype=numpy.float32) > p
-    size = math.prod(shape)
-    bits = generator.bit_generator.random_raw((size + 1) // 2).view(numpy.uint32)[:size].reshape(shape)
-    return bits > numpy.uint32(math.floor(p * 2 ** 32))
-
+    def __call__(self, *args, **kwargs):
+        if self.kernel is None:
+            self.kernel = cupy.ElementwiseKernel(*self.source)
+        return self.kernel(*args, **kwargs)

@@ -6,7 +6,8 @@ As in PyTorch, Python floats become float32 and Python integers int64, while an 
 import numpy
 
 from . import backend
-from .autograd import Tensor
+from .random import generator
+from ._tensor import Tensor
 
 
 def _resolve_dtype(values, dtype):
@@ -76,11 +77,11 @@ def arange(start, stop=None, step=1, device=None, dtype=None, requires_grad=Fals
 
 def randn(*shape, device=None, dtype="float32", requires_grad=False):
     """Values drawn from N(0, 1) with the device's generator (seeded by ``manual_seed``)."""
-    draw = backend.generator(backend.parse_device(device)).standard_normal(_shape(shape), dtype=dtype)
+    draw = generator(backend.parse_device(device)).standard_normal(_shape(shape), dtype=dtype)
     return _leaf(draw, requires_grad)
 
 
 def rand(*shape, device=None, dtype="float32", requires_grad=False):
     """Values drawn from Uniform[0, 1) with the device's generator."""
-    draw = backend.generator(backend.parse_device(device)).random(_shape(shape), dtype=dtype)
+    draw = generator(backend.parse_device(device)).random(_shape(shape), dtype=dtype)
     return _leaf(draw, requires_grad)

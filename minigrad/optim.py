@@ -7,8 +7,10 @@ and without momentum simply w <- w - lr * g. Each update is applied in place to 
 """
 import math
 
-from . import backend, kernels
-from .autograd import Tensor, mark_changed_in_place
+from . import backend
+from .autograd import mark_changed_in_place
+from .backend import CudaKernel, cupy
+from ._tensor import Tensor
 
 
 class Optimizer:
@@ -127,11 +129,24 @@ class SGD(Optimizer):
             for parameter in group["params"]:
                 if parameter.grad is None:
                     continue
-                if momentum == 0:  # the chapter's update, one fused pass on a GPU
-                    kernels.sgd_update(parameter.data, parameter.grad, lr, weight_decay)
+                if momentum == 0:
+                    self._plain_step(parameter.data, parameter.grad, lr, weight_decay)
                 else:
                     self._momentum_step(parameter, group)
                 mark_changed_in_place(parameter)  # a graph that saved the old weights must not backward
+
+    # The chapter's update, in place: w <- w - lr * (g + weight_decay * w). One fused pass on a GPU.
+    plain_step_gpu = CudaKernel("T grad, T lr, T weight_decay", "T param",
+                                "param -= lr * (grad + weight_decay * param)", "minigrad_sgd")
+
+    def _plain_step(self, w, g, lr, weight_decay):
+        dtype = w.dtype.type
+        if backend.get_array_module(w) is cupy:
+            self.plain_step_gpu(g, dtype(lr), dtype(weight_decay), w)
+            return
+        if weight_decay:
+            g = g + dtype(weight_decay) * w
+        w -= dtype(lr) * g
 
     def _momentum_step(self, parameter, group):
         w, dtype = parameter.data, parameter.dtype.type

@@ -10,10 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Allocate and free the arrays of a dropout layer's forward, as a training step does, and count page faults.
 FAULTS_PER_STEP = """
 import resource, numpy, minigrad
-from minigrad import backend
-generator, x = backend.generator("cpu"), numpy.ones((256, 1024), numpy.float32)
+from minigrad.ops import keep_mask
+from minigrad.random import generator as generator_of
+generator, x = generator_of("cpu"), numpy.ones((256, 1024), numpy.float32)
 def step():
-    mask = backend.random_keep(generator, x.shape, 0.5) * numpy.float32(2)
+    mask = keep_mask(generator, x.shape, 0.5) * numpy.float32(2)
     return (x * mask).sum()
 for _ in range(20):
     step()

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigrad as mg
-from minigrad import functions
-from minigrad.autograd import Function, MaxMin
+from minigrad import ops
+from minigrad._tensor import Function, MaxMin
 
 from .op_table import CASES, VALUE_CASES, make_array
 from .strategies import DEVICES
@@ -97,14 +97,14 @@ def test_the_table_covers_every_op_and_differentiable_method():
     """A new Function, or a new method of Tensor that returns a tensor, must get a case."""
     sources = " ".join(inspect.getsource(case.minigrad) if case.minigrad.__name__ == "<lambda>" else case.name
                        for case in CASES)
-    ops = {name for name, obj in vars(functions).items()
-           if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function}
+    op_names = {name for name, obj in vars(ops).items()
+                if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function}
     # The functional entry points and Tensor methods that reach each op.
     reached_by = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Neg": "-a", "Pow": "**", "Exp": ".exp()",
                   "Log": ".log()", "ReLU": "relu", "MatMul": "@", "Linear": "F.linear", "Sum": ".sum(",
                   "Mean": ".mean(", "Max": ".amax(", "Reshape": ".reshape(", "Permute": ".permute(", "Index": "a[",
                   "Dropout": "dropout", "SoftmaxCrossEntropy": "cross_entropy"}
-    assert ops <= set(reached_by), f"ops without a case in tests/op_table.py: {sorted(ops - set(reached_by))}"
+    assert op_names <= set(reached_by), f"ops without a case in tests/op_table.py: {sorted(op_names - set(reached_by))}"
     names = " ".join(case.name for case in CASES) + " " + sources
     missing = [op for op, text in reached_by.items() if text not in names]
     assert not missing, f"ops without a case: {missing}"

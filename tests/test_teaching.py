@@ -9,8 +9,8 @@ import pytest
 
 import minigrad as mg
 from examples import autograd_tour
-from minigrad import functions
-from minigrad.autograd import Function
+from minigrad import ops
+from minigrad._tensor import Function
 from minigrad.viz import render, to_dot
 
 NODE = re.compile(r'^\s*(t\d+|op\d+) \[label="(?:[^"\\]|\\.)*"(, [\w]+=("[^"]*"|\w+))*\];$')
@@ -109,7 +109,7 @@ def all_function_classes():
 
 def test_every_function_states_its_formula_and_derivative():
     classes = all_function_classes()
-    assert len(classes) >= len([c for c in vars(functions).values() if inspect.isclass(c)
+    assert len(classes) >= len([c for c in vars(ops).values() if inspect.isclass(c)
                                 and issubclass(c, Function) and c is not Function])
     for cls in classes:
         doc = inspect.getdoc(cls) or ""

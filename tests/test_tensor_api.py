@@ -229,9 +229,10 @@ def test_an_optimizer_step_between_forward_and_backward_is_caught():
 def test_subpackages_after_one_import():
     import subprocess
     import sys
-    code = "import minigrad as mg; print(mg.data.FashionMNIST.__name__, mg.train.Trainer.__name__, mg.io.__name__)"
+    code = ("import minigrad as mg; "
+            "print(mg.data.FashionMNIST.__name__, mg.train.Trainer.__name__, mg.checkpoint.__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["FashionMNIST", "Trainer", "minigrad.io"]
+    assert result.stdout.split() == ["FashionMNIST", "Trainer", "minigrad.checkpoint"]
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         mg.nonsense  # noqa: B018
 

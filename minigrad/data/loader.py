@@ -9,7 +9,8 @@ import math
 import numpy
 
 from .. import backend
-from ..autograd import Tensor
+from ..random import generator
+from .._tensor import Tensor
 
 
 class ArrayDataset:
@@ -55,7 +56,7 @@ class DataLoader:
         self.labels = backend.to_device(labels.astype(numpy.int64), self.device)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         if seed is None:
-            seed = int(backend.generator("cpu").integers(2**63))
+            seed = int(generator("cpu").integers(2**63))
         self.order_generator = numpy.random.default_rng(seed)
 
     def state_dict(self):

@@ -1,12 +1,12 @@
 """The layers as plain functions (``import minigrad.nn.functional as F``), as in PyTorch."""
-from .. import functions
-from ..autograd import Tensor
+from .. import autograd, ops
 from ..backend import get_array_module
+from .._tensor import Tensor
 
 
 def relu(x):
     """y = max(x, 0), elementwise."""
-    return functions.ReLU.apply(x)
+    return ops.ReLU.apply(x)
 
 
 def check_probability(p, what="dropout probability"):
@@ -31,21 +31,45 @@ def dropout(x, p=0.5, training=True):
         return x
     if p == 1.0:
         return x * 0.0
-    return functions.Dropout.apply(x, p=p)
+    return ops.Dropout.apply(x, p=p)
 
 
 def linear(x, weight, bias=None):
     """y = x W^T + b, with W of shape (out_features, in_features) as in PyTorch."""
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
+                         f"(out_features, in_features): the input's last axis must be {weight.shape[1]}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias of shape {bias.shape} does not fit a weight of shape {weight.shape}")
     if bias is None:
-        return functions.Linear.apply(x, weight)
-    return functions.Linear.apply(x, weight, bias)
+        return ops.Linear.apply(x, weight)
+    return ops.Linear.apply(x, weight, bias)
 
 
 def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy of logits (N, C) against integer labels (N,), fused and stable."""
+    """Mean softmax cross-entropy of logits (N, C) against integer labels (N,), fused and stable.
+
+    The shapes, the labels' dtype and device are always checked; that every label lies in [0, C)
+    is checked on both devices while value checks are on (``minigrad.set_value_checks``), as they
+    are by default.
+    """
+    xp = get_array_module(logits.data)
     if not isinstance(labels, Tensor):
-        labels = Tensor(get_array_module(logits.data).asarray(labels))
-    return functions.SoftmaxCrossEntropy.apply(logits, labels)
+        labels = Tensor(xp.asarray(labels))
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} and labels of shape {labels.shape} "
+                         f"do not fit: expected logits (N, C) and labels (N,)")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
+    if logits.device != labels.device:
+        raise ValueError(f"cross_entropy: logits are on {logits.device} but labels on {labels.device}; "
+                         f"move them with .to(device)")
+    if autograd.value_checks_enabled() and labels.numel():
+        low, high = int(labels.data.min()), int(labels.data.max())  # on a GPU: one wait per call
+        if low < 0 or high >= logits.shape[1]:
+            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1] - 1}], got values from "
+                             f"{low} to {high}")
+    return ops.SoftmaxCrossEntropy.apply(logits, labels)
 
 
 def softmax(logits, dim=-1, *, axis=None):

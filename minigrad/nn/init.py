@@ -1,7 +1,8 @@
 """Weight initialisers: each fills a Parameter's data in its dtype on its device, and returns it."""
 import math
 
-from ..backend import generator, get_array_module
+from ..backend import get_array_module
+from ..random import generator
 
 
 def normal_(tensor, mean=0.0, std=0.01):

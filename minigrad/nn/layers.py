@@ -40,6 +40,8 @@ class Dropout(Module):
     1/(1-p), so the expectation is unchanged. Evaluation: the input is returned as it is.
     """
 
+    stochastic = True
+
     def __init__(self, p=0.5):
         self.p = F.check_probability(p)
 

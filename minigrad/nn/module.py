@@ -1,6 +1,6 @@
 """Module and Parameter: the containers that models are built from, as in PyTorch."""
 from .. import backend
-from ..autograd import Tensor
+from .._tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -23,6 +23,7 @@ class Module:
     """
 
     training = True
+    stochastic = False  # True for layers that draw noise while training (Dropout and its cousins): MC dropout's
     _forward_hooks = ()
 
     def forward(self, *inputs):

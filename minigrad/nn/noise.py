@@ -5,8 +5,8 @@ They are built from existing ops (Mul, Add, Linear, Dropout), so their gradients
 """
 import math
 
-from .. import backend
-from ..autograd import Tensor
+from ..random import generator
+from .._tensor import Tensor
 from . import functional as F
 from .layers import Linear
 from .module import Module
@@ -14,7 +14,7 @@ from .module import Module
 
 def _noise(x, draw):
     """A constant tensor (no gradient) of x's shape, dtype and device from ``draw(generator, shape, dtype)``."""
-    return Tensor(draw(backend.generator(x.device), x.shape, x.dtype))
+    return Tensor(draw(generator(x.device), x.shape, x.dtype))
 
 
 class MultiplicativeNoise(Module):
@@ -22,6 +22,8 @@ class MultiplicativeNoise(Module):
 
     dy/dx = e. Subclasses choose the distribution of e in ``draw(generator, shape, dtype)``.
     """
+
+    stochastic = True
 
     def __init__(self, p=0.5):
         self.p = F.check_probability(p)
@@ -59,6 +61,8 @@ class UniformNoise(MultiplicativeNoise):
 class GaussianNoise(Module):
     """y = x + e with e ~ N(0, sigma^2): additive noise (Bishop, 1995: on the inputs, Tikhonov regularisation)."""
 
+    stochastic = True
+
     def __init__(self, sigma=0.1):
         if not sigma >= 0:
             raise ValueError(f"noise standard deviation must be >= 0, got {sigma}")
@@ -79,6 +83,8 @@ class DropConnect(Linear):
     Training: y = x (W * M)^T + b with a fresh mask M per batch, M = [U > p] / (1 - p) (eq. 4.6.1 on the
     weights), so E[W * M] = W. Evaluation: the plain layer. dy/dW = mask times the usual Linear gradient.
     """
+
+    stochastic = True
 
     def __init__(self, in_features, out_features, p=0.5, **kwargs):
         super().__init__(in_features, out_features, **kwargs)

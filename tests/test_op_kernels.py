@@ -1,11 +1,15 @@
-"""The fused GPU kernels equal their plain array versions (on a GPU; on the CPU the plain version runs).
+"""The chapter's ops and SGD compute the same numbers on both devices: the NumPy code on the CPU, the CUDA
+kernel declared beside it on a GPU.
 
-The references here are written out in NumPy, independently of minigrad.kernels.
+The references here are written out in NumPy, independently of minigrad.ops.
 """
 import numpy as np
 import pytest
 
-from minigrad import backend, kernels
+import minigrad as mg
+import minigrad.nn.functional as F
+from minigrad import backend, ops
+from minigrad.ops import keep_mask
 
 
 def on(device, array):
@@ -21,24 +25,29 @@ def rng():
 def test_relu_backward(device, rng, dtype):
     y = np.maximum(rng.standard_normal((64, 33)), 0).astype(dtype)
     gy = rng.standard_normal((64, 33)).astype(dtype)
-    got = backend.to_numpy(kernels.relu_backward(on(device, y), on(device, gy)))
+    x = mg.Tensor(on(device, y), requires_grad=True)  # y >= 0, so relu(x) = y
+    x.relu().backward(on(device, gy))
+    got = backend.to_numpy(x.grad)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, np.where(y > 0, gy, 0))
 
 
-def twin_generators(device, seed=0):
-    """Two generators of ``device`` in the same state: one for the code under test, one for the reference."""
-    backend.manual_seed(seed)
-    first = backend.generator(device)
-    backend.manual_seed(seed)
-    return first, backend.generator(device)
+def reference_generator(device, seed):
+    """A generator of ``device`` in the state that ``manual_seed(seed)`` gives the device's own, built independently."""
+    if device == "cpu":
+        return np.random.Generator(np.random.PCG64(seed))
+    import cupy
+    with backend.on_device(device):
+        return cupy.random.Generator(cupy.random.XORWOW(seed))
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
 def test_dropout(device, rng, p):
     x = rng.standard_normal((128, 41)).astype(np.float32)  # an odd size: the last 64-bit draw is split
-    generator, twin = twin_generators(device)
-    y, mask = kernels.dropout(on(device, x), p, generator)
+    mg.manual_seed(0)
+    twin = reference_generator(backend.parse_device(device), 0)  # the op draws from the device's generator
+    y = ops.Dropout.apply(mg.Tensor(on(device, x), requires_grad=True), p=p)
+    y, mask = y.data, y.grad_fn.mask
     if device == "cpu":  # U = k / 2^32 from 32 random bits per element, compared in float64
         bits = twin.bit_generator.random_raw(128 * 41 // 2 + 1).view(np.uint32)[:128 * 41].reshape(x.shape)
         keep = bits / 2.0 ** 32 > p
@@ -52,25 +61,25 @@ def test_dropout(device, rng, p):
 
 
 @pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 0.9999])
-def test_random_keep_follows_the_uniform_law(p):
+def test_keep_mask_follows_the_uniform_law(p):
     """[U > p] from 32-bit draws: the kept fraction is 1 - p (Hoeffding: off by more than 0.005 with prob. < 1e-9)."""
     generator = np.random.Generator(np.random.PCG64(1))
-    keep = backend.random_keep(generator, (1000, 1001), p)
+    keep = keep_mask(generator, (1000, 1001), p)
     assert keep.shape == (1000, 1001) and keep.dtype == bool
     assert abs(keep.mean() - (1 - p)) < 0.005
 
 
 @pytest.mark.parametrize("p", [1.0, -0.1, 2.0])
-def test_random_keep_rejects_a_probability_outside_0_1(p):
+def test_keep_mask_rejects_a_probability_outside_0_1(p):
     with pytest.raises(ValueError, match="0 <= p < 1"):
-        backend.random_keep(np.random.default_rng(0), (3,), p)
+        keep_mask(np.random.default_rng(0), (3,), p)
 
 
-def test_random_keep_threshold_is_exact():
+def test_keep_mask_threshold_is_exact():
     """k / 2^32 > p exactly when k > floor(p * 2^32): checked against float64 on the draws themselves."""
     generator, twin = np.random.Generator(np.random.PCG64(2)), np.random.Generator(np.random.PCG64(2))
     for p in (0.1, 0.2, 0.5, 1 / 3, 0.75):
-        keep = backend.random_keep(generator, (999,), p)
+        keep = keep_mask(generator, (999,), p)
         bits = twin.bit_generator.random_raw(500).view(np.uint32)[:999]
         np.testing.assert_array_equal(keep, bits / 2.0 ** 32 > p)
 
@@ -84,7 +93,8 @@ def test_softmax_cross_entropy(device, rng):
     logits = (rng.standard_normal((300, 10)) * 5).astype(np.float32)
     logits[0, 3] = 1e4  # max-shifted: no overflow
     labels = rng.integers(0, 10, 300)
-    loss, probs = kernels.softmax_cross_entropy(on(device, logits), on(device, labels))
+    loss = F.cross_entropy(mg.Tensor(on(device, logits), requires_grad=True), mg.Tensor(on(device, labels)))
+    loss, probs = loss.data, loss.grad_fn.probs
     expected_probs, shifted = softmax_reference(logits)
     expected_loss = (np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(300), labels]).mean()
     assert loss.dtype == probs.dtype == np.float32 and loss.shape == ()
@@ -95,20 +105,33 @@ def test_softmax_cross_entropy(device, rng):
 @pytest.mark.skipif(not backend.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
 @pytest.mark.parametrize("bad_label", [-1, 10])
 def test_softmax_cross_entropy_on_cuda_gives_nan_for_a_label_out_of_range(bad_label):
-    logits = np.zeros((4, 10), dtype=np.float32)
-    labels = np.array([0, bad_label, 2, 3])
-    loss, _ = kernels.softmax_cross_entropy(on("cuda", logits), on("cuda", labels))
+    """With value checks off nothing stops a bad label reaching the kernel: it gives NaN, never a read outside a row."""
+    logits = mg.Tensor(on("cuda", np.zeros((4, 10), dtype=np.float32)))
+    labels = mg.Tensor(on("cuda", np.array([0, bad_label, 2, 3])))
+    previous = mg.set_value_checks(False)
+    try:
+        loss = F.cross_entropy(logits, labels)
+    finally:
+        mg.set_value_checks(previous)
     assert np.isnan(float(loss))
 
 
-@pytest.mark.parametrize("gy_on_device", [False, True], ids=["number", "device-scalar"])
-def test_cross_entropy_backward(device, rng, gy_on_device):
-    """dL/dloss comes as a number, or (as in backward) as a 0-d array on the device, never read by the host."""
-    logits = rng.standard_normal((50, 10))
+@pytest.mark.parametrize("bad_label", [-1, 10])
+def test_cross_entropy_refuses_a_label_out_of_range_on_every_device(device, bad_label):
+    logits = mg.Tensor(on(device, np.zeros((4, 10), dtype=np.float32)))
+    labels = mg.Tensor(on(device, np.array([0, bad_label, 2, 3])))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\], got values from"):
+        F.cross_entropy(logits, labels)
+
+
+def test_cross_entropy_backward(device, rng):
+    """dL/dloss comes (as in backward) as a 0-d array on the device, never read by the host."""
+    logits = rng.standard_normal((50, 10)).astype(np.float32)
     probs = softmax_reference(logits)[0].astype(np.float32)
     labels = rng.integers(0, 10, 50)
-    gy = on(device, np.float32(1.5)) if gy_on_device else 1.5
-    got = kernels.cross_entropy_backward(on(device, probs), on(device, labels), gy)
+    x = mg.Tensor(on(device, logits), requires_grad=True)
+    F.cross_entropy(x, mg.Tensor(on(device, labels))).backward(on(device, np.float32(1.5)))
+    got = x.grad
     assert got.dtype == np.float32
     expected = (probs - np.eye(10, dtype=np.float32)[labels]) * np.float32(1.5 / 50)
     np.testing.assert_allclose(backend.to_numpy(got), expected, rtol=1e-6, atol=1e-9)
@@ -118,9 +141,10 @@ def test_cross_entropy_backward(device, rng, gy_on_device):
 def test_sgd_update_is_in_place(device, rng, weight_decay):
     param = rng.standard_normal((30, 7)).astype(np.float32)
     grad = rng.standard_normal((30, 7)).astype(np.float32)
-    on_device = on(device, param)
-    storage = on_device
-    kernels.sgd_update(on_device, on(device, grad), 0.5, weight_decay)
-    assert on_device is storage
+    weight = mg.nn.Parameter(on(device, param))
+    storage = on_device = weight.data
+    weight.grad = on(device, grad)
+    mg.optim.SGD([weight], lr=0.5, weight_decay=weight_decay).step()
+    assert weight.data is storage
     expected = param - np.float32(0.5) * (grad + np.float32(weight_decay) * param)
     np.testing.assert_allclose(backend.to_numpy(on_device), expected, rtol=1e-6, atol=1e-7)
