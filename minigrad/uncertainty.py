@@ -1,20 +1,17 @@
-"""Monte-Carlo dropout: dropout left on at test time, averaged over many passes (Gal and Ghahramani, 2016).
+"""Uncertainty from dropout: Monte-Carlo dropout (Gal and Ghahramani, 2016), predictive entropy, calibration.
 
 The chapter notes that agreement across dropout masks can serve as a confidence estimate. Here the
-model is put in eval mode except for its noise layers (Dropout and its cousins), T forward passes
-are averaged in probability space, and the predictive entropy measures the uncertainty.
+model is put in eval mode except for its stochastic layers (those with ``stochastic = True``:
+Dropout and its cousins), T forward passes are averaged in probability space, and the predictive
+entropy measures the uncertainty. ``calibration`` says whether the confidence can be trusted.
 """
 from . import backend
 from .autograd import no_grad
 from .nn import functional as F
-from .nn.layers import Dropout
-from .nn.noise import DropConnect, GaussianDropout, GaussianNoise, UniformNoise
-
-NOISE_LAYERS = (Dropout, DropConnect, GaussianDropout, GaussianNoise, UniformNoise)
 
 
 def mc_dropout_probabilities(model, x, passes=30):
-    """Mean of softmax(model(x)) over ``passes`` forward passes with only the noise layers in training mode.
+    """Mean of softmax(model(x)) over ``passes`` forward passes with only the stochastic layers in training mode.
 
     Returns a raw array (N, C). Every module's own training flag is restored afterwards.
     """
@@ -23,7 +20,7 @@ def mc_dropout_probabilities(model, x, passes=30):
     modes = {module: module.training for module in model.modules()}
     model.eval()
     for module in model.modules():
-        if isinstance(module, NOISE_LAYERS):
+        if module.stochastic:
             module.train()
     try:
         with no_grad():
@@ -40,3 +37,24 @@ def predictive_entropy(probabilities):
     """H = -sum_k p_k log p_k per row (in nats): 0 for a certain prediction, log C for a uniform one."""
     xp = backend.get_array_module(probabilities)
     return -(probabilities * xp.log(xp.clip(probabilities, 1e-12, 1.0))).sum(axis=1)
+
+
+def calibration(probabilities, labels, bins=10):
+    """How far confidence is from accuracy: the reliability diagram's points and the expected calibration error.
+
+    Each row's confidence is its largest probability; rows are grouped into ``bins`` equal-width bins of
+    confidence in [0, 1]. ECE = sum over bins of (rows in bin / N) * |accuracy in bin - mean confidence in bin|
+    (Guo et al., 2017): 0 when, in every bin, the confidence is the accuracy.
+
+    Returns ``{"ece": float, "reliability": [(mean confidence, accuracy, rows), ...]}`` over the non-empty bins.
+    """
+    probabilities, labels = backend.to_numpy(probabilities), backend.to_numpy(labels)
+    if probabilities.ndim != 2 or labels.shape != probabilities.shape[:1] or not len(labels):
+        raise ValueError(f"calibration needs probabilities (N, C) and labels (N,) with N > 0, got shapes "
+                         f"{probabilities.shape} and {labels.shape}")
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+    which = (confidence * bins).astype(int).clip(0, bins - 1)  # confidence 1.0 goes in the last bin
+    reliability = [(float(confidence[which == b].mean()), float(correct[which == b].mean()), int((which == b).sum()))
+                   for b in range(bins) if (which == b).any()]
+    ece = sum(rows * abs(accuracy - conf) for conf, accuracy, rows in reliability) / len(labels)
+    return {"ece": float(ece), "reliability": reliability}

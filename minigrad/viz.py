@@ -1,15 +1,19 @@
-"""See the graph: Graphviz DOT source for the graph behind a tensor, and a picture of it.
+"""Pictures: the graph behind a tensor (Graphviz), and the chapter's training curves (matplotlib).
 
-Tensors are boxes (their shape and dtype; parameters filled, other leaves outlined twice); ops are
+The graph: tensors are boxes (their shape and dtype; parameters filled, other leaves outlined twice); ops are
 ellipses named after their Function (MatMul, ReLU, Sum, ...). Edges follow the data: input -> op
 -> output. A leaf's gradient is shown once backward has filled it. Draw the graph before
 ``backward()`` (which frees it) or call ``backward(retain_graph=True)``.
+
+The curves: train loss, train accuracy and test accuracy against the epoch, as the chapter draws
+them. matplotlib is imported only when a figure is drawn.
 """
+import io
 import shutil
 import subprocess
 
 from .backend import to_numpy
-from .io import atomic_write
+from .checkpoint import atomic_write
 from .nn.module import Parameter
 
 
@@ -84,3 +88,40 @@ def render(root, path, names=None):
         raise RuntimeError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
     with atomic_write(path) as file:
         file.write(result.stdout)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The chapter's figure
+
+def pyplot():
+    """matplotlib's pyplot, drawing off screen (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(figure, path, dpi=None):
+    """Write a matplotlib figure to ``path`` (its format from the suffix), atomically, and close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=str(path).rsplit(".", 1)[-1].lower(), dpi=dpi)
+    pyplot().close(figure)
+    with atomic_write(path) as file:
+        file.write(buffer.getvalue())
+
+
+def plot_curves(history, path, title=None):
+    """Draw the curves of ``history`` (a list of per-epoch dicts) into a PNG at ``path``, atomically."""
+    epochs = [record["epoch"] for record in history]
+    figure, axes = pyplot().subplots(figsize=(5, 3.5), dpi=100)
+    axes.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    axes.plot(epochs, [r["train_acc"] for r in history], linestyle="--", label="train acc")
+    axes.plot(epochs, [r["test_acc"] for r in history], linestyle="-.", label="test acc")
+    axes.set_xlabel("epoch")
+    axes.set_xlim(min(epochs) - 0.1, max(epochs) + 0.1)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    if title:
+        axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, path)

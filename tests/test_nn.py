@@ -5,7 +5,7 @@ import pytest
 import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import nn
-from minigrad.io import load_state_dict, save_state_dict
+from minigrad.checkpoint import load_state_dict, save_state_dict
 
 
 def chapter_mlp(hidden=(16, 16), inputs=8, outputs=3, p=(0.2, 0.5), device=None):

@@ -14,7 +14,7 @@ import urllib.request
 import numpy
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..checkpoint import atomic_write
 from .idx import decompress_if_gzip, parse_idx
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -14,7 +14,7 @@ import zipfile
 import numpy
 
 from . import backend
-from .autograd import Tensor
+from ._tensor import Tensor
 
 
 @contextlib.contextmanager
