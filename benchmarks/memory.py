@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from minigrad import cli
-from minigrad.io import save_json
+from minigrad.checkpoint import save_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,11 +39,12 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
             raise SystemExit(code)
     else:
         from benchmarks.numpy_floor import FloorMLP, train_epoch
+        from examples.chapter import BATCH_SIZE
         from minigrad.data import DataLoader, FashionMNIST
         train = FashionMNIST(data_dir, train=True, verify=not skip_checksum, progress=False)
         test = FashionMNIST(data_dir, train=False, verify=not skip_checksum, progress=False)
-        train_loader = DataLoader(train, 256, shuffle=True, device=device, limit=limit, seed=0)
-        test_loader = DataLoader(test, 256, device=device, limit=limit)
+        train_loader = DataLoader(train, BATCH_SIZE, shuffle=True, device=device, limit=limit, seed=0)
+        test_loader = DataLoader(test, BATCH_SIZE, device=device, limit=limit)
         model = FloorMLP(device=device)
         for _ in range(epochs):
             train_epoch(model, train_loader)

@@ -3,13 +3,14 @@
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
                                      [--json PATH] [--skip concise|scratch|pytorch ...]
 
-Every contender trains the same model (784-256-256-10, dropout 0.2/0.5, SGD lr 0.5, batch 256) on
-the same batches from the same device-resident DataLoader, for ``--epochs`` full training epochs,
-``--repeats`` times, each in its own worker process. The contenders take turns every ``1/--slices``
-of an epoch (interleaved, in a rotating order) so that noise on a shared machine, which comes and
-goes over seconds, hits them alike; an epoch's time is the sum of its slices. Reported: median, min
+Every contender trains the chapter's model (``examples/chapter.py``: 784-256-256-10, dropout 0.2/0.5,
+SGD lr 0.5, batch 256) on the same batches from the same device-resident DataLoader, for ``--epochs``
+full training epochs, ``--repeats`` times, each in its own worker process. The contenders take turns
+every ``1/--slices`` of an epoch (interleaved, in a rotating order) so that noise on a shared machine,
+which comes and goes over seconds, hits them alike; an epoch's time is the sum of its slices. Reported: median, min
 and max epoch seconds, ratios, and the floor's achieved GFLOP/s against this machine's sgemm rate,
-measured in the same run.
+measured in the same run. Both minigrad contenders report through the same ``monitor.Monitor`` (the
+concise one inside ``Trainer``), so they pay for the same instruments; the floor and PyTorch have none.
 """
 import itertools
 import os
@@ -26,19 +27,21 @@ import minigrad as mg
 import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from benchmarks.numpy_floor import train_epoch as floor_epoch
-from examples.dropout_mlp import ScratchMLP, concise_mlp
+from examples.chapter import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP,
+                              concise_mlp)
 from minigrad import backend, cli
+from minigrad.checkpoint import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
-from minigrad.io import save_json
+from minigrad.monitor import Monitor
+from minigrad.random import generator
 from minigrad.train import Trainer
 
-HIDDEN, DROPOUT, LR, BATCH = (256, 256), (0.2, 0.5), 0.5, 256
 PAUSE_S = 0.25
 
 
-def matmul_flops_per_example(hidden=HIDDEN):
+def matmul_flops_per_example(hidden=NUM_HIDDENS):
     """Forward 2·in·out per layer, backward 2·in·out for dW and (but for the first layer) for dX."""
-    sizes = [784, *hidden, 10]
+    sizes = [NUM_INPUTS, *hidden, NUM_OUTPUTS]
     layers = list(zip(sizes[:-1], sizes[1:]))
     forward = sum(2 * a * b for a, b in layers)
     return 2 * forward + sum(2 * a * b for a, b in layers[1:])
@@ -46,7 +49,7 @@ def matmul_flops_per_example(hidden=HIDDEN):
 
 def sgemm_gflops(device, size=2048, repeats=5):
     """This machine's float32 matrix-product rate (best of a few)."""
-    rng = backend.generator(device)
+    rng = generator(device)
     a = rng.random((size, size), dtype=numpy.float32)
     b = rng.random((size, size), dtype=numpy.float32)
     best = float("inf")
@@ -62,24 +65,32 @@ def sgemm_gflops(device, size=2048, repeats=5):
 # --- the contenders: each is (setup, one_epoch) -------------------------------------------------
 
 def minigrad_concise(device):
-    model = concise_mlp(HIDDEN, *DROPOUT, device)
-    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), device=device, progress=False)
-    return lambda loader, epoch: trainer.train_epoch(loader, epoch)
+    model = concise_mlp(device=device)
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False)
+
+    def epoch(loader, number):
+        trainer.train_epoch(loader, number)
+        trainer.monitor.end_epoch()
+    return epoch
 
 
 def minigrad_scratch(device):
-    model = ScratchMLP(HIDDEN, *DROPOUT, device)
+    """The loop of examples/dropout_mlp.py's fit_scratch, with the same Monitor."""
+    model, monitor = ScratchMLP(device=device), Monitor(device, progress=False)
 
-    def epoch(loader, _):
-        for X, y in loader:
-            loss = F.cross_entropy(model.net(X, is_training=True), y)
+    def epoch(loader, number):
+        for X, y in monitor.epoch(loader, number):
+            y_hat = model.net(X, is_training=True)
+            loss = F.cross_entropy(y_hat, y)
             loss.backward()
             model.sgd(LR)
+            monitor.step(loss, y_hat, y)
+        monitor.end_epoch()
     return epoch
 
 
 def numpy_floor(device):
-    model = FloorMLP(HIDDEN, DROPOUT, LR, device)
+    model = FloorMLP(NUM_HIDDENS, (DROPOUT1, DROPOUT2), LR, device)
     return lambda loader, _: floor_epoch(model, loader)
 
 
@@ -87,8 +98,9 @@ def pytorch_eager(device):
     import torch
     torch_device = "cpu" if device == "cpu" else device
     torch.manual_seed(0)
-    layers = [torch.nn.Linear(784, HIDDEN[0]), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT[0]),
-              torch.nn.Linear(*HIDDEN), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT[1]), torch.nn.Linear(HIDDEN[1], 10)]
+    layers = [torch.nn.Linear(NUM_INPUTS, NUM_HIDDENS[0]), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT1),
+              torch.nn.Linear(*NUM_HIDDENS), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT2),
+              torch.nn.Linear(NUM_HIDDENS[1], NUM_OUTPUTS)]
     for layer in layers:
         if isinstance(layer, torch.nn.Linear):
             torch.nn.init.normal_(layer.weight, std=0.01)
@@ -170,10 +182,10 @@ def worker(connection, name, args):
         # Every core, as NumPy's BLAS uses, unless OMP_NUM_THREADS caps both (as when tests run in parallel)
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
-    loader = DataLoader(data, BATCH, shuffle=True, device=device, limit=args.limit, seed=0)
+    loader = DataLoader(data, BATCH_SIZE, shuffle=True, device=device, limit=args.limit, seed=0)
     epoch_slices = EpochSlices(loader, args.slices)
     run_epoch = CONTENDERS[name](device)
-    run_epoch(DataLoader(data, BATCH, device=device, limit=2 * BATCH), 0)  # warm-up: first-call costs
+    run_epoch(DataLoader(data, BATCH_SIZE, device=device, limit=2 * BATCH_SIZE), 0)  # warm-up: first-call costs
     try:
         connection.send(("ready", loader.num_examples))
         while connection.recv() == "slice":
@@ -247,7 +259,7 @@ def run(args):
         "device": device, "machine": platform.processor() or platform.machine(), "torch": torch_version(),
         "numpy": numpy.__version__,
         "config": {"epochs": args.epochs, "repeats": args.repeats, "slices": args.slices, "limit": args.limit,
-                   "examples_per_epoch": examples, "batch_size": BATCH},
+                   "examples_per_epoch": examples, "batch_size": BATCH_SIZE},
         "matmul_gflop_per_epoch": flops / 1e9, "sgemm_gflops": gflops,
         "floor_gflops": flops / medians["floor"] / 1e9, "results": results, "skipped": skipped,
     }

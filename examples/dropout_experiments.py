@@ -21,9 +21,11 @@ import minigrad as mg
 from minigrad import cli, nn
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.data.synthetic import synthetic_fashion
-from minigrad.io import atomic_write, save_json
-from minigrad.train import Trainer, TrainingDiverged, evaluate, evaluate_predictions
-from minigrad.uncertainty import mc_dropout_probabilities, predictive_entropy
+from minigrad.checkpoint import atomic_write, save_json
+from minigrad.monitor import TrainingDiverged
+from minigrad.train import Trainer, evaluate, evaluate_predictions
+from minigrad.uncertainty import calibration, mc_dropout_probabilities, predictive_entropy
+from minigrad.viz import pyplot, save_figure
 
 CHAPTER = {"noise": "dropout", "p1": 0.2, "p2": 0.5, "weight_decay": 0.0, "label": "dropout (0.2, 0.5)"}
 NONE = {"noise": "dropout", "p1": 0.0, "p2": 0.0, "weight_decay": 0.0, "label": "no dropout"}
@@ -87,7 +89,7 @@ def train_run(config, seed, data, args, epochs, on_epoch_end=None):
     model = build_model(config, args.hidden, args.device)
     optimizer = optimizer_for(model, config, args.lr)
     scheduler = mg.optim.CosineAnnealingLR(optimizer, T_max=epochs) if config.get("schedule") == "cosine" else None
-    trainer = Trainer(model, optimizer, device=args.device, progress=False, scheduler=scheduler)
+    trainer = Trainer(model, optimizer, progress=False, scheduler=scheduler)
 
     def record(entry):
         entry["train_eval_acc"] = evaluate(model, data.train_eval)["acc"]
@@ -168,24 +170,8 @@ def compare(results, a, b, key="last3_test_acc"):
 
 # --- plots ------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(figure, path):
-    import io
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    _pyplot().close(figure)
-    with atomic_write(path) as file:
-        file.write(buffer.getvalue())
-
-
 def plot_curves(results, keys, path, title):
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2))
     axes = numpy.atleast_1d(axes)
     for axis, key in zip(axes, keys):
@@ -198,7 +184,7 @@ def plot_curves(results, keys, path, title):
     axes[0].legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=80)
 
 
 # --- the experiments ----------------------------------------------------------------------------------
@@ -209,7 +195,7 @@ def swap(data, args, out, log):
     grid = [0.0, 0.2, 0.5, 0.8]
     configs = [{"noise": "dropout", "p1": p1, "p2": p2, "label": f"dropout ({p1}, {p2})"} for p1 in grid for p2 in grid]
     results = run_configs(configs, data, args, epochs_for("swap", args), log)
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(4.4, 3.6))
     table = numpy.array([[results[f"dropout ({p1}, {p2})"]["summary"]["last3_test_acc"]["mean"] for p2 in grid]
                          for p1 in grid])
@@ -224,7 +210,7 @@ def swap(data, args, out, log):
     axis.set_title("final test accuracy", fontsize=10)
     figure.colorbar(image)
     figure.tight_layout()
-    save_figure(figure, os.path.join(out, "grid.png"))
+    save_figure(figure, os.path.join(out, "grid.png"), dpi=80)
     best = max(results, key=lambda k: results[k]["summary"]["last3_test_acc"]["mean"])
     lines = summary_table(results) + ["", "Swapped: " + compare(results, "dropout (0.2, 0.5)", "dropout (0.5, 0.2)"),
                                       "", f"Best on the grid (last-3-epoch test accuracy): {best}.",
@@ -275,11 +261,11 @@ def variance(data, args, out, log):
         for index, label in ((1, "layer 1 before dropout"), (2, "layer 1 after dropout"),
                              (4, "layer 2 before dropout"), (5, "layer 2 after dropout")):
             model[index].register_forward_hook(accumulate(label))
-        trainer = Trainer(model, optimizer_for(model, config, args.lr), device=args.device, progress=False)
+        trainer = Trainer(model, optimizer_for(model, config, args.lr), progress=False)
         trainer.fit(data.train_loader(args.seeds[0]), data.test, epochs_for("variance", args), on_epoch_end=close_epoch)
         records[config["label"]] = {"variance": per_epoch, "test_acc": [e["test_acc"] for e in trainer.history]}
         log(f"  {config['label']}: {per_epoch[-1]}")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
     for axis, layer in zip(axes, ("layer 1", "layer 2")):
         for label, record in records.items():
@@ -293,7 +279,7 @@ def variance(data, args, out, log):
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     figure.tight_layout()
-    save_figure(figure, os.path.join(out, "variance.png"))
+    save_figure(figure, os.path.join(out, "variance.png"), dpi=80)
     lines = ["| epoch | " + " | ".join(f"{label}: {name}" for label in records for name in
                                          ("layer 1 before", "layer 1 after", "layer 2 before", "layer 2 after")) + " |",
              "| --- |" + " --- |" * 8]
@@ -414,16 +400,12 @@ def mc_dropout(data, args, out, log, passes=30):
     deterministic, averaged, labels = map(numpy.concatenate, (deterministic, averaged, labels))
     report = {}
     for name, probs in (("deterministic", deterministic), (f"MC dropout, {passes} passes", averaged)):
-        confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
-        correct = predicted == labels
-        bins = numpy.clip((confidence * 10).astype(int), 0, 9)
-        reliability = [(float(confidence[bins == b].mean()), float(correct[bins == b].mean()), int((bins == b).sum()))
-                       for b in range(10) if (bins == b).any()]
-        ece = sum(n * abs(acc - conf) for conf, acc, n in reliability) / len(labels)
-        report[name] = {"accuracy": float(correct.mean()), "mean_entropy": float(predictive_entropy(probs).mean()),
-                        "expected_calibration_error": float(ece), "reliability": reliability}
-        log(f"  {name}: accuracy {correct.mean():.4f}, mean entropy {report[name]['mean_entropy']:.4f}, ECE {ece:.4f}")
-    plt = _pyplot()
+        accuracy, calibrated = float((probs.argmax(axis=1) == labels).mean()), calibration(probs, labels)
+        report[name] = {"accuracy": accuracy, "mean_entropy": float(predictive_entropy(probs).mean()),
+                        "expected_calibration_error": calibrated["ece"], "reliability": calibrated["reliability"]}
+        log(f"  {name}: accuracy {accuracy:.4f}, mean entropy {report[name]['mean_entropy']:.4f}, "
+            f"ECE {calibrated['ece']:.4f}")
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(4.2, 3.6))
     axis.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
     for name, entry in report.items():
@@ -433,7 +415,7 @@ def mc_dropout(data, args, out, log, passes=30):
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    save_figure(figure, os.path.join(out, "reliability.png"))
+    save_figure(figure, os.path.join(out, "reliability.png"), dpi=80)
     entropy = predictive_entropy(averaged)
     order = numpy.argsort(entropy)
     images = data.test_set.images
@@ -446,7 +428,7 @@ def mc_dropout(data, args, out, log, passes=30):
             axis.axis("off")
         axes[row][0].text(-8, 14, title, rotation=90, va="center", fontsize=8)
     figure.tight_layout()
-    save_figure(figure, os.path.join(out, "certain_uncertain.png"))
+    save_figure(figure, os.path.join(out, "certain_uncertain.png"), dpi=80)
     names = list(report)
     lines = ["| prediction | test accuracy | mean predictive entropy (nats) | expected calibration error |",
              "| --- | --- | --- | --- |"]

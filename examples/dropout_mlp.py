@@ -16,62 +16,13 @@ import sys
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad import cli, nn
+from examples.chapter import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_EPOCHS, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS,
+                              ScratchMLP, concise_mlp, dropout_layer)
+from minigrad import cli
+from minigrad.checkpoint import load_checkpoint, save_checkpoint, save_json, save_state_dict
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
-from minigrad.io import load_checkpoint, save_checkpoint, save_json, save_state_dict
-from minigrad.train import (EpochProgress, Stopwatch, Trainer, TrainingDiverged, check_finite_losses, correct_count,
-                            evaluate_predictions)
-
-NUM_INPUTS, NUM_OUTPUTS = 784, 10
-
-
-# --- section 4.6.4: dropout from scratch --------------------------------------------------------
-
-def dropout_layer(X, dropout):
-    """Eq. (4.6.1) with Tensor operations only: keep where U[0, 1) > p, scale survivors by 1 / (1 - p)."""
-    if dropout == 1.0:  # every element is dropped
-        return X * 0.0
-    if dropout == 0.0:  # every element is kept
-        return X
-    mask = mg.rand(*X.shape, device=X.device) > dropout
-    return X * mask / (1.0 - dropout)
-
-
-class ScratchMLP:
-    """The chapter's parameters W1, b1, W2, b2, W3, b3 and its ``net(X, is_training)``."""
-
-    def __init__(self, hidden, dropout1, dropout2, device):
-        sizes = [NUM_INPUTS, *hidden, NUM_OUTPUTS]
-        self.params = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            W = mg.randn(fan_in, fan_out, device=device) * 0.01  # N(0, 0.01^2)
-            W.requires_grad = True
-            self.params += [W, mg.zeros(fan_out, device=device, requires_grad=True)]
-        self.dropout1, self.dropout2 = dropout1, dropout2
-
-    def net(self, X, is_training):
-        W1, b1, W2, b2, W3, b3 = self.params
-        X = X.reshape(-1, NUM_INPUTS)
-        H1 = (X @ W1 + b1).relu()
-        if is_training:
-            H1 = dropout_layer(H1, self.dropout1)
-        H2 = (H1 @ W2 + b2).relu()
-        if is_training:
-            H2 = dropout_layer(H2, self.dropout2)
-        return H2 @ W3 + b3
-
-    def sgd(self, lr):
-        """The update w <- w - lr * dL/dw (the loss is a batch mean, so no division by the batch size)."""
-        for param in self.params:
-            param.data -= lr * param.grad
-            param.grad = None
-
-    def state_dict(self):
-        return {name: p.data for name, p in zip(["W1", "b1", "W2", "b2", "W3", "b3"], self.params)}
-
-    def load_state_dict(self, state):
-        for name, param in zip(["W1", "b1", "W2", "b2", "W3", "b3"], self.params):
-            param.data = mg.backend.to_device(state[name], param.device).astype(param.dtype)
+from minigrad.monitor import Monitor, TrainingDiverged
+from minigrad.train import Trainer, evaluate_predictions
 
 
 def chapter_demo(device):
@@ -81,42 +32,24 @@ def chapter_demo(device):
 
 
 def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()):
-    """The chapter's plain training loop (continuing after ``history``'s epochs when resuming)."""
-    clock, history = Stopwatch(args.device), list(history)
+    """Section 4.6.4's training loop (continuing after ``history``'s epochs when resuming).
 
+    The step is the chapter's four lines; the timings, progress bar and each epoch's record come from
+    the Monitor that ``Trainer`` uses too.
+    """
+    monitor = Monitor(args.device, progress=not args.no_progress)
+    monitor.history = list(history)
     for epoch in range(len(history) + 1, args.epochs + 1):
-        bar = EpochProgress(len(train_loader), epoch, args.device, not args.no_progress)
-        epoch_start = clock.now()
-        for X, y in train_loader:
-            t0 = clock.mark()
+        for X, y in monitor.epoch(train_loader, epoch):
             y_hat = model.net(X, is_training=True)
             loss = F.cross_entropy(y_hat, y)
-            t1 = clock.mark()
             loss.backward()
-            t2 = clock.mark()
             model.sgd(args.lr)
-            t3 = clock.mark()
-            clock.record_step(t0, t1, t2, t3)
-            bar.update(loss.data, correct_count(y_hat, y), len(y))
-        seconds = clock.end_epoch(epoch_start)
-        train_loss, train_acc = bar.close()
-        eval_start = clock.now()
-        test = evaluate_predictions(lambda X: model.net(X, is_training=False), test_loader)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "seconds": seconds,
-                  "test_loss": test["loss"], "test_acc": test["acc"], "eval_seconds": clock.now() - eval_start}
-        check_finite_losses(record)
-        history.append(record)
+            monitor.step(loss, y_hat, y)
+        record = monitor.end_epoch(lambda: evaluate_predictions(lambda X: model.net(X, is_training=False),
+                                                                test_loader))
         on_epoch_end(record)
-    return history, clock
-
-
-# --- section 4.6.5: the concise implementation ----------------------------------------------------
-
-def concise_mlp(hidden, dropout1, dropout2, device):
-    return nn.Sequential(
-        nn.Linear(NUM_INPUTS, hidden[0], device=device), nn.ReLU(), nn.Dropout(dropout1),
-        nn.Linear(hidden[0], hidden[1], device=device), nn.ReLU(), nn.Dropout(dropout2),
-        nn.Linear(hidden[1], NUM_OUTPUTS, device=device))
+    return monitor
 
 
 # --- the command line -------------------------------------------------------------------------------
@@ -132,12 +65,14 @@ def build_parser():
     add = parser.add_argument
     add("--device", type=cli.device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add("--impl", choices=["concise", "scratch"], default="concise", help="section 4.6.5 or 4.6.4 (default: concise)")
-    add("--epochs", type=cli.positive_int, default=None, help="default: $MAX_EPOCH or 10")
-    add("--lr", type=cli.positive_float, default=0.5, help="SGD learning rate (default: 0.5)")
-    add("--batch-size", type=cli.positive_int, default=256)
-    add("--dropout1", type=cli.probability, default=0.2, help="dropout after the first hidden layer (default: 0.2)")
-    add("--dropout2", type=cli.probability, default=0.5, help="dropout after the second hidden layer (default: 0.5)")
-    add("--hidden", type=cli.positive_int, nargs=2, default=[256, 256], metavar=("H1", "H2"))
+    add("--epochs", type=cli.positive_int, default=None, help=f"default: $MAX_EPOCH or {NUM_EPOCHS}")
+    add("--lr", type=cli.positive_float, default=LR, help=f"SGD learning rate (default: {LR})")
+    add("--batch-size", type=cli.positive_int, default=BATCH_SIZE)
+    add("--dropout1", type=cli.probability, default=DROPOUT1,
+        help=f"dropout after the first hidden layer (default: {DROPOUT1})")
+    add("--dropout2", type=cli.probability, default=DROPOUT2,
+        help=f"dropout after the second hidden layer (default: {DROPOUT2})")
+    add("--hidden", type=cli.positive_int, nargs=2, default=list(NUM_HIDDENS), metavar=("H1", "H2"))
     add("--weight-decay", type=cli.non_negative_float, default=0.0)
     add("--lr-schedule", choices=["constant", "step", "cosine"], default="constant",
         help="constant (the chapter), step (x0.1 after each third of the epochs) or cosine (to 0 at the last "
@@ -162,7 +97,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay):
         parser.error("--lr-schedule and --weight-decay are implemented for --impl concise only")
-    for flag, variable, default in (("epochs", "MAX_EPOCH", 10), ("limit", "DATASET_LIMIT", None)):
+    for flag, variable, default in (("epochs", "MAX_EPOCH", NUM_EPOCHS), ("limit", "DATASET_LIMIT", None)):
         if getattr(args, flag) is None:
             text = os.environ.get(variable)
             if text is None:
@@ -245,7 +180,7 @@ class Run:
         self.metrics["status"] = "running"
         arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
         meta = {"epoch": record["epoch"], "config": self.metrics["config"], "data": self.metrics["data"]["sha256"],
-                "history": self.metrics["epochs"], "rng": mg.backend.get_rng_state(),
+                "history": self.metrics["epochs"], "rng": mg.get_rng_state(),
                 "loader": self.train_loader.state_dict()}
         if self.optimizer is not None:
             optimizer_state = self.optimizer.state_dict()
@@ -270,7 +205,7 @@ class Run:
                           for i, names in meta["optimizer"]["state"].items()}})
         if self.scheduler is not None:
             self.scheduler.load_state_dict(meta["scheduler"])
-        mg.backend.set_rng_state(meta["rng"])
+        mg.set_rng_state(meta["rng"])
         self.train_loader.load_state_dict(meta["loader"])
         self.metrics["epochs"] = list(meta["history"])
         self.metrics["final_test_acc"] = meta["history"][-1]["test_acc"] if meta["history"] else None
@@ -282,7 +217,7 @@ class Run:
         self.metrics["status"] = "completed"
         save_state_dict(self.model.state_dict(), self.path["model.npz"])
         if not args.no_plot:
-            from minigrad.plot import plot_curves
+            from minigrad.viz import plot_curves
             plot_curves(self.metrics["epochs"], self.path["curves.png"],
                         title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}")
         save_json(self.metrics, self.path["metrics.json"])  # last: "completed" only once every file is there
@@ -338,12 +273,12 @@ def run(args):
           f"examples on {device}", flush=True)
     try:
         if args.impl == "scratch":
-            _, stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
-                                       outputs.metrics["epochs"])
+            stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
+                                    outputs.metrics["epochs"]).stopwatch
         else:
-            trainer = Trainer(outputs.model, outputs.optimizer, device=device, progress=not args.no_progress,
+            trainer = Trainer(outputs.model, outputs.optimizer, progress=not args.no_progress,
                               scheduler=outputs.scheduler)
-            trainer.history = list(outputs.metrics["epochs"])
+            trainer.history = outputs.metrics["epochs"]
             trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)
             stopwatch = trainer.stopwatch
     except TrainingDiverged as error:
@@ -360,7 +295,7 @@ def run(args):
     outputs.finish(stopwatch)
     metrics = outputs.metrics
     for name, timing in metrics["timings"].items():
-        unit, scale = ("s", 1) if name == "epoch" else ("ms", 1000)
+        unit, scale = ("ms", 1000) if name == "step" else ("s", 1)
         print(f"{name:8s} P50 {timing['p50'] * scale:8.3f} {unit}   P90 {timing['p90'] * scale:8.3f} {unit}")
     print(f"final test accuracy {metrics['final_test_acc']:.4f}; wrote {args.out}/metrics.json, model.npz"
           + ("" if args.no_plot else ", curves.png") + ", checkpoint.npz")

@@ -1,105 +1,11 @@
-"""Training and evaluation loops: ``evaluate``, ``Trainer``, and the timing and progress helpers.
+"""Training and evaluation as the chapter writes them: ``Trainer`` and ``evaluate``.
 
-Metrics stay on the device during an epoch (each step's loss and number of correct predictions,
-summed when read); the host reads them once per epoch, and for the progress bar at most a few
-times a second, since reading a GPU number waits for the GPU.
+``Trainer.train_epoch`` is the chapter's loop (forward, loss, backward, update); the timings,
+progress bar and each epoch's record come from a ``monitor.Monitor``, one call per step.
 """
-import math
-import time
-
-import numpy
-from tqdm.auto import tqdm
-
-from . import backend
 from .autograd import no_grad
+from .monitor import Monitor, correct_count
 from .nn import functional as F
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite. ``record`` is the epoch's record when the epoch had finished."""
-
-    def __init__(self, message, record=None):
-        super().__init__(message)
-        self.record = record
-
-
-def check_finite_losses(record):
-    """Raise TrainingDiverged when an epoch's training or test loss is NaN or infinite.
-
-    The training loss alone is not enough: with a learning rate far too large it can stay finite
-    (1e33) while the weights overflow and the test loss is NaN.
-    """
-    for key in ("train_loss", "test_loss"):
-        if not math.isfinite(record[key]):
-            raise TrainingDiverged(f"the {key.replace('_', ' ')} became {record[key]} in epoch {record['epoch']}; "
-                                   f"try a smaller learning rate", record)
-
-
-class Stopwatch:
-    """Durations of named phases ("forward", "backward", ...), for P50/P90 summaries.
-
-    ``mark()`` is a point in time: a clock read on the CPU; on a GPU a CUDA event recorded in the
-    stream, so marking needs no synchronisation. ``interval(name, start, end)`` records a phase;
-    GPU intervals are read in ``flush()``, which waits for the GPU once (call it once per epoch).
-    ``now()`` synchronises and reads the host clock, for wall times such as a whole epoch.
-    """
-
-    def __init__(self, device="cpu"):
-        self.device = device
-        self.on_gpu = backend.parse_device(device) != "cpu"
-        self.durations = {}
-        self.pending = []  # GPU intervals not read yet
-
-    def mark(self):
-        if self.on_gpu:
-            event = backend.cupy.cuda.Event()
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def interval(self, name, start, end):
-        if self.on_gpu:
-            self.pending.append((name, start, end))
-        else:
-            self.add(name, end - start)
-
-    def record_step(self, t0, t1, t2, t3):
-        """One training step's phases from its four marks: forward [t0, t1], backward [t1, t2], step [t2, t3]."""
-        self.interval("forward", t0, t1)
-        self.interval("backward", t1, t2)
-        self.interval("step", t2, t3)
-
-    def end_epoch(self, epoch_start):
-        """Record and return the epoch's wall time since ``epoch_start`` (a ``now()``), and read the GPU's marks."""
-        seconds = self.now() - epoch_start
-        self.add("epoch", seconds)
-        self.flush()
-        return seconds
-
-    def flush(self):
-        if self.pending:
-            self.pending[-1][2].synchronize()
-            for name, start, end in self.pending:
-                self.add(name, backend.cupy.cuda.get_elapsed_time(start, end) / 1000.0)
-            self.pending.clear()
-
-    def now(self):
-        backend.synchronize(self.device)
-        return time.perf_counter()
-
-    def add(self, name, seconds):
-        self.durations.setdefault(name, []).append(seconds)
-
-    def summary(self):
-        """{phase: {"p50", "p90", "count"}} in seconds."""
-        self.flush()
-        return {name: {"p50": float(numpy.percentile(values, 50)), "p90": float(numpy.percentile(values, 90)),
-                       "count": len(values)} for name, values in self.durations.items()}
-
-
-def correct_count(logits, labels):
-    """Number of rows whose arg-max equals the label, as a device scalar (no host sync)."""
-    return (logits.data.argmax(axis=1) == labels.data).sum()
 
 
 def evaluate(model, loader, loss_fn=F.cross_entropy):
@@ -131,124 +37,50 @@ def evaluate_predictions(predict, loader, loss_fn=F.cross_entropy):
     return {"loss": float(loss_sum) / count, "acc": float(correct) / count}
 
 
-class EpochProgress:
-    """A tqdm bar over one epoch's batches, showing running loss, accuracy and examples/s.
-
-    ``update`` is called every batch with the batch's mean loss and correct count as device scalars.
-    It only keeps them (no GPU work, no sync); every ``FOLD_EVERY`` steps the kept values are summed
-    into one partial sum each, on the device. The bar reads the sums at most every
-    ``refresh_seconds`` and at the end. The folding happens at fixed steps, never when the bar
-    reads, so the epoch's numbers come out bit for bit the same however often (and whenever) the
-    bar read them. On the CPU, where reading costs nothing, every step's loss is checked for NaN/inf.
-    """
-
-    FOLD_EVERY = 64
-
-    def __init__(self, total, epoch, device="cpu", enabled=True, refresh_seconds=0.5):
-        self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", disable=not enabled, leave=False)
-        self.epoch, self.refresh_seconds = epoch, refresh_seconds
-        self.check_every_step = backend.parse_device(device) == "cpu"
-        self.losses, self.weights, self.corrects = [], [], []  # the steps since the last fold
-        self.partials = []  # (loss sum, correct count) of each fold, in order
-        self.count = self.step = 0
-        self.started = self.last_read = time.perf_counter()
-
-    def update(self, loss, correct, batch_size):
-        self.losses.append(loss)
-        self.weights.append(batch_size)
-        self.corrects.append(correct)
-        self.count += batch_size
-        self.step += 1
-        self.bar.update(1)
-        if self.check_every_step:
-            self.check_finite(float(loss))
-        if len(self.losses) == self.FOLD_EVERY:
-            self.partials.append(self._kept_sums())
-            self.losses, self.weights, self.corrects = [], [], []
-        now = time.perf_counter()
-        if now - self.last_read >= self.refresh_seconds:
-            self.last_read = now
-            loss_sum, correct = self.read()
-            self.bar.set_postfix(loss=f"{loss_sum / self.count:.3f}", acc=f"{correct / self.count:.3f}",
-                                 ex_per_s=f"{self.count / (now - self.started):.0f}", refresh=False)
-
-    def _kept_sums(self):
-        """(sum of loss x batch size, sum of correct) of the steps kept since the last fold: device scalars."""
-        xp = backend.get_array_module(self.losses[0])
-        losses = xp.stack(self.losses)
-        return (losses * xp.asarray(self.weights, dtype=losses.dtype)).sum(), xp.stack(self.corrects).sum()
-
-    def read(self):
-        """(loss sum, correct count) so far, read on the host; changes nothing, so reading never alters a result."""
-        sums = self.partials + ([self._kept_sums()] if self.losses else [])
-        if not sums:
-            return 0.0, 0
-        loss_sum, correct = sums[0]
-        for partial_loss, partial_correct in sums[1:]:
-            loss_sum, correct = loss_sum + partial_loss, correct + partial_correct
-        loss_sum = float(loss_sum)
-        self.check_finite(loss_sum)
-        return loss_sum, int(correct)
-
-    def check_finite(self, value):
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss became {value} in epoch {self.epoch} by step {self.step}; "
-                                   f"try a smaller learning rate")
-
-    def close(self):
-        """Finish the bar; return the epoch's mean loss and accuracy (one host read)."""
-        self.bar.close()
-        loss_sum, correct = self.read()
-        return loss_sum / self.count, correct / self.count
-
-
 class Trainer:
     """Minibatch training with evaluation after every epoch, as in the chapter's concise version.
 
     Each epoch: ``model.train()``, for every batch forward, loss, backward, optimizer step; then
-    ``evaluate`` (which switches to ``eval()``: dropout is never on while evaluating).
-    ``history`` gets one dict per epoch; ``stopwatch`` the forward/backward/step/epoch times.
-    ``on_epoch_end(record)`` is called after each epoch (to print, save metrics, ...).
+    ``evaluate`` (which switches to ``eval()``: dropout is never on while evaluating). The device is
+    the model's. ``history`` gets one dict per epoch; ``stopwatch`` the step, epoch and evaluation
+    times. ``on_epoch_end(record)`` is called after each epoch (to print, save metrics, ...).
     """
 
-    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, device="cpu", progress=True, scheduler=None):
-        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.device, self.progress, self.scheduler = device, progress, scheduler
-        self.stopwatch = Stopwatch(device)
-        self.history = []
+    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None):
+        self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
+        parameter = next(iter(model.parameters()), None)
+        self.monitor = Monitor(parameter.device if parameter is not None else "cpu", progress)
+
+    @property
+    def history(self):
+        return self.monitor.history
+
+    @history.setter
+    def history(self, records):  # a resumed run starts from the epochs it had done
+        self.monitor.history = list(records)
+
+    @property
+    def stopwatch(self):
+        return self.monitor.stopwatch
 
     def train_epoch(self, loader, epoch):
+        """One pass over ``loader``: the chapter's step for every batch (``monitor.end_epoch`` closes the epoch)."""
         self.model.train()
-        clock = self.stopwatch
-        bar = EpochProgress(len(loader), epoch, self.device, self.progress)
-        epoch_start = clock.now()
-        for x, y in loader:
-            t0 = clock.mark()
+        for x, y in self.monitor.epoch(loader, epoch):
             logits = self.model(x)
             loss = self.loss_fn(logits, y)
-            t1 = clock.mark()
             self.optimizer.zero_grad()
             loss.backward()
-            t2 = clock.mark()
             self.optimizer.step()
-            t3 = clock.mark()
-            clock.record_step(t0, t1, t2, t3)
-            bar.update(loss.data, correct_count(logits, y), len(y))
-        seconds = clock.end_epoch(epoch_start)
-        train_loss, train_acc = bar.close()
-        return {"train_loss": train_loss, "train_acc": train_acc, "seconds": seconds}
+            self.monitor.step(loss, logits, y)
 
     def fit(self, train_loader, test_loader, epochs, on_epoch_end=None):
         for epoch in range(len(self.history) + 1, len(self.history) + epochs + 1):
-            record = {"epoch": epoch, **self.train_epoch(train_loader, epoch)}
-            eval_start = self.stopwatch.now()
-            test = evaluate(self.model, test_loader, self.loss_fn)
-            record.update(test_loss=test["loss"], test_acc=test["acc"], eval_seconds=self.stopwatch.now() - eval_start)
-            check_finite_losses(record)
+            self.train_epoch(train_loader, epoch)
+            record = self.monitor.end_epoch(lambda: evaluate(self.model, test_loader, self.loss_fn))
             if self.scheduler is not None:
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
-            self.history.append(record)
             if on_epoch_end is not None:
                 on_epoch_end(record)
         return self.history

@@ -11,7 +11,7 @@ import pytest
 import minigrad as mg
 from examples import dropout_mlp
 from minigrad.data import fashion_mnist
-from minigrad.io import load_state_dict
+from minigrad.checkpoint import load_state_dict
 
 from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING, write_fake_fashion
 
@@ -40,18 +40,18 @@ def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
     out = tmp_path / "run"
     assert dropout_mlp.main(base_args(fake_data, out, "--impl", impl, "--epochs", "3", "--batch-size", "32")) == 0
     printed = capsys.readouterr().out
-    assert "epoch   3" in printed and "forward  P50" in printed and "final test accuracy" in printed
+    assert "epoch   3" in printed and "step     P50" in printed and "final test accuracy" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"impl", "device", "config", "epochs", "final_test_acc", "timings"}
     assert metrics["impl"] == impl and metrics["device"] == "cpu" and metrics["config"]["epochs"] == 3
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     for record in metrics["epochs"]:
         assert set(record) >= {"epoch", "train_loss", "train_acc", "test_acc", "seconds", "eval_seconds"}
-    assert set(metrics["timings"]) == {"forward", "backward", "step", "epoch"}
+    assert set(metrics["timings"]) == {"step", "epoch", "eval"}
     assert all(record["seconds"] > 0 and record["eval_seconds"] > 0 for record in metrics["epochs"])
-    # An epoch holds ten batches of 32 (300 examples), each with a forward, a backward and a step: counts, not times
-    # (tests assert no timings: the machines are shared).
-    assert [metrics["timings"][phase]["count"] for phase in ("forward", "backward", "step", "epoch")] == [30, 30, 30, 3]
+    # An epoch holds ten batches of 32 (300 examples), each one step: counts, not times (tests assert no timings:
+    # the machines are shared).
+    assert [metrics["timings"][phase]["count"] for phase in ("step", "epoch", "eval")] == [30, 3, 3]
     assert metrics["status"] == "completed"
     assert set(metrics["data"]["folders"].values()) == {str(fake_data)} and len(metrics["data"]["sha256"]) == 4
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 100) = 0.03 on the 100 test examples.
@@ -232,15 +232,15 @@ def test_a_new_run_removes_the_previous_runs_files_first(fake_data, tmp_path, mo
 
 def interrupt_at_step(monkeypatch, step):
     """Raise KeyboardInterrupt (what Ctrl-C raises) at the given training step, counted from 1 across epochs."""
-    from minigrad import train
-    original, count = train.EpochProgress.update, [0]
+    from minigrad import monitor
+    original, count = monitor.EpochProgress.update, [0]
 
     def update(self, *args):
         count[0] += 1
         if count[0] == step:
             raise KeyboardInterrupt
         return original(self, *args)
-    monkeypatch.setattr(train.EpochProgress, "update", update)
+    monkeypatch.setattr(monitor.EpochProgress, "update", update)
 
 
 TRAINING_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")

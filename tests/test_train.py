@@ -1,4 +1,5 @@
-"""The Trainer: dropout is never on while evaluating, history and timings are recorded, NaN stops training."""
+"""The Trainer and its Monitor: dropout is never on while evaluating, history and timings are recorded, NaN stops
+training."""
 import math
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 import minigrad as mg
 from minigrad import nn
 from minigrad.data import ArrayDataset, DataLoader
-from minigrad.train import EpochProgress, Trainer, TrainingDiverged, evaluate
+from minigrad.monitor import EpochProgress, Monitor, TrainingDiverged
+from minigrad.train import Trainer, evaluate
 
 
 class ModeSpy(nn.Module):
@@ -58,8 +60,59 @@ def test_history_and_timings_are_recorded():
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all(0.0 <= h["train_acc"] <= 1.0 and 0.0 <= h["test_acc"] <= 1.0 and h["seconds"] > 0 for h in history)
     summary = trainer.stopwatch.summary()
-    assert summary["forward"]["count"] == summary["backward"]["count"] == summary["step"]["count"] == 12
-    assert summary["epoch"]["count"] == 3 and summary["epoch"]["p50"] <= summary["epoch"]["p90"]
+    assert set(summary) == {"step", "epoch", "eval"}
+    assert summary["step"]["count"] == 12 and summary["epoch"]["count"] == summary["eval"]["count"] == 3
+    assert summary["epoch"]["p50"] <= summary["epoch"]["p90"]
+
+
+def test_the_trainer_takes_its_device_from_the_model():
+    """Trainer(device=) was used only for timing: a CUDA model with the default "cpu" synchronised every step."""
+    model = nn.Sequential(nn.Linear(8, 3))
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    assert trainer.monitor.device == "cpu" and trainer.monitor.stopwatch.on_gpu is False
+    with pytest.raises(TypeError):
+        Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), device="cpu")
+
+
+@pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
+def test_the_trainer_times_a_cuda_model_with_cuda_events():
+    model = nn.Sequential(nn.Linear(8, 3, device="cuda"))
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    assert trainer.monitor.device == "cuda:0" and trainer.monitor.stopwatch.on_gpu
+
+
+def test_a_loop_written_out_gets_the_same_record_from_the_monitor_as_the_trainer():
+    """The scratch loop and Trainer share one implementation of the instruments: the same seed, the same record."""
+    records = []
+    for written_out in (False, True):
+        train, test = loaders()
+        mg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 3), nn.Dropout(0.5))
+        optimizer = mg.optim.SGD(model.parameters(), lr=0.1)
+        if written_out:
+            monitor = Monitor(progress=False)
+            for x, y in monitor.epoch(train, 1):
+                logits = model(x)
+                loss = mg.nn.functional.cross_entropy(logits, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                monitor.step(loss, logits, y)
+            record = monitor.end_epoch(lambda: evaluate(model, test))
+        else:
+            record = Trainer(model, optimizer, progress=False).fit(train, test, epochs=1)[0]
+        records.append({key: value for key, value in record.items() if "seconds" not in key})
+    assert records[0] == records[1]
+    assert set(records[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc"}
+
+
+def test_a_loop_left_early_closes_the_progress_bar(capsys):
+    train, _ = loaders()
+    monitor = Monitor(progress=True)
+    for _ in monitor.epoch(train, 1):
+        assert not monitor._bar.bar.disable  # the bar is showing
+        break
+    assert monitor._bar.bar.disable, "tqdm marks a closed bar disabled"
 
 
 def test_a_nan_loss_stops_training_naming_epoch_and_step():
@@ -129,7 +182,7 @@ def test_a_nan_test_loss_stops_training_even_when_the_training_loss_is_finite():
 def test_json_is_written_strictly(tmp_path):
     import json
 
-    from minigrad.io import save_json
+    from minigrad.checkpoint import save_json
     save_json({"loss": math.nan, "values": [1.0, math.inf, -math.inf], "nested": {"x": np.float64(2.0)}},
               tmp_path / "m.json")
     text = (tmp_path / "m.json").read_text()
@@ -138,16 +191,16 @@ def test_json_is_written_strictly(tmp_path):
 
 
 def test_checkpoint_round_trip_of_arrays_and_record(tmp_path):
-    from minigrad.io import load_checkpoint, save_checkpoint
+    from minigrad.checkpoint import load_checkpoint, save_checkpoint
     arrays = {"model/0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "optimizer/0/momentum_buffer": np.ones(2)}
-    save_checkpoint(tmp_path / "c.npz", arrays, {"epoch": 3, "rng": mg.backend.get_rng_state(), "x": math.nan})
+    save_checkpoint(tmp_path / "c.npz", arrays, {"epoch": 3, "rng": mg.get_rng_state(), "x": math.nan})
     loaded, meta = load_checkpoint(tmp_path / "c.npz")
     assert set(loaded) == set(arrays) and meta["epoch"] == 3 and meta["x"] is None
     for name, value in arrays.items():
         np.testing.assert_array_equal(loaded[name], value)
         assert loaded[name].dtype == value.dtype
     with pytest.raises(ValueError, match="not a training checkpoint"):
-        from minigrad.io import save_state_dict
+        from minigrad.checkpoint import save_state_dict
         save_state_dict({"w": np.zeros(2)}, tmp_path / "plain.npz")
         load_checkpoint(tmp_path / "plain.npz")
 
@@ -155,11 +208,11 @@ def test_checkpoint_round_trip_of_arrays_and_record(tmp_path):
 def test_random_state_round_trip_continues_the_same_draws():
     mg.manual_seed(5)
     mg.rand(10)
-    state = mg.backend.get_rng_state()
+    state = mg.get_rng_state()
     expected = mg.rand(4).numpy()
     mg.manual_seed(99)
     mg.rand(3)
-    mg.backend.set_rng_state(state)
+    mg.set_rng_state(state)
     np.testing.assert_array_equal(mg.rand(4).numpy(), expected)
     loader = DataLoader(ArrayDataset(np.zeros((20, 2), np.uint8), np.arange(20)), 5, shuffle=True, seed=0)
     list(loader)
