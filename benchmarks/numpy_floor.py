@@ -29,11 +29,17 @@ class FloorMLP:
 
     def step(self, x, y):
         """One minibatch: forward, backward and SGD update. Returns the loss (a device scalar)."""
+        loss, saved = self.forward(x, y)
+        self.update(self.backward(x, *saved))
+        return loss
+
+    def forward(self, x, y):
+        """The loss, and what backward needs: the activations, the masks and dL/dlogits."""
         xp, (W1, W2, W3), (b1, b2, b3) = self.xp, self.weights, self.biases
         n = x.shape[0]
         # The same draws as minigrad's (U > p from 32 random bits on the CPU, from float32 U on a GPU)
         masks = [self.keep(n, W.shape[0], p) * numpy.float32(1 / (1 - p)) for W, p in zip((W1, W2), self.dropout)]
-        # forward: relu, then dropout, in place on the fresh product
+        # relu, then dropout, in place on the fresh product
         h1 = x @ W1.T
         h1 += b1
         xp.maximum(h1, 0, out=h1)
@@ -53,8 +59,12 @@ class FloorMLP:
         probs /= sums
         probs[rows, y] -= 1
         probs *= numpy.float32(1 / n)
-        grad = probs
-        # backward: a unit kept by dropout and active in relu is exactly one with h > 0 after both
+        return loss, (h1, h2, masks, probs)
+
+    def backward(self, x, h1, h2, masks, grad):
+        """The gradients of (W1, b1, W2, b2, W3, b3). A unit kept by dropout and active in relu is exactly one
+        with h > 0 after both."""
+        (_, W2, W3) = self.weights
         gW3, gb3 = grad.T @ h2, grad.sum(axis=0)
         dh2 = grad @ W3
         dh2 *= masks[1]
@@ -64,10 +74,15 @@ class FloorMLP:
         dh1 *= masks[0]
         dh1 *= h1 > 0
         gW1, gb1 = dh1.T @ x, dh1.sum(axis=0)
-        for param, g in zip((W1, b1, W2, b2, W3, b3), (gW1, gb1, gW2, gb2, gW3, gb3)):
+        return gW1, gb1, gW2, gb2, gW3, gb3
+
+    def update(self, grads):
+        """SGD, in place: w <- w - lr * g."""
+        W1, W2, W3 = self.weights
+        b1, b2, b3 = self.biases
+        for param, g in zip((W1, b1, W2, b2, W3, b3), grads):
             g *= self.lr
             param -= g
-        return loss
 
     def keep(self, rows, columns, p):
         if self.xp is numpy:

@@ -72,6 +72,17 @@ def test_op_overhead_benchmark_runs(tmp_path):
     assert all(r["minigrad_forward_backward_us"] > 0 for r in results.values())
 
 
+def test_step_phases_reports_every_phase_of_every_contender(tmp_path):
+    out = tmp_path / "phases.json"
+    printed = run_module("benchmarks.step_phases", "--rounds", "4", "--steps", "2", "--json", str(out), cwd=ROOT)
+    report = json.loads(out.read_text())
+    assert set(report["us"]) == {"minigrad concise", "minigrad scratch", "floor", "products"}
+    for name, phases in report["us"].items():
+        assert set(phases) == {"forward", "backward", "update", "step"}
+        assert phases["forward"] > 0 and phases["backward"] > 0 and (phases["update"] > 0) == (name != "products")
+    assert "minigrad concise - products" in printed
+
+
 def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     from benchmarks.train_speed import EpochSlices
 
@@ -105,6 +116,8 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     ("benchmarks.memory", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
     ("benchmarks.op_overhead", ["--number", "0"], "argument --number: must be at least 1, got 0"),
     ("benchmarks.op_overhead", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
+    ("benchmarks.step_phases", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+    ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
 ])
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
     import importlib
