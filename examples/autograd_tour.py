@@ -78,6 +78,7 @@ def main(argv=None):
         print(f"  {step:2d}. {names.get(tensor, '(intermediate)'):24s} made by {made_by}")
 
     print("\n3. Backward: the gradient dL/dtensor each tensor receives")
+
     def report(tensor, grad):
         print(f"  {names.get(tensor, '(intermediate)'):24s} {fmt(grad)}")
     loss.backward(hook=report, retain_graph=True)  # keep the graph to draw it, with the leaves' gradients

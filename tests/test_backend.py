@@ -62,6 +62,7 @@ def test_mixing_devices_is_a_clear_error(monkeypatch):
     # A stand-in for CuPy whose ndarray is a NumPy subclass: b's array then reports itself as a GPU array.
     class FakeGpuArray(np.ndarray):
         device = types.SimpleNamespace(id=0)
+
     class FakeCupy:
         ndarray = FakeGpuArray
     monkeypatch.setattr(backend, "cupy", FakeCupy)

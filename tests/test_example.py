@@ -178,7 +178,6 @@ def test_diverging_loss_stops_with_epoch_and_step_and_keeps_valid_metrics(fake_d
 # --- the real dataset, when present -----------------------------------------------------------------
 
 
-
 @pytest.mark.skipif(not HAVE_REAL, reason=REAL_MISSING)
 def test_two_epochs_on_5000_real_examples(tmp_path, capsys):
     out = tmp_path / "real"

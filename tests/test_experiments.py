@@ -6,6 +6,8 @@ import matplotlib.image
 import pytest
 
 from examples import dropout_experiments
+from examples.experiments import exercises, summaries
+from examples.experiments.settings import Setting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +19,7 @@ def quick_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", list(dropout_experiments.EXPERIMENTS))
+@pytest.mark.parametrize("name", list(exercises.EXPERIMENTS))
 def test_each_experiment_writes_results_report_and_plots(quick_run, name):
     folder = quick_run / name
     results = json.loads((folder / "results.json").read_text())
@@ -52,11 +54,12 @@ def summary(mean, sd, n):
 
 
 def test_compare_judges_only_with_a_standard_error():
-    results = {"a": summary(0.85, 0.002, 3), "b": summary(0.80, 0.003, 3), "c": summary(0.849, 0.01, 3),
-               "one": summary(0.9, None, 1)}
-    assert "a real difference" in dropout_experiments.compare(results, "a", "b")
-    assert "not distinguishable" in dropout_experiments.compare(results, "a", "c")
-    assert "no claim either way" in dropout_experiments.compare(results, "a", "one")
+    a, b, c, one = (Setting(label) for label in "a b c one".split())
+    results = {a: summary(0.85, 0.002, 3), b: summary(0.80, 0.003, 3), c: summary(0.849, 0.01, 3),
+               one: summary(0.9, None, 1)}
+    assert "a real difference" in summaries.compare(results, a, b)
+    assert "not distinguishable" in summaries.compare(results, a, c)
+    assert "no claim either way" in summaries.compare(results, a, one)
 
 
 @pytest.mark.parametrize("wrong, right, says", [
@@ -67,7 +70,7 @@ def test_compare_judges_only_with_a_standard_error():
 ])
 def test_the_entropy_sentence_follows_the_numbers(wrong, right, says):
     import numpy as np
-    sentence = dropout_experiments.entropy_sentence(np.array(wrong), np.array(right))
+    sentence = summaries.entropy_sentence(np.array(wrong), np.array(right))
     assert says in sentence
     assert ("flags" in sentence or "goes with likelier mistakes" in sentence) == (says.startswith("less certain"))
 

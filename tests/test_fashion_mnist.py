@@ -13,7 +13,6 @@ from minigrad.data import DatasetError, FashionMNIST, fashion_mnist, read_idx, w
 from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING, make_split, write_fake_fashion
 
 
-
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """No real dataset in reach: an empty working folder, no MINIGRAD_DATA, no Debian folder."""

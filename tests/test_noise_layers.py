@@ -103,8 +103,8 @@ def test_dropconnect_gradcheck_with_a_fixed_mask():
     def f(x, w, b):
         mg.manual_seed(5)
         return mg.nn.functional.linear(x, mg.nn.functional.dropout(w, 0.5), b)
-    inputs = [mg.randn(4, 3, dtype="float64", requires_grad=True), mg.tensor(layer.weight.data, requires_grad=True,
-                                                                               dtype="float64"),
+    inputs = [mg.randn(4, 3, dtype="float64", requires_grad=True),
+              mg.tensor(layer.weight.data, requires_grad=True, dtype="float64"),
               mg.tensor(layer.bias.data, requires_grad=True, dtype="float64")]
     assert mg.gradcheck(f, inputs)
 
