@@ -2,7 +2,7 @@
 
 Exactly minigrad's math for one training step: the same shapes (W of shape (out, in), as in
 nn.Linear), the same uint8-to-float32 conversion per batch, the same dropout draws (U[0, 1) > p
-from the device's generator, by ``ops.keep_mask`` on the CPU; survivors scaled by 1/(1-p)), the same
+from the device's dropout stream, by ``ops.keep_mask``; survivors scaled by 1/(1-p)), the same
 fused softmax cross-entropy, and the same SGD update. Written as a competent NumPy user would:
 in-place where it saves a pass, no float64, no Python per element. ``tests/test_floor.py`` checks that
 one seeded step of the floor and of the engine give bit-identical losses and weights.
@@ -12,18 +12,19 @@ import numpy
 from examples.chapter import DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import backend
 from minigrad.ops import keep_mask
-from minigrad.random import generator
+from minigrad.random import dropout_stream, generator
 
 
 class FloorMLP:
     """The chapter's parameters drawn like nn.Linear's defaults (N(0, 0.01^2), zero biases), W of shape (out, in)."""
 
     def __init__(self, hidden=NUM_HIDDENS, dropout=(DROPOUT1, DROPOUT2), lr=LR, device="cpu"):
-        self.xp = backend.module_for(device)
-        self.rng = generator(backend.parse_device(device))
+        device = backend.parse_device(device)
+        self.xp, self.stream = backend.module_for(device), dropout_stream(device)
         sizes = [NUM_INPUTS, *hidden, NUM_OUTPUTS]
-        self.weights = [self.rng.standard_normal((fan_out, fan_in), dtype=numpy.float32) * numpy.float32(0.01)
-                        for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+        host = generator("cpu")  # as nn.init draws: on the CPU, copied to the device
+        self.weights = [backend.to_device(host.standard_normal((fan_out, fan_in), dtype=numpy.float32), device)
+                        * numpy.float32(0.01) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         self.biases = [self.xp.zeros(fan_out, dtype=numpy.float32) for fan_out in sizes[1:]]
         self.dropout, self.lr = dropout, numpy.float32(lr)
 
@@ -37,8 +38,9 @@ class FloorMLP:
         """The loss, and what backward needs: the activations, the masks and dL/dlogits."""
         xp, (W1, W2, W3), (b1, b2, b3) = self.xp, self.weights, self.biases
         n = x.shape[0]
-        # The same draws as minigrad's (U > p from 32 random bits on the CPU, from float32 U on a GPU)
-        masks = [self.keep(n, W.shape[0], p) * numpy.float32(1 / (1 - p)) for W, p in zip((W1, W2), self.dropout)]
+        # The same draws as minigrad's: U > p from the device's dropout stream, 32 bits per element
+        masks = [keep_mask(self.stream, (n, W.shape[0]), p) * numpy.float32(1 / (1 - p))
+                 for W, p in zip((W1, W2), self.dropout)]
         # relu, then dropout, in place on the fresh product
         h1 = x @ W1.T
         h1 += b1
@@ -83,11 +85,6 @@ class FloorMLP:
         for param, g in zip((W1, b1, W2, b2, W3, b3), grads):
             g *= self.lr
             param -= g
-
-    def keep(self, rows, columns, p):
-        if self.xp is numpy:
-            return keep_mask(self.rng, (rows, columns), p)
-        return self.rng.random((rows, columns), dtype=numpy.float32) > numpy.float32(p)
 
 
 def train_epoch(model, loader):

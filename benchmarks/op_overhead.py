@@ -13,7 +13,7 @@ import minigrad.nn.functional as F
 from minigrad import cli
 from minigrad.checkpoint import save_json
 from minigrad.ops import keep_mask
-from minigrad.random import generator
+from minigrad.random import dropout_stream
 
 
 def best_time(fn, number, repeats=5):
@@ -39,7 +39,7 @@ def cases(device):
         "relu": (lambda: a.relu().sum(), lambda: (A * (A > 0)).sum()),
         "linear": (lambda: F.linear(a, b, bias).sum(), lambda: (A @ B.T + bias.data).sum()),
         "dropout": (lambda: F.dropout(a, 0.5).sum(),
-                    lambda: (A * keep_mask(generator(device), A.shape, 0.5) * 2).sum()),
+                    lambda: (A * keep_mask(dropout_stream(device), A.shape, 0.5) * 2).sum()),
         "cross_entropy": (lambda: F.cross_entropy(a, labels), None),
         "chain of 10 muls": (lambda: _chain(a), None),
     }

@@ -29,6 +29,9 @@ def build(seed):
                           nn.Linear(3, 2, dtype="float64"))
     for layer in (model[0], model[3], model[6]):
         nn.init.normal_(layer.weight, std=1.0)  # larger than the chapter's 0.01, so the numbers are readable
+        # Nonzero biases: a row that dropout zeroes entirely would otherwise put the next ReLU exactly at its
+        # kink, where backward's derivative (0) and central differences (1/2) rightly disagree.
+        nn.init.normal_(layer.bias, std=0.5)
     X = mg.randn(3, 4, dtype="float64")
     y = mg.tensor([0, 1, 1])
     return model, X, y

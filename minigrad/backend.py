@@ -140,11 +140,12 @@ class CudaKernel:
     when their arrays live on a GPU. CuPy caches the compiled binaries on disk.
     """
 
-    def __init__(self, in_params, out_params, operation, name):
+    def __init__(self, in_params, out_params, operation, name, preamble=""):
         self.source = (in_params, out_params, operation, name)
+        self.preamble = preamble
         self.kernel = None
 
     def __call__(self, *args, **kwargs):
         if self.kernel is None:
-            self.kernel = cupy.ElementwiseKernel(*self.source)
+            self.kernel = cupy.ElementwiseKernel(*self.source, preamble=self.preamble)
         return self.kernel(*args, **kwargs)

@@ -15,9 +15,9 @@ import math
 
 import numpy
 
-from .backend import CudaKernel, cupy, device_of
-from .random import generator
 from ._tensor import Function
+from .backend import CudaKernel, cupy, device_of
+from .random import PHILOX_CUDA, dropout_stream
 
 
 # --- arithmetic ------------------------------------------------------------------------
@@ -328,48 +328,57 @@ def _index_for(xp, index):
 # --- the chapter's two special ops -----------------------------------------------------------
 
 class Dropout(Function):
-    """Eq. (4.6.1): y = x * mask, mask = keep / (1 - p), keep = [U > p], U ~ Uniform[0, 1) drawn per element.
+    """Eq. (4.6.1): y = x * mask, mask = keep / (1 - p), keep = [U > p], U uniform on [0, 1) per element.
 
     dy/dx = mask: backward multiplies by the very mask forward used. The mask is stored already
-    scaled, in x's dtype, so both directions are one multiply, as in Chainer. U is drawn by x's
-    device's generator. 0 <= p < 1 here; ``nn.functional.dropout`` handles p = 0 and p = 1 without
-    drawing. On the CPU, ``keep_mask`` draws keep from random bits; on a GPU one kernel compares,
-    scales and multiplies.
+    scaled, in x's dtype, so both directions are one multiply, as in Chainer. U comes from the
+    device's dropout stream (``random.dropout_stream``) as 32-bit words, so the same seed gives the
+    same masks on the CPU and on a GPU (``keep_mask``). 0 <= p < 1 here; ``nn.functional.dropout``
+    handles p = 0 and p = 1 without drawing. On a GPU one kernel draws, compares, scales and multiplies.
     """
 
-    forward_gpu = CudaKernel("T x, T uniform, T p, T scale", "T y, T mask",
-                             "mask = uniform > p ? scale : (T)0; y = x * mask", "minigrad_dropout")
+    forward_gpu = CudaKernel("T x, raw uint64 key, raw uint64 counter, uint32 threshold, T scale", "T y, T mask",
+                             """
+                             unsigned int u = minigrad_philox_u32(&key[0], &counter[0], (unsigned long long)i);
+                             mask = u > threshold ? scale : (T)0;
+                             y = x * mask;
+                             """, "minigrad_dropout", preamble=PHILOX_CUDA)
 
     def __init__(self, p):
         self.p = p
 
     def forward(self, x):
         scale = x.dtype.type(1.0 / (1.0 - self.p))  # in x's dtype: bool * Python float would be float64
-        rng = generator(device_of(x))
-        if self.xp is cupy:
-            y, self.mask = self.forward_gpu(x, rng.random(x.shape, dtype=x.dtype), x.dtype.type(self.p), scale)
+        stream = dropout_stream(device_of(x))
+        if self.xp is cupy:  # i is the flat C-order index, as in keep_mask's reshape
+            x = self.xp.ascontiguousarray(x)
+            y, self.mask = self.forward_gpu(x, stream.key_on_device, stream.counter_on_device,
+                                            keep_threshold(self.p), scale)
+            stream.advance_on_device(x.size)
             return y
-        self.mask = keep_mask(rng, x.shape, self.p) * scale
+        self.mask = keep_mask(stream, x.shape, self.p) * scale
         return x * self.mask
 
     def backward(self, gy):
         return (gy * self.mask,)
 
 
-def keep_mask(rng, shape, p):
-    """Dropout's keep = [U > p] for U ~ Uniform[0, 1) per element, from a NumPy generator: a boolean array.
-
-    The same law from 32 random bits per element, without making floats: U = k / 2**32 with k
-    uniform on {0, ..., 2**32 - 1}, and for an integer k, k / 2**32 > p exactly when
-    k > floor(p * 2**32). That skips the int-to-float conversion of ``rng.random`` and takes two
-    draws from each 64-bit output: a third of a dropout layer's time on the CPU. 0 <= p < 1, so the
-    threshold fits in 32 bits.
-    """
+def keep_threshold(p):
+    """The 32-bit form of U > p: for U = k / 2**32 with k a uniform 32-bit word, k / 2**32 > p exactly when
+    k > floor(p * 2**32). 0 <= p < 1, so it fits in 32 bits."""
     if not 0 <= p < 1:
         raise ValueError(f"keep_mask needs 0 <= p < 1, got {p} (p = 1 keeps nothing: no draws are needed)")
-    size = math.prod(shape)
-    bits = rng.bit_generator.random_raw((size + 1) // 2).view(numpy.uint32)[:size].reshape(shape)
-    return bits > numpy.uint32(math.floor(p * 2 ** 32))
+    return numpy.uint32(math.floor(p * 2 ** 32))
+
+
+def keep_mask(stream, shape, p):
+    """Dropout's keep = [U > p] per element, a boolean array: U = k / 2**32 from the stream's next 32-bit words.
+
+    Comparing the words themselves with ``keep_threshold(p)`` skips making floats. Element j (in C order)
+    takes word j of the draw, on every device.
+    """
+    threshold = keep_threshold(p)
+    return stream.words(math.prod(shape)).reshape(shape) > threshold
 
 
 class SoftmaxCrossEntropy(Function):

@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTS_PER_STEP = """
 import resource, numpy, minigrad
 from minigrad.ops import keep_mask
-from minigrad.random import generator as generator_of
-generator, x = generator_of("cpu"), numpy.ones((256, 1024), numpy.float32)
+from minigrad.random import dropout_stream
+generator, x = dropout_stream("cpu"), numpy.ones((256, 1024), numpy.float32)
 def step():
     mask = keep_mask(generator, x.shape, 0.5) * numpy.float32(2)
     return (x * mask).sum()

@@ -10,6 +10,7 @@ import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import backend, ops
 from minigrad.ops import keep_mask
+from minigrad.random import PhiloxStream
 
 
 def on(device, array):
@@ -32,27 +33,21 @@ def test_relu_backward(device, rng, dtype):
     np.testing.assert_array_equal(got, np.where(y > 0, gy, 0))
 
 
-def reference_generator(device, seed):
-    """A generator of ``device`` in the state that ``manual_seed(seed)`` gives the device's own, built independently."""
-    if device == "cpu":
-        return np.random.Generator(np.random.PCG64(seed))
-    import cupy
-    with backend.on_device(device):
-        return cupy.random.Generator(cupy.random.XORWOW(seed))
+def philox_words(seed, n, skip_blocks=0):
+    """32-bit words n of NumPy's own Philox for ``seed``, after ``skip_blocks`` blocks: the reference stream."""
+    bit_generator = np.random.Philox(seed)
+    bit_generator.advance(skip_blocks)
+    return bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
 def test_dropout(device, rng, p):
-    x = rng.standard_normal((128, 41)).astype(np.float32)  # an odd size: the last 64-bit draw is split
+    """The op's mask on every device is eq. (4.6.1) on the words of NumPy's Philox for the seed."""
+    x = rng.standard_normal((128, 41)).astype(np.float32)  # an odd size: the last 64-bit word is split
     mg.manual_seed(0)
-    twin = reference_generator(backend.parse_device(device), 0)  # the op draws from the device's generator
     y = ops.Dropout.apply(mg.Tensor(on(device, x), requires_grad=True), p=p)
     y, mask = y.data, y.grad_fn.mask
-    if device == "cpu":  # U = k / 2^32 from 32 random bits per element, compared in float64
-        bits = twin.bit_generator.random_raw(128 * 41 // 2 + 1).view(np.uint32)[:128 * 41].reshape(x.shape)
-        keep = bits / 2.0 ** 32 > p
-    else:  # the GPU kernel is fed U from the generator in x's dtype
-        keep = backend.to_numpy(twin.random(x.shape, dtype=np.float32)) > np.float32(p)
+    keep = philox_words(0, x.size).reshape(x.shape) / 2.0 ** 32 > p  # U = k / 2^32, compared in float64
     scale = np.float32(1 / (1 - p))
     expected_mask = np.where(keep, scale, np.float32(0))
     np.testing.assert_array_equal(backend.to_numpy(mask), expected_mask)
@@ -63,8 +58,7 @@ def test_dropout(device, rng, p):
 @pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 0.9999])
 def test_keep_mask_follows_the_uniform_law(p):
     """[U > p] from 32-bit draws: the kept fraction is 1 - p (Hoeffding: off by more than 0.005 with prob. < 1e-9)."""
-    generator = np.random.Generator(np.random.PCG64(1))
-    keep = keep_mask(generator, (1000, 1001), p)
+    keep = keep_mask(PhiloxStream(1), (1000, 1001), p)
     assert keep.shape == (1000, 1001) and keep.dtype == bool
     assert abs(keep.mean() - (1 - p)) < 0.005
 
@@ -72,15 +66,16 @@ def test_keep_mask_follows_the_uniform_law(p):
 @pytest.mark.parametrize("p", [1.0, -0.1, 2.0])
 def test_keep_mask_rejects_a_probability_outside_0_1(p):
     with pytest.raises(ValueError, match="0 <= p < 1"):
-        keep_mask(np.random.default_rng(0), (3,), p)
+        keep_mask(PhiloxStream(0), (3,), p)
 
 
 def test_keep_mask_threshold_is_exact():
     """k / 2^32 > p exactly when k > floor(p * 2^32): checked against float64 on the draws themselves."""
-    generator, twin = np.random.Generator(np.random.PCG64(2)), np.random.Generator(np.random.PCG64(2))
+    stream, skipped = PhiloxStream(2), 0
     for p in (0.1, 0.2, 0.5, 1 / 3, 0.75):
-        keep = keep_mask(generator, (999,), p)
-        bits = twin.bit_generator.random_raw(500).view(np.uint32)[:999]
+        keep = keep_mask(stream, (999,), p)
+        bits = philox_words(2, 999, skip_blocks=skipped)
+        skipped += 125  # ceil(999 / 8) blocks per draw
         np.testing.assert_array_equal(keep, bits / 2.0 ** 32 > p)
 
 
