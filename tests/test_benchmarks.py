@@ -83,6 +83,18 @@ def test_step_phases_reports_every_phase_of_every_contender(tmp_path):
     assert "minigrad concise - products" in printed
 
 
+def test_dropout_bits_reports_both_generators(tmp_path):
+    data = tmp_path / "fake"
+    write_fake_fashion(data, train=600, test=100)
+    out = tmp_path / "bits.json"
+    printed = run_module("benchmarks.dropout_bits", "--rounds", "2", "--data-dir", str(data), "--skip-checksum",
+                         "--json", str(out), cwd=ROOT)
+    report = json.loads(out.read_text())
+    assert set(report["median_epoch_s"]) == set(report["mask_256x256_us"]) == {"philox", "pcg64"}
+    assert all(len(times) == 2 for times in report["epochs_s"].values()) and report["paired_ratio"] > 0
+    assert "paired median" in printed
+
+
 def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     from benchmarks.train_speed import EpochSlices
 
@@ -117,6 +129,8 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     ("benchmarks.op_overhead", ["--number", "0"], "argument --number: must be at least 1, got 0"),
     ("benchmarks.op_overhead", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
     ("benchmarks.step_phases", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+    ("benchmarks.dropout_bits", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+    ("benchmarks.dropout_bits", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
     ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
 ])
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
