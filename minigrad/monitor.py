@@ -19,7 +19,7 @@ import math
 import time
 
 import numpy
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in a notebook without ipywidgets
 
 from . import backend
 

@@ -76,18 +76,25 @@ def to_dot(root, names=None):
 
 def render(root, path, names=None):
     """Draw the graph into ``path`` (.svg, .png or .pdf) with Graphviz's ``dot`` program."""
+    fmt = str(path).rsplit(".", 1)[-1].lower()
+    if fmt not in ("svg", "png", "pdf"):
+        raise ValueError(f"render writes .svg, .png or .pdf files, got {path!r}")
+    picture = draw(root, fmt, names)
+    with atomic_write(path) as file:
+        file.write(picture)
+
+
+def draw(root, fmt="svg", names=None):
+    """The graph as the bytes of an .svg, .png or .pdf file, drawn by Graphviz's ``dot`` (for a notebook:
+    ``IPython.display.SVG(draw(loss))``)."""
     dot = shutil.which("dot")
     if dot is None:
         raise RuntimeError("drawing the graph needs Graphviz's `dot` program: apt-get install graphviz "
                            "(Debian/Ubuntu) or brew install graphviz (macOS); or save to_dot(tensor) to a .dot file")
-    fmt = str(path).rsplit(".", 1)[-1].lower()
-    if fmt not in ("svg", "png", "pdf"):
-        raise ValueError(f"render writes .svg, .png or .pdf files, got {path!r}")
     result = subprocess.run([dot, f"-T{fmt}"], input=to_dot(root, names).encode(), capture_output=True, check=False)
     if result.returncode:
         raise RuntimeError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
-    with atomic_write(path) as file:
-        file.write(result.stdout)
+    return result.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,17 +108,29 @@ def pyplot():
     return plt
 
 
+def figure_bytes(figure, fmt="png", dpi=None):
+    """A matplotlib figure as the bytes of a file in ``fmt``; the figure is closed (for a notebook:
+    ``IPython.display.Image(figure_bytes(figure))``)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=dpi)
+    pyplot().close(figure)
+    return buffer.getvalue()
+
+
 def save_figure(figure, path, dpi=None):
     """Write a matplotlib figure to ``path`` (its format from the suffix), atomically, and close it."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=str(path).rsplit(".", 1)[-1].lower(), dpi=dpi)
-    pyplot().close(figure)
+    picture = figure_bytes(figure, str(path).rsplit(".", 1)[-1].lower(), dpi)
     with atomic_write(path) as file:
-        file.write(buffer.getvalue())
+        file.write(picture)
 
 
 def plot_curves(history, path, title=None):
     """Draw the curves of ``history`` (a list of per-epoch dicts) into a PNG at ``path``, atomically."""
+    save_figure(curves_figure(history, title), path)
+
+
+def curves_figure(history, title=None):
+    """The chapter's figure for ``history``: train loss, train accuracy and test accuracy against the epoch."""
     epochs = [record["epoch"] for record in history]
     figure, axes = pyplot().subplots(figsize=(5, 3.5), dpi=100)
     axes.plot(epochs, [r["train_loss"] for r in history], label="train loss")
@@ -124,4 +143,4 @@ def plot_curves(history, path, title=None):
     if title:
         axes.set_title(title, fontsize=9)
     figure.tight_layout()
-    save_figure(figure, path)
+    return figure

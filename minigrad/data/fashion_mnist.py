@@ -12,7 +12,7 @@ import os
 import urllib.request
 
 import numpy
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in a notebook without ipywidgets
 
 from ..checkpoint import atomic_write
 from .idx import decompress_if_gzip, parse_idx
