@@ -74,6 +74,19 @@ def minigrad_concise(device):
     return epoch
 
 
+def minigrad_captured(device):
+    """The concise model with its step captured as a CUDA graph and replayed (capture.CapturedStep)."""
+    model = concise_mlp(device=device)
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False, capture=True)
+
+    def epoch(loader, number):
+        sums = trainer.train_epoch(loader, number)
+        if trainer.captured is None:  # never time an eager run under this name
+            raise RuntimeError(f"minigrad captured: the step was not captured ({trainer.capture_off})")
+        trainer.monitor.end_epoch(sums=sums)
+    return epoch
+
+
 def minigrad_scratch(device):
     """The loop of examples/dropout_mlp.py's fit_scratch, with the same Monitor."""
     model, monitor = ScratchMLP(device=device), Monitor(device, progress=False)
@@ -94,7 +107,7 @@ def numpy_floor(device):
     return lambda loader, _: floor_epoch(model, loader)
 
 
-def pytorch_eager(device):
+def torch_model(device):
     import torch
     torch_device = "cpu" if device == "cpu" else device
     torch.manual_seed(0)
@@ -106,7 +119,12 @@ def pytorch_eager(device):
             torch.nn.init.normal_(layer.weight, std=0.01)
             torch.nn.init.zeros_(layer.bias)
     model = torch.nn.Sequential(*layers).to(torch_device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    return model, torch.optim.SGD(model.parameters(), lr=LR)
+
+
+def pytorch_eager(device):
+    import torch
+    model, optimizer = torch_model(device)
     to_torch = torch.from_numpy if device == "cpu" else torch.from_dlpack  # zero-copy views of our batches
 
     def epoch(loader, _):
@@ -116,6 +134,45 @@ def pytorch_eager(device):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    return epoch
+
+
+def pytorch_graph(device):
+    """PyTorch with the whole step captured as a CUDA graph (torch.cuda.graph, static input buffers), as in
+    PyTorch's notes on CUDA graphs; a smaller last batch runs eagerly."""
+    import torch
+    model, optimizer = torch_model(device)
+    static_x = torch.zeros((BATCH_SIZE, NUM_INPUTS), device=device)
+    static_y = torch.zeros(BATCH_SIZE, dtype=torch.int64, device=device)
+
+    def train_step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as the notes require
+        for _ in range(3):
+            train_step(static_x, static_y)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        train_step(static_x, static_y)
+
+    def epoch(loader, _):
+        model.train()
+        for x, y in loader:
+            x, y = torch.from_dlpack(x.data), torch.from_dlpack(y.data)
+            if len(y) == BATCH_SIZE:
+                static_x.copy_(x)
+                static_y.copy_(y)
+                graph.replay()
+            else:
+                train_step(x, y)
     return epoch
 
 
@@ -130,7 +187,7 @@ def torch_version():
 # --- the run ---------------------------------------------------------------------------------------
 
 CONTENDERS = {"minigrad concise": minigrad_concise, "minigrad scratch": minigrad_scratch, "floor": numpy_floor,
-              "pytorch eager": pytorch_eager}
+              "pytorch eager": pytorch_eager, "minigrad captured": minigrad_captured, "pytorch graph": pytorch_graph}
 
 
 class EpochSlices:
@@ -212,6 +269,10 @@ def run(args):
         print(f"skipping {skipped[-1]}")
     else:
         names.append("pytorch eager")
+    if device != "cpu":  # the CUDA-graph contenders
+        names.insert(1, "minigrad captured")
+        if "pytorch eager" in names:
+            names.append("pytorch graph")
     context = multiprocessing.get_context("spawn")
     workers = {}
     for name in names:

@@ -85,6 +85,8 @@ def build_parser():
     add("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
     add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
+    add("--capture", action="store_true", help="on a GPU, capture the training step as a CUDA graph and replay it "
+                                               "(concise only; not yet checked on a GPU, so off by default)")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--no-plot", action="store_true", help="do not draw curves.png")
     add("--debug", action="store_true", help="show tracebacks")
@@ -95,8 +97,8 @@ def parse_args(argv=None):
     """The flags, every one checked (files, device and memory too) before any work starts."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay):
-        parser.error("--lr-schedule and --weight-decay are implemented for --impl concise only")
+    if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay or args.capture):
+        parser.error("--lr-schedule, --weight-decay and --capture are implemented for --impl concise only")
     for flag, variable, default in (("epochs", "MAX_EPOCH", NUM_EPOCHS), ("limit", "DATASET_LIMIT", None)):
         if getattr(args, flag) is None:
             text = os.environ.get(variable)
@@ -276,7 +278,7 @@ def run(args):
             stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
                                     outputs.metrics["epochs"]).stopwatch
         else:
-            trainer = Trainer(outputs.model, outputs.optimizer, progress=not args.no_progress,
+            trainer = Trainer(outputs.model, outputs.optimizer, progress=not args.no_progress, capture=args.capture,
                               scheduler=outputs.scheduler)
             trainer.history = outputs.metrics["epochs"]
             trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)

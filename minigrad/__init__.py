@@ -11,8 +11,8 @@ The file map (each name says what the file holds):
 - models: ``nn`` (Module, Parameter, layers, losses, ``functional``, ``init``, the noise layers),
   ``optim`` (SGD and learning-rate schedules);
 - training: ``data`` (the IDX format, Fashion-MNIST, DataLoader), ``train`` (Trainer, evaluate),
-  ``monitor`` (the instruments: timings, progress bar, each epoch's record), ``uncertainty``
-  (Monte-Carlo dropout, calibration);
+  ``monitor`` (the instruments: timings, progress bar, each epoch's record), ``capture`` (the step on
+  static buffers that a GPU replays as a CUDA graph), ``uncertainty`` (Monte-Carlo dropout, calibration);
 - files and pictures: ``checkpoint`` (atomic writes, strict JSON, weights, training checkpoints),
   ``viz`` (the graph and the training curves), ``cli`` (what every command line shares).
 """
@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 
 # The rest of the package is imported on first use, so `import minigrad as mg; mg.data.FashionMNIST` works
 # as torch.utils.data does after `import torch`, without paying for matplotlib or tqdm at import time.
-_LAZY_SUBMODULES = ("checkpoint", "cli", "data", "monitor", "train", "uncertainty", "viz")
+_LAZY_SUBMODULES = ("capture", "checkpoint", "cli", "data", "monitor", "train", "uncertainty", "viz")
 
 
 def __getattr__(name):

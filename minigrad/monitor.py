@@ -79,15 +79,25 @@ class Monitor:
         self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
         self._bar.update(loss.data, correct_count(logits, labels), len(labels))
 
-    def end_epoch(self, evaluate=None):
+    def replayed_step(self):
+        """After a step replayed from a CUDA graph (``capture.CapturedStep``): its duration. Its loss and correct
+        count are summed on the device by the step itself; ``end_epoch(sums=...)`` takes them."""
+        self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
+        self._bar.bar.update(1)
+
+    def end_epoch(self, evaluate=None, sums=None):
         """The epoch's record: train loss, accuracy and seconds, and ``evaluate()``'s loss and accuracy as test_.
 
-        ``evaluate`` returns ``{"loss", "acc"}`` (``train.evaluate`` does). The record is checked (a NaN or
-        infinite loss raises TrainingDiverged) and appended to ``history``.
+        ``evaluate`` returns ``{"loss", "acc"}`` (``train.evaluate`` does). ``sums`` = (loss sum, correct,
+        examples) of steps that did not report through ``step`` (replayed ones). The record is checked (a NaN
+        or infinite loss raises TrainingDiverged) and appended to ``history``.
         """
         seconds = self.stopwatch.end_epoch(self._epoch_start)
-        train_loss, train_acc = self._bar.close()
-        record = {"epoch": self._epoch, "train_loss": train_loss, "train_acc": train_acc, "seconds": seconds}
+        loss_sum, correct, count = self._bar.finish()
+        if sums is not None:
+            loss_sum, correct, count = loss_sum + sums[0], correct + sums[1], count + sums[2]
+        record = {"epoch": self._epoch, "train_loss": loss_sum / count, "train_acc": correct / count,
+                  "seconds": seconds}
         if evaluate is not None:
             eval_start = self.stopwatch.now()
             test = evaluate()
@@ -224,8 +234,13 @@ class EpochProgress:
             raise TrainingDiverged(f"the loss became {value} in epoch {self.epoch} by step {self.step}; "
                                    f"try a smaller learning rate")
 
-    def close(self):
-        """Finish the bar; return the epoch's mean loss and accuracy (one host read)."""
+    def finish(self):
+        """Finish the bar; return (loss sum, correct count, examples) of the updates it got (one host read)."""
         self.bar.close()
         loss_sum, correct = self.read()
-        return loss_sum / self.count, correct / self.count
+        return loss_sum, correct, self.count
+
+    def close(self):
+        """Finish the bar; return the epoch's mean loss and accuracy (one host read)."""
+        loss_sum, correct, count = self.finish()
+        return loss_sum / count, correct / count

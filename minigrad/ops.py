@@ -16,7 +16,7 @@ import math
 import numpy
 
 from ._tensor import Function
-from .backend import CudaKernel, cupy, device_of
+from .backend import CudaKernel, cupy, device_of, matmul
 from .random import PHILOX_CUDA, dropout_stream
 
 
@@ -177,7 +177,7 @@ class Linear(Function):
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = x @ weight.T
+        y = matmul(x, weight.T)  # x @ W^T (backend.matmul: also while a CUDA graph is being captured)
         if bias is not None:
             y += bias  # y is a fresh array, so adding in place saves a temporary
         return y
@@ -185,8 +185,8 @@ class Linear(Function):
     def backward(self, gy):
         gy2d = gy.reshape(-1, gy.shape[-1])
         # The first layer's input is the data: its gradient would cost a third of the MLP's FLOPs for nothing.
-        gx = gy @ self.weight if self.needs_input_grad[0] else None
-        gw = gy2d.T @ self.x.reshape(-1, self.x.shape[-1]) if self.needs_input_grad[1] else None
+        gx = matmul(gy, self.weight) if self.needs_input_grad[0] else None
+        gw = matmul(gy2d.T, self.x.reshape(-1, self.x.shape[-1])) if self.needs_input_grad[1] else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, gy2d.sum(axis=0)

@@ -114,6 +114,7 @@ def test_environment_sets_epoch_and_limit_defaults_and_flags_win(fake_data, tmp_
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
     (["--impl", "scratch", "--lr-schedule", "cosine"], "implemented for --impl concise only"),
+    (["--impl", "scratch", "--capture"], "implemented for --impl concise only"),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)  # README.md is a file there

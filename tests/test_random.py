@@ -111,7 +111,7 @@ def test_manual_seed_restarts_the_stream():
 
 @pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 65536 + 3])
-def test_the_gpu_stream_draws_the_cpus_words(n):
+def test_cuda_stream_draws_the_cpus_words(n):
     mg.manual_seed(5)
     cpu, gpu = PhiloxStream(5), PhiloxStream(5, "cuda:0")
     for _ in range(3):
@@ -120,7 +120,7 @@ def test_the_gpu_stream_draws_the_cpus_words(n):
 
 
 @pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
-def test_the_gpu_counter_carries_across_64_bits():
+def test_cuda_counter_carries_across_64_bits():
     cpu, gpu = PhiloxStream(7), PhiloxStream(7, "cuda:0")
     cpu.set_counter(2**64 - 2)
     gpu.set_counter(2**64 - 2)

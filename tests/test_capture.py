@@ -1,0 +1,183 @@
+"""The static-buffer step that a GPU captures as a CUDA graph: on the CPU it runs eagerly and must equal the
+Trainer's eager step bit for bit; the learning rate is read when the step runs; what capture cannot handle is
+named. The CUDA tests (replay against eager, the fallback, the accumulators) run where CuPy finds a GPU."""
+import numpy as np
+import pytest
+
+import minigrad as mg
+from examples.chapter import concise_mlp
+from minigrad import nn
+from minigrad.capture import StaticStep, capture_problem, labels_problem
+from minigrad.data import ArrayDataset, DataLoader
+from minigrad.train import Trainer
+
+needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
+
+
+def loader(device="cpu", count=300, batch=64, seed=0):
+    rng = np.random.default_rng(seed)
+    data = ArrayDataset(rng.integers(0, 256, (count, 784)).astype(np.uint8), rng.integers(0, 10, count))
+    return DataLoader(data, batch, shuffle=True, device=device, seed=0)
+
+
+def test_the_static_step_equals_the_trainers_eager_step_bit_for_bit():
+    batches = loader()
+    mg.manual_seed(0)
+    eager = concise_mlp(hidden=(32, 32))
+    trainer = Trainer(eager, mg.optim.SGD(eager.parameters(), lr=0.5, weight_decay=1e-3), progress=False)
+    trainer.train_epoch(batches, 1)
+    eager_record = trainer.monitor.end_epoch()
+
+    batches = loader()
+    mg.manual_seed(0)
+    static_model = concise_mlp(hidden=(32, 32))
+    optimizer = mg.optim.SGD(static_model.parameters(), lr=0.5, weight_decay=1e-3)
+    steps = {}
+    count = 0
+    for x, y in batches:
+        if tuple(x.shape) not in steps:  # the last batch is smaller: its own buffers, as Trainer does
+            steps[tuple(x.shape)] = StaticStep(static_model, optimizer, tuple(x.shape))
+        steps[tuple(x.shape)].load(x, y)
+        steps[tuple(x.shape)].step()
+        count += len(y)
+    for ours, theirs in zip(static_model.parameters(), eager.parameters()):
+        np.testing.assert_array_equal(ours.data, theirs.data)
+    sums = [step.take_sums() for step in steps.values()]
+    loss_sum, correct = sum(s[0] for s in sums), sum(s[1] for s in sums)
+    assert correct / count == eager_record["train_acc"]
+    assert loss_sum / count == pytest.approx(eager_record["train_loss"], rel=1e-6)  # summed in another order
+    assert mg.random.dropout_stream("cpu").counter > 0
+
+
+def test_the_learning_rate_is_read_when_the_step_runs():
+    """set_lr() writes the device scalar; the step needs nothing else (on a GPU: no new capture)."""
+    rng = np.random.default_rng(1)
+    x, y = mg.Tensor(rng.random((8, 784), dtype=np.float32)), mg.tensor(rng.integers(0, 10, 8))
+    results = []
+    for static in (True, False):
+        mg.manual_seed(0)
+        model = concise_mlp(hidden=(16, 16))
+        optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+        step = StaticStep(model, optimizer, (8, 784))
+        for lr in (0.5, 0.1, 0.02):
+            optimizer.param_groups[0]["lr"] = lr
+            if static:
+                step.set_lr()
+                step.load(x, y)
+                step.step()
+            else:
+                loss = mg.nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        results.append([p.data.copy() for p in model.parameters()])
+    for ours, theirs in zip(*results):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+class Doubler(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda: (concise_mlp(hidden=(8, 8)), dict(momentum=0.9)), "SGD with momentum"),
+    (lambda: (nn.Sequential(nn.Linear(784, 8), Doubler(), nn.Linear(8, 10)), {}), "holds a Doubler"),
+    (lambda: (nn.Sequential(nn.Linear(784, 8), nn.GaussianNoise(0.1), nn.Linear(8, 10)), {}), "holds a GaussianNoise"),
+    (lambda: (nn.Sequential(nn.Linear(784, 8, dtype="float64"), nn.Linear(8, 10, dtype="float64")), {}),
+     "float32 parameters"),
+    (lambda: (concise_mlp(hidden=(8, 8)), {}), "needs a model on a GPU"),
+])
+def test_capture_names_what_it_cannot_handle(make, problem):
+    model, settings = make()
+    assert problem in capture_problem(model, mg.optim.SGD(model.parameters(), lr=0.1, **settings))
+
+
+def test_a_forward_hook_rules_capture_out():
+    model = concise_mlp(hidden=(8, 8))
+    model[1].register_forward_hook(lambda *args: None)
+    assert "forward hooks" in capture_problem(model, mg.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_labels_are_checked_once_against_the_models_outputs():
+    model = concise_mlp(hidden=(8, 8))
+    assert labels_problem(model, loader()) is None
+    bad = DataLoader(ArrayDataset(np.zeros((4, 784), np.uint8), np.array([0, 1, 10, 3])), 2)
+    assert labels_problem(model, bad) == "the labels run from 0 to 10, outside [0, 9]"
+
+
+def test_asking_for_capture_on_the_cpu_says_why_not_and_trains_the_same(capsys):
+    histories = []
+    for capture in (True, False):
+        mg.manual_seed(0)
+        model = concise_mlp(hidden=(16, 16))
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=capture)
+        histories.append([{k: v for k, v in r.items() if "seconds" not in k}
+                          for r in trainer.fit(loader(), loader(seed=1), epochs=2)])
+    assert histories[0] == histories[1]
+    err = capsys.readouterr().err
+    assert err == "capture off: capture needs a model on a GPU; the step runs eagerly\n"
+
+
+# --- on a GPU -------------------------------------------------------------------------------------------
+
+@needs_cuda
+def test_cuda_graph_replay_equals_the_eager_static_step_after_an_epoch():
+    """The replayed graph against the same step run eagerly with the same (capturable) kernels: equal weights."""
+    from minigrad import backend
+    weights = []
+    for replay in (True, False):
+        batches = loader("cuda", count=640, batch=64)  # full batches only
+        mg.manual_seed(0)
+        model = concise_mlp(hidden=(64, 64), device="cuda")
+        optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+        trainer = Trainer(model, optimizer, progress=False, capture=replay)
+        if replay:
+            trainer.train_epoch(batches, 1)
+            assert trainer.captured is not None, trainer.capture_off
+        else:
+            step = StaticStep(model, optimizer, (64, 784))
+            with backend.capturing():
+                for x, y in batches:
+                    step.load(x, y)
+                    step.step()
+        weights.append([backend.to_numpy(p.data) for p in model.parameters()])
+    for ours, theirs in zip(*weights):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@needs_cuda
+def test_cuda_replayed_step_reads_the_learning_rate_at_replay_time():
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=(32, 32), device="cuda")
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False, capture=True)
+    trainer.train_epoch(loader("cuda", count=128, batch=64), 1)
+    before = [p.data.copy() for p in model.parameters()]
+    optimizer.param_groups[0]["lr"] = 1e-30  # effectively no update, if and only if the graph reads it
+    trainer.train_epoch(loader("cuda", count=128, batch=64), 2)
+    for ours, theirs in zip(model.parameters(), before):
+        np.testing.assert_allclose(mg.backend.to_numpy(ours.data), mg.backend.to_numpy(theirs), atol=1e-20)
+
+
+@needs_cuda
+def test_cuda_model_capture_cannot_handle_runs_eagerly_and_says_why(capsys):
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=(16, 16), device="cuda")
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), progress=False, capture=True)
+    trainer.fit(loader("cuda"), loader("cuda", seed=1), epochs=1)
+    assert trainer.captured is None
+    assert capsys.readouterr().err.startswith("capture off: SGD with momentum")
+
+
+@needs_cuda
+def test_cuda_accumulators_give_the_epochs_loss_and_accuracy():
+    """The captured epoch's record against the eager Trainer's: the same batches, close numbers."""
+    records = []
+    for capture in (True, False):
+        mg.manual_seed(0)
+        model = concise_mlp(hidden=(64, 64), device="cuda")
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False, capture=capture)
+        records.append(trainer.fit(loader("cuda", count=600), loader("cuda", seed=1), epochs=1)[0])
+    assert records[0]["train_acc"] == pytest.approx(records[1]["train_acc"], abs=0.02)
+    assert records[0]["train_loss"] == pytest.approx(records[1]["train_loss"], rel=1e-3)
