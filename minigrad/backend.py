@@ -126,6 +126,11 @@ def to_numpy(array):
     return numpy.asarray(array)
 
 
+def current_stream():
+    """CuPy's current CUDA stream (for ordering work between streams on the GPU)."""
+    return cupy.cuda.get_current_stream()
+
+
 def synchronize(device):
     """Wait for the GPU's queued work (for honest timings); nothing to do on the CPU."""
     device = parse_device(device)

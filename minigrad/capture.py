@@ -91,7 +91,7 @@ class StaticStep:
         with backend.on_device(self.device):
             self.x = Tensor(xp.zeros(batch_shape, dtype=dtype))
             self.y = Tensor(xp.zeros(batch_shape[0], dtype=xp.int64))
-            self.lrs = [xp.zeros((), dtype=dtype) for _ in optimizer.param_groups]
+            self.lrs = [xp.zeros(1, dtype=dtype) for _ in optimizer.param_groups]  # 1-D: a kernel reads lr[0]
             self.loss_sum = xp.zeros((), dtype=dtype)
             self.correct = xp.zeros((), dtype=xp.int64)
         self.batch_size = batch_shape[0]
@@ -141,37 +141,44 @@ class CapturedStep:
 
     def __init__(self, static, warmup=2):
         cupy = backend.cupy
-        self.static = static
+        self.static, self.done = static, None
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pool = cupy.cuda.MemoryPool()  # private: the graph's arrays live as long as the graph
         cupy.cuda.get_current_stream().synchronize()
         with self._on_capture_stream():
             snapshot = self._snapshot()
-            for _ in range(warmup):
-                static.step()
-            self._restore(snapshot)
-            static.step()  # the reference: the eager step from the snapshot
-            reference = [p.data.copy() for p in static.model.parameters()]
-            self._restore(snapshot)
-            self.stream.synchronize()
-            gc.collect()
-            gc.disable()  # a graph collected during capture would call CUDA, which capture forbids
             try:
-                self.stream.begin_capture()
-                try:
-                    static.step()
-                finally:
-                    self.graph = self.stream.end_capture()
-            finally:
-                gc.enable()
-            self.graph.upload(self.stream)
-            self.graph.launch(self.stream)
-            self.stream.synchronize()
-            worst = max(float(abs(p.data - r).max()) for p, r in zip(static.model.parameters(), reference))
-            self._restore(snapshot)
-            self.stream.synchronize()
+                worst = self._warm_up_capture_and_check(snapshot, warmup)
+            finally:  # also when capturing fails: training goes on, eagerly, from the state it had
+                self._restore(snapshot)
+                self.stream.synchronize()
         if worst != 0.0:
             raise CaptureMismatch(f"the captured step's weights differ from the eager step's by up to {worst:.3g}")
+
+    def _warm_up_capture_and_check(self, snapshot, warmup):
+        """Warm up, take the eager reference, capture, replay once; the largest weight difference to the reference."""
+        static = self.static
+        for _ in range(warmup):
+            static.step()
+        self._restore(snapshot)
+        static.step()  # the reference: the eager step from the snapshot
+        reference = [p.data.copy() for p in static.model.parameters()]
+        self._restore(snapshot)
+        self.stream.synchronize()
+        gc.collect()
+        gc.disable()  # a graph collected during capture would call CUDA, which capture forbids
+        try:
+            self.stream.begin_capture()
+            try:
+                static.step()
+            finally:
+                self.graph = self.stream.end_capture()
+        finally:
+            gc.enable()
+        self.graph.upload(self.stream)
+        self.graph.launch(self.stream)
+        self.stream.synchronize()
+        return max(float(abs(p.data - r).max()) for p, r in zip(static.model.parameters(), reference))
 
     @contextlib.contextmanager
     def _on_capture_stream(self):
@@ -196,9 +203,19 @@ class CapturedStep:
         self.static.loss_sum[...] = loss_sum
         self.static.correct[...] = correct
 
+    # The batches are made on the current stream and the graph runs on its own: events order the two on the GPU,
+    # without the host waiting. A batch is copied in after it was made and after the previous replay read the
+    # buffers; the replay starts after the copy.
     def load(self, x, y):
-        with self.stream:
-            self.static.load(x, y)
+        current = backend.cupy.cuda.get_current_stream()
+        self.wait_for_replays(current)
+        self.static.load(x, y)
+        self.stream.wait_event(current.record())
+
+    def wait_for_replays(self, stream):
+        """Make ``stream`` wait (on the GPU) until the replays launched so far have finished."""
+        if self.done is not None:
+            stream.wait_event(self.done)
 
     def set_lr(self):
         with self.stream:
@@ -206,6 +223,7 @@ class CapturedStep:
 
     def step(self):
         self.graph.launch(self.stream)
+        self.done = self.stream.record()
 
     def take_sums(self):
         self.stream.synchronize()

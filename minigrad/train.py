@@ -6,6 +6,7 @@ same step can instead be captured once as a CUDA graph and replayed (``capture.p
 """
 import sys
 
+from . import backend
 from .autograd import no_grad
 from .monitor import Monitor, correct_count
 from .nn import functional as F
@@ -121,6 +122,7 @@ class Trainer:
                 captured.load(x, y)
                 captured.step()
             else:  # the last, smaller batch: the same static step, run eagerly on its own buffers
+                captured.wait_for_replays(backend.current_stream())
                 last = capture.StaticStep(self.model, self.optimizer, tuple(x.shape), self.loss_fn)
                 last.load(x, y)
                 last.step()

@@ -8,6 +8,7 @@ import os
 import numpy
 
 import minigrad as mg
+from examples.chapter import NUM_EPOCHS
 from minigrad import nn
 from minigrad.train import Trainer, evaluate, evaluate_predictions
 from minigrad.uncertainty import calibration, mc_dropout_probabilities, predictive_entropy
@@ -17,11 +18,11 @@ from .runs import to_json, train_run
 from .settings import CHAPTER, NO_DROPOUT, Setting, build_model, dropout, optimizer_for
 from .summaries import best, compare, entropy_sentence, summary_table
 
-DEFAULT_EPOCHS = {"with-without": 50}  # the others: 10, the chapter's
+DEFAULT_EPOCHS = {"with-without": 50}  # the others: the chapter's NUM_EPOCHS
 
 
 def epochs_for(name, args):
-    return args.epochs or DEFAULT_EPOCHS.get(name, 10)
+    return args.epochs or DEFAULT_EPOCHS.get(name, NUM_EPOCHS)
 
 
 def swap(runs, args, out, log):
