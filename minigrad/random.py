@@ -203,6 +203,12 @@ __device__ __forceinline__ minigrad_philox_block minigrad_philox_add(const unsig
     return c;
 }
 
+// counter += blocks, in place (one thread: the step's last kernel, so that a replayed graph moves on by itself)
+__device__ __forceinline__ void minigrad_philox_advance(unsigned long long* counter, unsigned long long blocks) {
+    minigrad_philox_block c = minigrad_philox_add(counter, blocks);
+    counter[0] = c.v[0]; counter[1] = c.v[1]; counter[2] = c.v[2]; counter[3] = c.v[3];
+}
+
 __device__ __forceinline__ unsigned int minigrad_philox_u32(const unsigned long long* key,
                                                             const unsigned long long* counter,
                                                             unsigned long long j) {
@@ -216,11 +222,5 @@ __device__ __forceinline__ unsigned int minigrad_philox_u32(const unsigned long 
 _philox_words_gpu = CudaKernel("raw uint64 key, raw uint64 counter", "uint32 word",
                                "word = minigrad_philox_u32(&key[0], &counter[0], (unsigned long long)i)",
                                "minigrad_philox_words", preamble=PHILOX_CUDA)
-_philox_advance_gpu = CudaKernel(
-    "uint64 blocks", "raw uint64 counter",
-    """
-    unsigned long long low = counter[0] + blocks;
-    unsigned long long carry = low < blocks;
-    counter[0] = low;
-    for (int k = 1; k < 4 && carry; ++k) { counter[k] += 1ULL; carry = counter[k] == 0ULL; }
-    """, "minigrad_philox_advance")
+_philox_advance_gpu = CudaKernel("uint64 blocks", "raw uint64 counter", "minigrad_philox_advance(&counter[0], blocks)",
+                                 "minigrad_philox_advance_kernel", preamble=PHILOX_CUDA)
