@@ -119,7 +119,92 @@ def test_asking_for_capture_on_the_cpu_says_why_not_and_trains_the_same(capsys):
     assert err == "capture off: capture needs a model on a GPU; the step runs eagerly\n"
 
 
+GEMM_HOST_PRELUDE = r"""
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+struct dim { int x, y; };
+static thread_local dim threadIdx, blockIdx;
+static std::barrier<>* block_barrier;
+#define __global__
+#define __shared__ static
+#define __syncthreads() block_barrier->arrive_and_wait()
+"""
+GEMM_HOST_MAIN = r"""
+int main(int argc, char** argv) {  // M N K sAm sAk sBk sBn |A| |B|; A's and B's buffers on stdin; C on stdout
+    int M = atoi(argv[1]), N = atoi(argv[2]), K = atoi(argv[3]);
+    long long sAm = atoll(argv[4]), sAk = atoll(argv[5]), sBk = atoll(argv[6]), sBn = atoll(argv[7]);
+    std::vector<float> A(atoll(argv[8])), B(atoll(argv[9])), C((size_t)M * N);
+    for (auto& a : A) if (scanf("%a", &a) != 1) return 1;
+    for (auto& b : B) if (scanf("%a", &b) != 1) return 1;
+    for (int by = 0; by < (M + 15) / 16; ++by)
+        for (int bx = 0; bx < (N + 15) / 16; ++bx) {  // a block at a time: its 256 threads, __syncthreads a barrier
+            std::barrier<> sync(256);
+            block_barrier = &sync;
+            std::vector<std::thread> threads;
+            for (int ty = 0; ty < 16; ++ty)
+                for (int tx = 0; tx < 16; ++tx)
+                    threads.emplace_back([&, tx, ty] {
+                        threadIdx = {tx, ty};
+                        blockIdx = {bx, by};
+                        minigrad_sgemm(A.data(), B.data(), C.data(), M, N, K, sAm, sAk, sBk, sBn);
+                    });
+            for (auto& thread : threads) thread.join();
+        }
+    for (auto c : C) printf("%a\n", c);
+    return 0;
+}
+"""
+
+
+def test_the_capturable_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path):
+    """backend.GEMM_CUDA built as C++20 with a thread per CUDA thread and a barrier for __syncthreads: the
+    products of plain and transposed (strided) views equal NumPy's, as Linear's forward and backward use them."""
+    import shutil
+    import subprocess
+    from minigrad.backend import GEMM_CUDA
+    compiler = shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler (g++ or clang++) to emulate the CUDA kernel on the host")
+    source, program = tmp_path / "gemm.cpp", tmp_path / "gemm"
+    source.write_text(GEMM_HOST_PRELUDE + GEMM_CUDA + GEMM_HOST_MAIN)
+    built = subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", "-o", str(program), str(source)],
+                           capture_output=True, text=True)
+    if built.returncode:
+        pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
+
+    def gemm(a, b):
+        (m, k), n = a.shape, b.shape[1]
+        buffers = [view if view.base is None else view.base for view in (a, b)]
+        args = [m, n, k, a.strides[0] // 4, a.strides[1] // 4, b.strides[0] // 4, b.strides[1] // 4,
+                buffers[0].size, buffers[1].size]
+        text = "\n".join(float(v).hex() for buffer in buffers for v in buffer.ravel()) + "\n"
+        out = subprocess.run([str(program), *map(str, args)], input=text, capture_output=True, text=True,
+                             check=True).stdout.split()
+        return np.array([float.fromhex(v) for v in out], dtype=np.float32).reshape(m, n)
+
+    rng = np.random.default_rng(0)
+    x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))
+    for a, b in ((x, w.T), (gy, w), (gy.T, x)):  # x W^T, dL/dx = gy W, dL/dW = gy^T x
+        np.testing.assert_allclose(gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
 # --- on a GPU -------------------------------------------------------------------------------------------
+
+@needs_cuda
+def test_cuda_capturable_gemm_equals_cupys_matmul():
+    import cupy
+    from minigrad import backend
+    rng = np.random.default_rng(0)
+    shapes = ((256, 784), (256, 784), (256, 256))
+    x, w, gy = (cupy.asarray(rng.standard_normal(shape).astype(np.float32)) for shape in shapes)
+    for a, b in ((x, w.T), (gy, w), (gy.T, x)):
+        np.testing.assert_allclose(cupy.asnumpy(backend.capturable_gemm(a, b)), cupy.asnumpy(a @ b),
+                                   rtol=1e-4, atol=1e-4)
+
 
 @needs_cuda
 def test_cuda_graph_replay_equals_the_eager_static_step_after_an_epoch():
