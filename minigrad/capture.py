@@ -1,8 +1,8 @@
 """A training step a GPU can record once as a CUDA graph and replay: static buffers, in-place updates, no host reads.
 
 ``StaticStep`` is the chapter's step (forward, loss, backward, SGD) written so that it can be captured:
-the batch sits in buffers it owns (``load`` copies each batch in), the learning rates are 0-d arrays read
-when the update runs (``set_lr`` writes them between steps, so a schedule needs no new capture), the loss
+the batch sits in buffers it owns (``load`` copies each batch in), the learning rates are 1-element arrays
+read when the update runs (``set_lr`` writes them between steps, so a schedule needs no new capture), the loss
 and the correct count are summed into device accumulators, and dropout's counter lives on the device
 (``random.PhiloxStream``). Nothing in ``StaticStep.step`` reads a value on the host, so on a GPU
 ``CapturedStep`` records it once with CuPy's stream capture and then replays it with one launch per batch.
@@ -10,8 +10,9 @@ On the CPU ``StaticStep.step`` simply runs: the same code, tested there against 
 bit for bit.
 
 Capture has rules (CuPy's, see ``shared/research/gpu/README.md``): a private memory pool kept as long as the
-graph, warm-up on the capture stream, no cuBLAS (CuPy refuses it during capture, so ``ops`` multiply
-matrices with ``backend.capturable_matmul`` while ``backend.capturing`` is on), no host reads (value checks
+graph, warm-up on the capture stream, no cuBLAS (CuPy refuses it during capture, so ``ops.Linear``
+multiplies with ``backend.matmul``, which uses ``backend.capturable_gemm`` while ``backend.capturing()`` is
+on), no host reads (value checks
 are off inside the step: ``Trainer`` checks the labels of the whole dataset once instead). A model or
 optimizer outside what this handles is named by ``capture_problem``, and ``Trainer`` then runs eagerly and
 says why. ``CapturedStep`` checks its first replay against the eager step from the same state and refuses

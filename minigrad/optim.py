@@ -128,7 +128,7 @@ class SGD(Optimizer):
     def step(self, lr_arrays=None):
         """One update of every parameter with a gradient.
 
-        ``lr_arrays`` (one 0-d array per parameter group, on the parameters' device) replaces the groups'
+        ``lr_arrays`` (one 1-element array per parameter group, on the parameters' device) replaces the groups'
         learning rates by arrays read when the update runs, not when it is recorded: a step captured as a CUDA
         graph then follows a schedule without being captured again (``capture.StaticStep``).
         """
@@ -147,7 +147,7 @@ class SGD(Optimizer):
                 mark_changed_in_place(parameter)  # a graph that saved the old weights must not backward
 
     # The chapter's update, in place: w <- w - lr * (g + weight_decay * w). One fused pass on a GPU, with lr a
-    # number (fixed when a graph is captured) or a 0-d array read when the kernel runs.
+    # number (fixed when a graph is captured) or a 1-element array read when the kernel runs.
     plain_step_gpu = CudaKernel("T grad, T lr, T weight_decay", "T param",
                                 "param -= lr * (grad + weight_decay * param)", "minigrad_sgd")
     plain_step_gpu_lr_array = CudaKernel("T grad, raw T lr, T weight_decay", "T param",
@@ -155,7 +155,7 @@ class SGD(Optimizer):
 
     def _plain_step(self, w, g, lr, weight_decay):
         dtype = w.dtype.type
-        lr = dtype(lr) if isinstance(lr, (int, float)) else lr  # a number, or a 0-d array on w's device
+        lr = dtype(lr) if isinstance(lr, (int, float)) else lr  # a number, or a 1-element array on w's device
         if backend.get_array_module(w) is cupy:
             kernel = self.plain_step_gpu if isinstance(lr, numpy.generic) else self.plain_step_gpu_lr_array
             kernel(g, lr, dtype(weight_decay), w)
