@@ -12,11 +12,10 @@ bit for bit.
 Capture has rules (CuPy's, see ``shared/research/gpu/README.md``): a private memory pool kept as long as the
 graph, warm-up on the capture stream, no cuBLAS (CuPy refuses it during capture, so ``ops.Linear``
 multiplies with ``backend.matmul``, which uses ``backend.capturable_gemm`` while ``backend.capturing()`` is
-on), no host reads (value checks
-are off inside the step: ``Trainer`` checks the labels of the whole dataset once instead). A model or
-optimizer outside what this handles is named by ``capture_problem``, and ``Trainer`` then runs eagerly and
-says why. ``CapturedStep`` checks its first replay against the eager step from the same state and refuses
-a graph that disagrees.
+on), no host reads (value checks are off inside the step: ``Trainer`` checks the labels of the whole dataset
+once instead). A model or optimizer outside what this handles is named by ``capture_problem``, and
+``Trainer`` then runs eagerly and says why. ``CapturedStep`` checks its first replay against the eager step
+from the same state and refuses a graph that disagrees.
 """
 import contextlib
 import gc
