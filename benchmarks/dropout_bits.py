@@ -80,15 +80,7 @@ def main(argv=None):
     cli.check_data_dir(parser, args.data_dir)
     if args.json:
         cli.check_writable_file(parser, args.json)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("interrupted: no results were written", file=sys.stderr)
-        return 130
-    except (DatasetError, IDXFormatError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.exit_status(lambda: run(args), (DatasetError, IDXFormatError, OSError))
 
 
 if __name__ == "__main__":

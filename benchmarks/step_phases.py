@@ -137,12 +137,7 @@ def main(argv=None):
     args.device = cli.check_device(parser, args.device)
     if args.json:
         cli.check_writable_file(parser, args.json)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("interrupted: no results were written", file=sys.stderr)
-        return 130
-    return 0
+    return cli.exit_status(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -362,16 +362,11 @@ def main(argv=None):
     cli.check_data_dir(parser, args.data_dir)
     if args.json:
         cli.check_writable_file(parser, args.json)
-    try:
+
+    def check_data_then_run():
         FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)  # before the workers
         run(args)
-    except KeyboardInterrupt:
-        print("interrupted: no results were written", file=sys.stderr)
-        return 130
-    except (DatasetError, IDXFormatError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.exit_status(check_data_then_run, (DatasetError, IDXFormatError, OSError, RuntimeError))
 
 
 if __name__ == "__main__":

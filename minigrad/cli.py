@@ -8,6 +8,7 @@ system or the device (a folder that cannot be written, a GPU that is not there, 
 import argparse
 import math
 import os
+import sys
 import tempfile
 
 from . import backend
@@ -107,3 +108,17 @@ def check_mlp_fits(parser, sizes, batch_size, device, flag="--hidden"):
         shape = "-".join(map(str, sizes))
         parser.error(f"argument {flag}: a {shape} MLP needs about {needed / 2**30:.1f} GiB to train, more than the "
                      f"{available / 2**30:.1f} GiB of {device}; choose smaller layers")
+
+
+def exit_status(action, errors=()):
+    """Run ``action()`` for a benchmark's ``main``: 0 when it ends; on Ctrl-C one line and 130; on one of
+    ``errors`` (bad data, a full disk) one line ``error: ...`` and 1. Never a traceback for either."""
+    try:
+        action()
+    except KeyboardInterrupt:
+        print("interrupted: no results were written", file=sys.stderr)
+        return 130
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
