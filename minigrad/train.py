@@ -61,6 +61,7 @@ class Trainer:
         self.monitor = Monitor(parameter.device if parameter is not None else "cpu", progress)
         self.capture = capture
         self.captured = None  # the CapturedStep once built; capture_off says why there is none
+        self.last_batch_step = None  # the StaticStep of an epoch's smaller last batch, run eagerly
         self.capture_off = None if capture else "not asked for"
 
     @property
@@ -123,7 +124,11 @@ class Trainer:
                 captured.step()
             else:  # the last, smaller batch: the same static step, run eagerly on its own buffers
                 captured.wait_for_replays(backend.current_stream())
-                last = capture.StaticStep(self.model, self.optimizer, tuple(x.shape), self.loss_fn)
+                last = self.last_batch_step
+                if last is None or tuple(last.x.shape) != tuple(x.shape):
+                    last = self.last_batch_step = capture.StaticStep(self.model, self.optimizer, tuple(x.shape),
+                                                                     self.loss_fn)
+                last.set_lr()
                 last.load(x, y)
                 last.step()
                 partial = last.take_sums()
