@@ -29,7 +29,7 @@ from benchmarks.numpy_floor import FloorMLP
 from benchmarks.numpy_floor import train_epoch as floor_epoch
 from examples.chapter import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP,
                               concise_mlp)
-from minigrad import backend, cli
+from minigrad import backend, capture, cli
 from minigrad.checkpoint import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.monitor import Monitor
@@ -75,15 +75,25 @@ def minigrad_concise(device):
 
 
 def minigrad_captured(device):
-    """The concise model with its step captured as a CUDA graph and replayed (capture.CapturedStep)."""
+    """The concise model with its training step captured as a CUDA graph and replayed, batches gathered inside
+    the graph (capture.CapturedTraining), driven slice by slice: a pass starts at an epoch's first batch."""
     model = concise_mlp(device=device)
-    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False, capture=True)
+    optimizer = mg.optim.SGD(model.parameters(), lr=LR)
+    problem = capture.capture_problem(model, optimizer)
+    if problem is not None:  # never time an eager run under this name
+        raise RuntimeError(f"minigrad captured: the step cannot be captured ({problem})")
+    training, passes = capture.CapturedTraining(model, optimizer), {}
 
-    def epoch(loader, number):
-        sums = trainer.train_epoch(loader, number)
-        if trainer.captured is None:  # never time an eager run under this name
-            raise RuntimeError(f"minigrad captured: the step was not captured ({trainer.capture_off})")
-        trainer.monitor.end_epoch(sums=sums)
+    def epoch(batches, _):
+        if batches.indices.start == 0:
+            passes[batches.loader] = training.start(batches.loader)
+        replay = passes[batches.loader]
+        with replay.captured.on_stream():
+            for index in batches.indices:
+                replay.step(index)
+        replay.captured.wait_for_replays()  # the caller's synchronize() then waits for them too
+        if batches.indices.stop == len(batches.loader):
+            replay.finish()
     return epoch
 
 
@@ -202,27 +212,30 @@ class EpochSlices:
         slices = max(1, min(slices, batches))  # no empty slices
         self.loader = loader
         self.sizes = [batches * (k + 1) // slices - batches * k // slices for k in range(slices)]
-        self.iterator, self.position = None, 0
+        self.iterator, self.position, self.start = None, 0, 0
 
     def next_slice(self):
         if self.position == 0:
-            self.iterator = iter(self.loader)
+            self.iterator, self.start = iter(self.loader), 0
         size = self.sizes[self.position]
         self.position = (self.position + 1) % len(self.sizes)
-        return BatchSlice(self.iterator, size)
+        batches = BatchSlice(self.loader, self.iterator, range(self.start, self.start + size))
+        self.start += size
+        return batches
 
 
 class BatchSlice:
-    """The next ``size`` batches of a running epoch's iterator."""
+    """The next batches of a running epoch's iterator: those numbered ``indices`` in the epoch of ``loader``
+    (a captured step takes its batches from the loader itself, by number)."""
 
-    def __init__(self, iterator, size):
-        self.iterator, self.size = iterator, size
+    def __init__(self, loader, iterator, indices):
+        self.loader, self.iterator, self.indices = loader, iterator, indices
 
     def __len__(self):
-        return self.size
+        return len(self.indices)
 
     def __iter__(self):
-        return itertools.islice(self.iterator, self.size)
+        return itertools.islice(self.iterator, len(self.indices))
 
 
 def worker(connection, name, args):
@@ -242,7 +255,8 @@ def worker(connection, name, args):
     loader = DataLoader(data, BATCH_SIZE, shuffle=True, device=device, limit=args.limit, seed=0)
     epoch_slices = EpochSlices(loader, args.slices)
     run_epoch = CONTENDERS[name](device)
-    run_epoch(DataLoader(data, BATCH_SIZE, device=device, limit=2 * BATCH_SIZE), 0)  # warm-up: first-call costs
+    # Warm-up on the loader's first two batches: first-call costs, and the captured step's capture
+    run_epoch(EpochSlices(loader, len(loader) // 2).next_slice(), 0)
     try:
         connection.send(("ready", loader.num_examples))
         while connection.recv() == "slice":

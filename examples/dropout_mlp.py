@@ -85,8 +85,9 @@ def build_parser():
     add("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
     add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
-    add("--capture", action="store_true", help="on a GPU, capture the training step as a CUDA graph and replay it "
-                                               "(concise only; not yet checked on a GPU, so off by default)")
+    add("--capture", action=argparse.BooleanOptionalAction, default=False,
+        help="on a GPU, capture the training step and the evaluation as CUDA graphs and replay them; --no-capture "
+             "runs eagerly (concise only; off by default until a GPU run has checked it)")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--no-plot", action="store_true", help="do not draw curves.png")
     add("--debug", action="store_true", help="show tracebacks")

@@ -1,21 +1,26 @@
-"""A training step a GPU can record once as a CUDA graph and replay: static buffers, in-place updates, no host reads.
+"""Training and evaluation steps a GPU records once as CUDA graphs and replays: static buffers, in-place
+updates, no host reads.
 
-``StaticStep`` is the chapter's step (forward, loss, backward, SGD) written so that it can be captured:
-the batch sits in buffers it owns (``load`` copies each batch in), the learning rates are 1-element arrays
+``StaticStep`` is the chapter's step written so that it can be captured. It begins by gathering its batch
+from the dataset that the loader keeps on the device (``BatchGather``: the epoch's order and the position in
+it live on the device too), then forward, loss, backward and SGD. The learning rates are 1-element arrays
 read when the update runs (``set_lr`` writes them between steps, so a schedule needs no new capture), the loss
 and the correct count are summed into device accumulators, and dropout's counter lives on the device
-(``random.PhiloxStream``). Nothing in ``StaticStep.step`` reads a value on the host, so on a GPU
-``CapturedStep`` records it once with CuPy's stream capture and then replays it with one launch per batch.
-On the CPU ``StaticStep.step`` simply runs: the same code, tested there against ``Trainer``'s eager step,
-bit for bit.
+(``random.PhiloxStream``). ``StaticEval`` is evaluation's step: gather, forward with dropout off, sums.
+Nothing in their ``step()`` reads a value on the host, so on a GPU ``CapturedStep`` records one once with
+CuPy's stream capture and then replays it with one launch per batch. On the CPU ``step()`` simply runs: the
+same code, tested there against ``Trainer``'s eager step and ``evaluate``, bit for bit.
+
+``CapturedTraining`` is what ``Trainer(capture=True)`` runs: for each loader a captured step for its full
+batches and an eager one for a smaller last batch.
 
 Capture has rules (CuPy's, see ``shared/research/gpu/README.md``): a private memory pool kept as long as the
 graph, warm-up on the capture stream, no cuBLAS (CuPy refuses it during capture, so ``ops.Linear``
 multiplies with ``backend.matmul``, which uses ``backend.capturable_gemm`` while ``backend.capturing()`` is
-on), no host reads (value checks are off inside the step: ``Trainer`` checks the labels of the whole dataset
-once instead). A model or optimizer outside what this handles is named by ``capture_problem``, and
-``Trainer`` then runs eagerly and says why. ``CapturedStep`` checks its first replay against the eager step
-from the same state and refuses a graph that disagrees.
+on), no host reads (value checks are off inside the step: ``loader_problem`` checks the labels of the whole
+dataset once instead). A model or optimizer outside what this handles is named by ``capture_problem``, and
+``Trainer`` then runs eagerly and says why. ``CapturedStep`` checks two replays against two eager steps from
+the same state and refuses a graph that disagrees (``CaptureMismatch``).
 """
 import contextlib
 import gc
@@ -23,6 +28,8 @@ import gc
 import numpy
 
 from . import autograd, backend
+from .backend import CudaKernel
+from .data.loader import PIXEL_SCALE
 from ._tensor import Tensor
 from .monitor import correct_count
 from .nn import Dropout, Flatten, Linear, ReLU, Sequential
@@ -31,6 +38,7 @@ from .optim import SGD
 from .random import dropout_stream
 
 CAPTURABLE_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
+CHECKED_STEPS = 2  # steps run eagerly and replayed, then compared, before a graph is used
 
 
 def capture_problem(model, optimizer, loss_fn=F.cross_entropy):
@@ -59,56 +67,96 @@ def capture_problem(model, optimizer, loss_fn=F.cross_entropy):
     return None
 
 
-def labels_problem(model, loader):
-    """Why the loader's labels cannot go through a captured step (which reads no values), or None: they are
-    checked here once, for the whole dataset, against the model's number of outputs."""
+def loader_problem(model, loader):
+    """Why the loader's batches cannot go through a captured step, or None. A captured step reads no values,
+    so the labels are checked here once, for the whole dataset, against the model's number of outputs."""
     classes = [module for module in model.modules() if isinstance(module, Linear)][-1].out_features
     low, high = int(loader.labels.min()), int(loader.labels.max())
     if low < 0 or high >= classes:
         return f"the labels run from {low} to {high}, outside [0, {classes - 1}]"
+    if len(loader.labels) // loader.batch_size < CHECKED_STEPS:
+        return (f"the loader has fewer than {CHECKED_STEPS} full batches of {loader.batch_size} (capturing runs "
+                f"{CHECKED_STEPS} to check the graph)")
     return None
 
 
-class StaticStep:
-    """The chapter's training step on static buffers: ``load(x, y)``, then ``step()``; ``set_lr()`` between steps.
+class BatchGather:
+    """The step's first act: gather its batch from the loader's dataset, which lives on the device, by an order
+    and a position that live there too, so a replayed graph takes the next batch by itself.
 
-    ``loss_sum`` (the sum of each step's mean loss times its batch size) and ``correct`` accumulate on the
-    device; ``take_sums()`` reads and resets them.
+    ``start_epoch(order)`` (between steps) writes the epoch's order (``DataLoader.epoch_order()``; None keeps
+    0, 1, ..., N - 1) and sets the position to 0. ``gather(x, y)`` (inside the step) writes the examples
+    ``order[position : position + B]`` into the buffers, pixels as ``DataLoader.batch`` makes them, and moves
+    the position on by B. An epoch has ``full_batches`` such gathers; a smaller last batch is the loader's.
     """
 
-    def __init__(self, model, optimizer, batch_shape, loss_fn=F.cross_entropy):
-        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+    def __init__(self, loader):
+        xp = backend.get_array_module(loader.images)
+        self.images = loader.images.reshape(len(loader.images), -1)  # uint8 (N, features), resident
+        self.labels = loader.labels
+        self.full_batches = len(self.labels) // loader.batch_size
+        with backend.on_device(loader.device):
+            self.order = xp.arange(len(self.labels), dtype=xp.int64)
+            self.position = xp.zeros(1, dtype=xp.int64)  # 1-D: a kernel reads position[0]
+
+    def start_epoch(self, order=None):
+        if order is not None:
+            self.order[...] = order
+        self.position.fill(0)
+
+    def gather(self, x, y):
+        if backend.get_array_module(x) is backend.cupy:
+            self.pixels_gpu(self.images, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
+            self.labels_gpu(self.labels, self.order, self.position, y)
+            self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
+            return
+        start = int(self.position[0])
+        rows = self.order[start:start + len(y)]
+        numpy.multiply(self.images[rows], PIXEL_SCALE, out=x.reshape(len(y), -1), dtype=numpy.float32)
+        y[...] = self.labels[rows]
+        self.position += len(y)
+
+    # The same three acts on a GPU. x is (B, features) in C order: element i is row i / features, column
+    # i % features.
+    pixels_gpu = CudaKernel("raw uint8 images, raw int64 order, raw int64 position, int64 features, float32 scale",
+                            "float32 x",
+                            "x = (float)images[order[position[0] + i / features] * features + i % features] * scale",
+                            "minigrad_gather_pixels")
+    labels_gpu = CudaKernel("raw int64 labels, raw int64 order, raw int64 position", "int64 y",
+                            "y = labels[order[position[0] + i]]", "minigrad_gather_labels")
+    advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")
+
+    def state(self):
+        return [self.position]
+
+
+class StaticBuffers:
+    """What both static steps share: the batch buffers ``x`` and ``y`` (filled by ``source.gather`` at the start of
+    each step when there is a source, by ``load`` before it otherwise) and the device sums of the loss (each step's
+    mean loss times its batch size) and of the correct count, which ``take_sums()`` reads and resets."""
+
+    def __init__(self, model, batch_shape, loss_fn, source):
+        self.model, self.loss_fn, self.source = model, loss_fn, source
         parameter = next(iter(model.parameters()))
-        self.device, dtype = parameter.device, parameter.dtype
-        xp = backend.get_array_module(parameter.data)
+        self.device, self.dtype, self.batch_size = parameter.device, parameter.dtype, batch_shape[0]
+        xp = backend.module_for(self.device)
         with backend.on_device(self.device):
-            self.x = Tensor(xp.zeros(batch_shape, dtype=dtype))
-            self.y = Tensor(xp.zeros(batch_shape[0], dtype=xp.int64))
-            self.lrs = [xp.zeros(1, dtype=dtype) for _ in optimizer.param_groups]  # 1-D: a kernel reads lr[0]
-            self.loss_sum = xp.zeros((), dtype=dtype)
+            self.x = Tensor(xp.zeros(batch_shape, dtype=self.dtype))
+            self.y = Tensor(xp.zeros(self.batch_size, dtype=xp.int64))
+            self.loss_sum = xp.zeros((), dtype=self.dtype)
             self.correct = xp.zeros((), dtype=xp.int64)
-        self.batch_size = batch_shape[0]
-        self.set_lr()
 
     def load(self, x, y):
         """Copy a batch (Tensors of the buffers' shapes, on their device) into the static buffers."""
         self.x.data[...] = x.data
         self.y.data[...] = y.data
 
-    def set_lr(self):
-        """Write each parameter group's current learning rate into its device scalar."""
-        for group, lr in zip(self.optimizer.param_groups, self.lrs):
-            lr.fill(group["lr"])
+    def gather(self):
+        if self.source is not None:
+            self.source.gather(self.x.data, self.y.data)
 
-    def step(self):
-        """Forward, loss, backward and SGD on the loaded batch; the loss and correct count added to the sums."""
-        self.model.train()
-        logits = self.model(self.x)
-        loss = self.loss_fn(logits, self.y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step(lr_arrays=self.lrs)
-        self.loss_sum += loss.data * self.loss_sum.dtype.type(self.batch_size)
+    def add_to_sums(self, loss, logits):
+        self.loss_sum += loss.data * self.dtype.type(self.batch_size)
         self.correct += correct_count(logits, self.y)
 
     def take_sums(self):
@@ -118,44 +166,113 @@ class StaticStep:
         self.correct.fill(0)
         return sums
 
+    def state(self):
+        """The arrays a step changes (``CapturedStep`` snapshots, restores and compares them)."""
+        return [self.loss_sum, self.correct] + (self.source.state() if self.source is not None else [])
 
-class CaptureMismatch(RuntimeError):
-    """The replayed graph's first step disagreed with the eager step from the same state."""
+
+class StaticStep(StaticBuffers):
+    """The chapter's training step on static buffers: ``step()`` trains on the batch; ``set_lr()`` between steps
+    writes the learning rates into the 1-element arrays the update reads."""
+
+    def __init__(self, model, optimizer, batch_shape, loss_fn=F.cross_entropy, source=None):
+        super().__init__(model, batch_shape, loss_fn, source)
+        self.optimizer = optimizer
+        xp = backend.module_for(self.device)
+        with backend.on_device(self.device):
+            self.lrs = [xp.zeros(1, dtype=self.dtype) for _ in optimizer.param_groups]  # a kernel reads lr[0]
+        self.set_lr()
+
+    def set_lr(self):
+        """Write each parameter group's current learning rate into its device scalar."""
+        for group, lr in zip(self.optimizer.param_groups, self.lrs):
+            lr.fill(group["lr"])
+
+    def step(self):
+        """Gather (with a source), forward, loss, backward and SGD; the loss and correct count added to the sums."""
+        self.gather()
+        self.model.train()
+        logits = self.model(self.x)
+        loss = self.loss_fn(logits, self.y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step(lr_arrays=self.lrs)
+        self.add_to_sums(loss, logits)
+
+    def state(self):
+        counter = [] if self.device == "cpu" else [dropout_stream(self.device).counter_on_device]
+        return [p.data for p in self.model.parameters()] + counter + super().state()
+
+
+class StaticEval(StaticBuffers):
+    """Evaluation's step on static buffers: the model's output on the batch (no graph, dropout off), its loss
+    and correct count added to the sums."""
+
+    def __init__(self, model, batch_shape, loss_fn=F.cross_entropy, source=None):
+        super().__init__(model, batch_shape, loss_fn, source)
+
+    def step(self):
+        self.gather()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with autograd.no_grad():
+                logits = self.model(self.x)
+                self.add_to_sums(self.loss_fn(logits, self.y), logits)
+        finally:
+            self.model.train(was_training)
+
+
+class CaptureProblem(RuntimeError):
+    """A step could not be captured (the message says why); nothing was changed, so it can run eagerly."""
+
+
+class CaptureMismatch(CaptureProblem):
+    """Replaying the captured graph disagreed with running the same steps eagerly from the same state."""
 
 
 class CapturedStep:
-    """``StaticStep.step`` recorded as a CUDA graph on its own stream and memory pool, and replayed by ``step()``.
+    """A static step (``StaticStep`` or ``StaticEval``, with a ``BatchGather`` source) recorded as a CUDA graph
+    on its own stream and memory pool, and replayed by ``step()``.
 
-    Setting up: a warm-up on the capture stream (compiles every kernel, fills the pool), one eager step from
-    a snapshot of the state as the reference, the capture, one replay from the same snapshot compared with
-    the reference (``CaptureMismatch`` when they differ), and the snapshot restored. So capturing leaves the
-    model, the dropout counter and the sums as they were.
+    Setting up: a warm-up on the capture stream (compiles every kernel, fills the pool); ``checks`` eager steps
+    from a snapshot of the step's state as the reference; the capture; as many replays from the same snapshot,
+    compared with the reference bit for bit (``CaptureMismatch`` when they differ: two steps also check that the
+    batch position and the dropout counter move on); the snapshot restored. So capturing leaves the model, the
+    dropout counter and the sums as they were.
+
+    Work on other streams and the replays are ordered on the GPU by events, without the host waiting:
+    ``start_epoch`` runs after what the current stream has queued, and ``wait_for_replays()`` makes the
+    current stream wait for the replays launched so far.
     """
 
-    def __init__(self, static, warmup=2):
+    def __init__(self, static, warmup=CHECKED_STEPS, checks=CHECKED_STEPS):
         cupy = backend.cupy
         self.static, self.done = static, None
+        self.full_batches = static.source.full_batches
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pool = cupy.cuda.MemoryPool()  # private: the graph's arrays live as long as the graph
         cupy.cuda.get_current_stream().synchronize()
         with self._on_capture_stream():
-            snapshot = self._snapshot()
+            snapshot = [array.copy() for array in static.state()]
             try:
-                worst = self._warm_up_capture_and_check(snapshot, warmup)
+                mismatch = self._warm_up_capture_and_check(snapshot, warmup, checks)
             finally:  # also when capturing fails: training goes on, eagerly, from the state it had
                 self._restore(snapshot)
                 self.stream.synchronize()
-        if worst != 0.0:
-            raise CaptureMismatch(f"the captured step's weights differ from the eager step's by up to {worst:.3g}")
+        if mismatch:
+            raise CaptureMismatch(f"after {checks} steps the replayed graph and the eager steps differ in "
+                                  f"{mismatch}")
 
-    def _warm_up_capture_and_check(self, snapshot, warmup):
-        """Warm up, take the eager reference, capture, replay once; the largest weight difference to the reference."""
+    def _warm_up_capture_and_check(self, snapshot, warmup, checks):
+        """Warm up, run the eager reference, capture, replay; what differs from the reference ('' if nothing)."""
         static = self.static
         for _ in range(warmup):
             static.step()
         self._restore(snapshot)
-        static.step()  # the reference: the eager step from the snapshot
-        reference = [p.data.copy() for p in static.model.parameters()]
+        for _ in range(checks):
+            static.step()
+        reference = [array.copy() for array in static.state()]
         self._restore(snapshot)
         self.stream.synchronize()
         gc.collect()
@@ -169,9 +286,12 @@ class CapturedStep:
         finally:
             gc.enable()
         self.graph.upload(self.stream)
-        self.graph.launch(self.stream)
+        for _ in range(checks):
+            self.graph.launch(self.stream)
         self.stream.synchronize()
-        return max(float(abs(p.data - r).max()) for p, r in zip(static.model.parameters(), reference))
+        differ = [index for index, (array, expected) in enumerate(zip(static.state(), reference))
+                  if not bool((array == expected).all())]
+        return ", ".join(f"state array {index} of shape {reference[index].shape}" for index in differ)
 
     @contextlib.contextmanager
     def _on_capture_stream(self):
@@ -183,38 +303,32 @@ class CapturedStep:
         finally:
             autograd.set_value_checks(previous)
 
-    def _snapshot(self):
-        static = self.static
-        return ([p.data.copy() for p in static.model.parameters()],
-                dropout_stream(static.device).counter_on_device.copy(), static.loss_sum.copy(), static.correct.copy())
-
     def _restore(self, snapshot):
-        weights, counter, loss_sum, correct = snapshot
-        for parameter, saved in zip(self.static.model.parameters(), weights):
-            parameter.data[...] = saved
-        dropout_stream(self.static.device).counter_on_device[...] = counter
-        self.static.loss_sum[...] = loss_sum
-        self.static.correct[...] = correct
+        for array, saved in zip(self.static.state(), snapshot):
+            array[...] = saved
 
-    # The batches are made on the current stream and the graph runs on its own: events order the two on the GPU,
-    # without the host waiting. A batch is copied in after it was made and after the previous replay read the
-    # buffers; the replay starts after the copy.
-    def load(self, x, y):
-        current = backend.cupy.cuda.get_current_stream()
-        self.wait_for_replays(current)
-        self.static.load(x, y)
-        self.stream.wait_event(current.record())
+    def on_stream(self):
+        """The graph's stream as the current one (``with captured.on_stream():``), so that other work of the pass
+        (a smaller last batch, the monitor's marks) queues behind the replays."""
+        return self.stream
 
-    def wait_for_replays(self, stream):
-        """Make ``stream`` wait (on the GPU) until the replays launched so far have finished."""
+    def start_epoch(self, order=None):
+        """Before an epoch's replays: its order (see ``BatchGather``), after the current stream's queued work."""
+        self.stream.wait_event(backend.current_stream().record())
+        with self.stream:
+            self.static.source.start_epoch(order)
+
+    def wait_for_replays(self):
+        """Make the current stream wait (on the GPU) until the replays launched so far have finished."""
         if self.done is not None:
-            stream.wait_event(self.done)
+            backend.current_stream().wait_event(self.done)
 
     def set_lr(self):
         with self.stream:
             self.static.set_lr()
 
     def step(self):
+        """Replay: one step on the next batch of the epoch (at most ``full_batches`` per ``start_epoch``)."""
         self.graph.launch(self.stream)
         self.done = self.stream.record()
 
@@ -222,3 +336,87 @@ class CapturedStep:
         self.stream.synchronize()
         with self.stream:
             return self.static.take_sums()
+
+
+class CapturedTraining:
+    """What ``Trainer`` runs when capture is on: each loader's full batches by replaying a captured step (one for
+    training, one for evaluation, made on a loader's first use), a smaller last batch eagerly."""
+
+    def __init__(self, model, optimizer, loss_fn=F.cross_entropy):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.steps = {}  # (loader, training) -> (CapturedStep, the static step for a smaller last batch or None)
+
+    def train_epoch(self, loader, monitor, epoch):
+        """One epoch, timed and shown by ``monitor``; the (loss sum, correct, examples) for ``end_epoch(sums=)``."""
+        replay = self.start(loader, training=True)
+        with replay.captured.on_stream():  # the monitor's marks then time the replays
+            for index in monitor.epoch(range(len(loader)), epoch):
+                replay.step(index)
+                monitor.replayed_step()
+        return replay.finish()
+
+    def evaluate(self, loader):
+        """Mean loss and accuracy over ``loader``, dropout off, as ``train.evaluate`` gives them."""
+        replay = self.start(loader, training=False)
+        with replay.captured.on_stream():
+            for index in range(len(loader)):
+                replay.step(index)
+        loss_sum, correct, count = replay.finish()
+        return {"loss": loss_sum / count, "acc": correct / count}
+
+    def start(self, loader, training=True):
+        """A ``Replay`` of one pass over ``loader`` (capturing its step first, on the loader's first pass)."""
+        if (loader, training) not in self.steps:
+            problem = loader_problem(self.model, loader)
+            if problem is not None:
+                raise CaptureProblem(problem)
+
+            def static(shape, source=None):
+                if training:
+                    return StaticStep(self.model, self.optimizer, shape, self.loss_fn, source)
+                return StaticEval(self.model, shape, self.loss_fn, source)
+            shape = (loader.batch_size, *loader.images.shape[1:])
+            tail = 0 if loader.drop_last else len(loader.labels) % loader.batch_size
+            try:
+                self.steps[loader, training] = (CapturedStep(static(shape, BatchGather(loader))),
+                                                static((tail, *shape[1:])) if tail else None)
+            except CaptureProblem:
+                raise
+            except Exception as error:  # CuPy's refusals and CUDA's errors: this step cannot be captured here
+                raise CaptureProblem(f"capturing failed ({type(error).__name__}: {error})") from error
+        captured, last = self.steps[loader, training]
+        if training:
+            for step in (captured, last):
+                if step is not None:
+                    step.set_lr()
+        return Replay(loader, captured, last)
+
+
+class Replay:
+    """One pass over a loader's batches in the order drawn for it: ``step(index)`` for each batch number in turn
+    (a replay for a full batch, the eager static step for a smaller last one), then ``finish()``. The steps run
+    best inside ``with replay.captured.on_stream():``; outside it, the last batch waits for the replays on the GPU.
+    """
+
+    def __init__(self, loader, captured, last):
+        self.loader, self.captured, self.last = loader, captured, last
+        self.order = loader.epoch_order()
+        captured.start_epoch(self.order)
+        self.loss_sum = self.correct = self.count = 0
+
+    def step(self, index):
+        if index < self.captured.full_batches:
+            self.captured.step()
+            self.count += self.captured.static.batch_size
+            return
+        self.captured.wait_for_replays()  # the last batch: the same static step, run eagerly on its own buffers
+        self.last.load(*self.loader.batch(self.order, index))
+        self.last.step()
+        loss_sum, correct = self.last.take_sums()
+        self.loss_sum, self.correct = self.loss_sum + loss_sum, self.correct + correct
+        self.count += self.last.batch_size
+
+    def finish(self):
+        """(loss sum, correct count, examples) of the pass (the host waits for the replays)."""
+        loss_sum, correct = self.captured.take_sums()
+        return self.loss_sum + loss_sum, self.correct + correct, self.count

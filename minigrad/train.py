@@ -6,7 +6,7 @@ same step can instead be captured once as a CUDA graph and replayed (``capture.p
 """
 import sys
 
-from . import backend
+from . import capture
 from .autograd import no_grad
 from .monitor import Monitor, correct_count
 from .nn import functional as F
@@ -49,10 +49,10 @@ class Trainer:
     the model's. ``history`` gets one dict per epoch; ``stopwatch`` the step, epoch and evaluation
     times. ``on_epoch_end(record)`` is called after each epoch (to print, save metrics, ...).
 
-    ``capture``: with True, the step of a model on a GPU is captured as a CUDA graph and replayed
-    (``capture.CapturedStep``; the last, smaller batch of an epoch runs eagerly); when that cannot be done
-    the Trainer says why in one line and runs eagerly. False (the default for now, until a GPU run has
-    checked the captured path) runs eagerly.
+    ``capture``: with True, the training step and the evaluation of a model on a GPU are captured as CUDA
+    graphs and replayed (``capture.CapturedTraining``: the batches are gathered inside the graph, a smaller
+    last batch runs eagerly); when that cannot be done the Trainer says why in one line and runs eagerly.
+    False (the default for now, until a GPU run has checked the captured path) runs eagerly.
     """
 
     def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=False):
@@ -60,8 +60,7 @@ class Trainer:
         parameter = next(iter(model.parameters()), None)
         self.monitor = Monitor(parameter.device if parameter is not None else "cpu", progress)
         self.capture = capture
-        self.captured = None  # the CapturedStep once built; capture_off says why there is none
-        self.last_batch_step = None  # the StaticStep of an epoch's smaller last batch, run eagerly
+        self.captured = None  # the capture.CapturedTraining when capture is on; capture_off says why it is not
         self.capture_off = None if capture else "not asked for"
 
     @property
@@ -82,9 +81,12 @@ class Trainer:
         Returns the (loss sum, correct, examples) of replayed steps for ``end_epoch(sums=...)``, or None.
         """
         if self.capture_off is None and self.captured is None:
-            self._capture(loader)
+            self._start_capture()
         if self.captured is not None:
-            return self._replay_epoch(loader, epoch)
+            try:  # a loader's step is captured on its first pass; a failed capture changed nothing
+                return self.captured.train_epoch(loader, self.monitor, epoch)
+            except capture.CaptureProblem as problem:
+                self._capture_failed(problem)
         self.model.train()
         for x, y in self.monitor.epoch(loader, epoch):
             logits = self.model(x)
@@ -95,53 +97,30 @@ class Trainer:
             self.monitor.step(loss, logits, y)
         return None
 
-    def _capture(self, loader):
-        """Build the CapturedStep for the loader's full batches, or say in one line why the step runs eagerly."""
-        from . import capture
+    def evaluate(self, loader):
+        """``evaluate(model, loader)``, by replaying a captured step when the training step is captured."""
+        if self.captured is not None:
+            try:
+                return self.captured.evaluate(loader)
+            except capture.CaptureProblem as problem:
+                self._capture_failed(problem)
+        return evaluate(self.model, loader, self.loss_fn)
+
+    def _start_capture(self):
         problem = capture.capture_problem(self.model, self.optimizer, self.loss_fn)
         if problem is None:
-            problem = capture.labels_problem(self.model, loader)
-        if problem is None:
-            try:
-                static = capture.StaticStep(self.model, self.optimizer, (loader.batch_size, *loader.images.shape[1:]),
-                                            self.loss_fn)
-                self.captured = capture.CapturedStep(static)
-            except Exception as error:  # noqa: BLE001 - any failure to capture means: run eagerly, and say why
-                problem = f"capturing failed ({type(error).__name__}: {error})"
-        if problem is not None:
-            self.capture_off = problem
-            print(f"capture off: {problem}; the step runs eagerly", file=sys.stderr)
+            self.captured = capture.CapturedTraining(self.model, self.optimizer, self.loss_fn)
+        else:
+            self._capture_failed(problem)
 
-    def _replay_epoch(self, loader, epoch):
-        """An epoch of replays (and an eager step for a smaller last batch); the sums for end_epoch."""
-        from . import capture
-        captured = self.captured
-        captured.set_lr()
-        loss_sum = correct = count = 0
-        for x, y in self.monitor.epoch(loader, epoch):
-            if len(y) == captured.static.batch_size:
-                captured.load(x, y)
-                captured.step()
-            else:  # the last, smaller batch: the same static step, run eagerly on its own buffers
-                captured.wait_for_replays(backend.current_stream())
-                last = self.last_batch_step
-                if last is None or tuple(last.x.shape) != tuple(x.shape):
-                    last = self.last_batch_step = capture.StaticStep(self.model, self.optimizer, tuple(x.shape),
-                                                                     self.loss_fn)
-                last.set_lr()
-                last.load(x, y)
-                last.step()
-                partial = last.take_sums()
-                loss_sum, correct = loss_sum + partial[0], correct + partial[1]
-            count += len(y)
-            self.monitor.replayed_step()
-        replayed = captured.take_sums()
-        return loss_sum + replayed[0], correct + replayed[1], count
+    def _capture_failed(self, problem):
+        self.captured, self.capture_off = None, problem
+        print(f"capture off: {problem}; the step runs eagerly", file=sys.stderr)
 
     def fit(self, train_loader, test_loader, epochs, on_epoch_end=None):
         for epoch in range(len(self.history) + 1, len(self.history) + epochs + 1):
             sums = self.train_epoch(train_loader, epoch)
-            record = self.monitor.end_epoch(lambda: evaluate(self.model, test_loader, self.loss_fn), sums)
+            record = self.monitor.end_epoch(lambda: self.evaluate(test_loader), sums)
             if self.scheduler is not None:
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()

@@ -112,6 +112,7 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     first = [slices.next_slice() for _ in range(3)]
     assert [len(part) for part in first] == [2, 2, 3]
     assert [batch for part in first for batch in part] == list(range(7)) and Loader.epochs == 1
+    assert [part.indices for part in first] == [range(0, 2), range(2, 4), range(4, 7)]
     assert list(slices.next_slice()) == [0, 1] and Loader.epochs == 2  # the next epoch
     assert [len(EpochSlices(Loader(), 20).next_slice())] == [1]  # never an empty slice
 

@@ -1,15 +1,17 @@
 """The static-buffer step that a GPU captures as a CUDA graph: on the CPU it runs eagerly and must equal the
 Trainer's eager step bit for bit; the learning rate is read when the step runs; what capture cannot handle is
 named. The CUDA tests (replay against eager, the fallback, the accumulators) run where CuPy finds a GPU."""
+import contextlib
+
 import numpy as np
 import pytest
 
 import minigrad as mg
 from examples.chapter import concise_mlp
-from minigrad import nn
-from minigrad.capture import StaticStep, capture_problem, labels_problem
+from minigrad import capture, nn
+from minigrad.capture import BatchGather, StaticEval, StaticStep, capture_problem, loader_problem
 from minigrad.data import ArrayDataset, DataLoader
-from minigrad.train import Trainer
+from minigrad.train import Trainer, evaluate
 
 needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
 
@@ -18,6 +20,138 @@ def loader(device="cpu", count=300, batch=64, seed=0):
     rng = np.random.default_rng(seed)
     data = ArrayDataset(rng.integers(0, 256, (count, 784)).astype(np.uint8), rng.integers(0, 10, count))
     return DataLoader(data, batch, shuffle=True, device=device, seed=0)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("flatten", [True, False])
+def test_the_gather_gives_the_loaders_batches_bit_for_bit(device, shuffle, flatten):
+    """On every device: on a GPU its three kernels against the loader's own batches."""
+    rng = np.random.default_rng(3)
+    data = ArrayDataset(rng.integers(0, 256, (200, 28, 28)).astype(np.uint8), rng.integers(0, 10, 200))
+    batches = DataLoader(data, 64, shuffle=shuffle, seed=5, flatten=flatten, device=device)
+    gather = BatchGather(batches)
+    assert gather.full_batches == 3
+    xp = mg.backend.module_for(device)
+    with mg.backend.on_device(device):
+        x, y = xp.zeros((64, *batches.images.shape[1:]), np.float32), xp.zeros(64, np.int64)
+    for epoch in range(2):  # a fresh order each epoch, as iter(loader) draws
+        order = batches.epoch_order()
+        gather.start_epoch(order)
+        for index in range(gather.full_batches):
+            gather.gather(x, y)
+            expected_x, expected_y = batches.batch(order, index)
+            np.testing.assert_array_equal(mg.backend.to_numpy(x), mg.backend.to_numpy(expected_x.data))
+            np.testing.assert_array_equal(mg.backend.to_numpy(y), mg.backend.to_numpy(expected_y.data))
+        assert int(gather.position[0]) == 192
+
+
+def test_the_static_step_gathering_its_batches_equals_the_trainers_eager_epoch_bit_for_bit():
+    batches = loader(count=320)  # full batches only
+    mg.manual_seed(0)
+    eager = concise_mlp(hidden=(32, 32))
+    trainer = Trainer(eager, mg.optim.SGD(eager.parameters(), lr=0.5), progress=False)
+    trainer.train_epoch(batches, 1)
+    eager_record = trainer.monitor.end_epoch()
+
+    batches = loader(count=320)
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=(32, 32))
+    gather = BatchGather(batches)
+    step = StaticStep(model, mg.optim.SGD(model.parameters(), lr=0.5), (64, 784), source=gather)
+    gather.start_epoch(batches.epoch_order())
+    for _ in range(gather.full_batches):
+        step.step()
+    for ours, theirs in zip(model.parameters(), eager.parameters()):
+        np.testing.assert_array_equal(ours.data, theirs.data)
+    loss_sum, correct = step.take_sums()
+    assert correct / 320 == eager_record["train_acc"]
+    assert loss_sum / 320 == pytest.approx(eager_record["train_loss"], rel=1e-6)
+
+
+def test_the_static_evaluation_equals_evaluate():
+    batches = loader(count=320, seed=2)
+    model = concise_mlp(hidden=(32, 32))
+    model.train()
+    gather = BatchGather(batches)
+    step = StaticEval(model, (64, 784), source=gather)
+    gather.start_epoch(batches.epoch_order())
+    for _ in range(gather.full_batches):
+        step.step()
+    loss_sum, correct = step.take_sums()
+    expected = evaluate(model, loader(count=320, seed=2))
+    assert correct / 320 == expected["acc"]
+    assert loss_sum / 320 == pytest.approx(expected["loss"], rel=1e-6)
+    assert model.training  # its mode is restored
+    assert mg.random.dropout_stream("cpu").counter == 0  # dropout was off
+
+
+class EagerStandIn:
+    """CapturedStep's interface, running the static step eagerly instead of replaying a graph: the Trainer's
+    captured path (the order, the gathers, the smaller last batch, the sums, evaluation) on the CPU."""
+
+    def __init__(self, static):
+        self.static, self.full_batches = static, static.source.full_batches
+
+    def start_epoch(self, order=None):
+        self.static.source.start_epoch(order)
+
+    def wait_for_replays(self):
+        pass
+
+    def on_stream(self):
+        return contextlib.nullcontext()
+
+    def set_lr(self):
+        self.static.set_lr()
+
+    def step(self):
+        self.static.step()
+
+    def take_sums(self):
+        return self.static.take_sums()
+
+
+def test_the_trainers_captured_path_equals_its_eager_path(monkeypatch):
+    """Two epochs with smaller last batches, shuffled training and evaluation: the same weights, the same
+    records (the loss sums are added in another order), the same dropout counter."""
+    results = []
+    for captured in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr(capture, "CapturedStep", EagerStandIn)
+            patch.setattr(capture, "capture_problem", lambda *args: None)
+            mg.manual_seed(0)
+            model = concise_mlp(hidden=(32, 32))
+            trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
+            history = trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=2)
+            assert (trainer.captured is not None) == captured
+        results.append((history, [p.data.copy() for p in model.parameters()], mg.random.dropout_stream("cpu").counter))
+    (history, weights, counter), (eager_history, eager_weights, eager_counter) = results
+    for ours, theirs in zip(weights, eager_weights):
+        np.testing.assert_array_equal(ours, theirs)
+    assert counter == eager_counter
+    for record, eager in zip(history, eager_history):
+        assert record["train_acc"] == eager["train_acc"] and record["test_acc"] == eager["test_acc"]
+        assert record["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-6)
+        assert record["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-6)
+
+
+def test_a_failed_capture_says_why_and_trains_eagerly_from_where_it_was(monkeypatch, capsys):
+    def refuse(static):
+        raise RuntimeError("cuBLAS is not allowed while capturing")
+    histories = []
+    for captured in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr(capture, "CapturedStep", refuse)
+            patch.setattr(capture, "capture_problem", lambda *args: None)
+            mg.manual_seed(0)
+            model = concise_mlp(hidden=(16, 16))
+            trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
+            histories.append([{k: v for k, v in r.items() if "seconds" not in k}
+                              for r in trainer.fit(loader(), loader(seed=1), epochs=2)])
+            assert trainer.captured is None
+    assert histories[0] == histories[1]
+    assert capsys.readouterr().err == ("capture off: capturing failed (RuntimeError: cuBLAS is not allowed while "
+                                       "capturing); the step runs eagerly\n")
 
 
 def test_the_static_step_equals_the_trainers_eager_step_bit_for_bit():
@@ -101,9 +235,17 @@ def test_a_forward_hook_rules_capture_out():
 
 def test_labels_are_checked_once_against_the_models_outputs():
     model = concise_mlp(hidden=(8, 8))
-    assert labels_problem(model, loader()) is None
+    assert loader_problem(model, loader()) is None
     bad = DataLoader(ArrayDataset(np.zeros((4, 784), np.uint8), np.array([0, 1, 10, 3])), 2)
-    assert labels_problem(model, bad) == "the labels run from 0 to 10, outside [0, 9]"
+    assert loader_problem(model, bad) == "the labels run from 0 to 10, outside [0, 9]"
+
+
+def test_a_loader_too_short_for_the_capture_check_is_named():
+    """Capturing runs two steps to check the graph: a loader needs two full batches, or the gather would read
+    past the end of its order."""
+    model = concise_mlp(hidden=(8, 8))
+    assert "fewer than 2 full batches of 64" in loader_problem(model, loader(count=127))
+    assert loader_problem(model, loader(count=128)) is None
 
 
 def test_asking_for_capture_on_the_cpu_says_why_not_and_trains_the_same(capsys):
@@ -237,10 +379,11 @@ def test_cuda_replayed_step_reads_the_learning_rate_at_replay_time():
     model = concise_mlp(hidden=(32, 32), device="cuda")
     optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
     trainer = Trainer(model, optimizer, progress=False, capture=True)
-    trainer.train_epoch(loader("cuda", count=128, batch=64), 1)
+    batches = loader("cuda", count=128, batch=64)  # one loader: its graph is captured once, in epoch 1
+    trainer.train_epoch(batches, 1)
     before = [p.data.copy() for p in model.parameters()]
     optimizer.param_groups[0]["lr"] = 1e-30  # effectively no update, if and only if the graph reads it
-    trainer.train_epoch(loader("cuda", count=128, batch=64), 2)
+    trainer.train_epoch(batches, 2)
     for ours, theirs in zip(model.parameters(), before):
         np.testing.assert_allclose(mg.backend.to_numpy(ours.data), mg.backend.to_numpy(theirs), atol=1e-20)
 
@@ -266,3 +409,29 @@ def test_cuda_accumulators_give_the_epochs_loss_and_accuracy():
         records.append(trainer.fit(loader("cuda", count=600), loader("cuda", seed=1), epochs=1)[0])
     assert records[0]["train_acc"] == pytest.approx(records[1]["train_acc"], abs=0.02)
     assert records[0]["train_loss"] == pytest.approx(records[1]["train_loss"], rel=1e-3)
+
+
+@needs_cuda
+def test_cuda_a_seeded_epoch_follows_the_cpus_losses_step_by_step():
+    """Same seed on cpu and cuda: the same starting weights, order and dropout masks, so each step's loss
+    agrees to 1e-4 (relative), and so does the captured epoch's mean loss."""
+    losses = {}
+    for device in ("cpu", "cuda:0"):
+        mg.manual_seed(0)
+        model = concise_mlp(device=device)
+        optimizer = mg.optim.SGD(model.parameters(), lr=0.1)
+        losses[device] = []
+        for x, y in loader(device, count=1280, batch=256):
+            loss = mg.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses[device].append(float(loss.data))
+    np.testing.assert_allclose(losses["cuda:0"], losses["cpu"], rtol=1e-4)
+
+    mg.manual_seed(0)
+    model = concise_mlp(device="cuda")
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False, capture=True)
+    record = trainer.monitor.end_epoch(sums=trainer.train_epoch(loader("cuda", count=1280, batch=256), 1))
+    assert trainer.captured is not None, trainer.capture_off
+    assert record["train_loss"] == pytest.approx(np.mean(losses["cpu"]), rel=1e-4)

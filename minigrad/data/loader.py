@@ -12,6 +12,8 @@ from .. import backend
 from ..random import generator
 from .._tensor import Tensor
 
+PIXEL_SCALE = numpy.float32(1.0 / 255.0)  # uint8 pixels times this: float32 in [0, 1]
+
 
 class ArrayDataset:
     """A dataset made of two arrays: ``images`` (N, ...) and integer ``labels`` (N,)."""
@@ -76,14 +78,23 @@ class DataLoader:
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
     def __iter__(self):
+        order = self.epoch_order()
+        for index in range(len(self)):
+            yield self.batch(order, index)
+
+    def epoch_order(self):
+        """The order of one epoch's examples on the loader's device (one upload), or None when not shuffling.
+
+        Each call draws a fresh permutation from the shuffling generator, as each ``iter(loader)`` does.
+        """
+        if not self.shuffle:
+            return None
+        return backend.to_device(self.order_generator.permutation(len(self.labels)), self.device)
+
+    def batch(self, order, index):
+        """Batch number ``index`` of the epoch whose ``epoch_order()`` is ``order``: Tensors (x, y)."""
         xp = backend.get_array_module(self.images)
-        order = None
-        if self.shuffle:
-            order = self.order_generator.permutation(len(self.labels))
-            order = backend.to_device(order, self.device)  # one upload per epoch
-        scale = numpy.float32(1.0 / 255.0)
-        for batch in range(len(self)):
-            rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-            index = rows if order is None else order[rows]
-            x = xp.multiply(self.images[index], scale, dtype=xp.float32)  # uint8 -> float32 and scaled, one pass
-            yield Tensor(x), Tensor(self.labels[index])
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        rows = rows if order is None else order[rows]
+        x = xp.multiply(self.images[rows], PIXEL_SCALE, dtype=xp.float32)  # uint8 -> float32 and scaled, one pass
+        return Tensor(x), Tensor(self.labels[rows])
