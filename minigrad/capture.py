@@ -127,7 +127,7 @@ class BatchGather:
     advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")
 
     def state(self):
-        return [self.position]
+        return {"the batch position": self.position}
 
 
 class StaticBuffers:
@@ -167,8 +167,9 @@ class StaticBuffers:
         return sums
 
     def state(self):
-        """The arrays a step changes (``CapturedStep`` snapshots, restores and compares them)."""
-        return [self.loss_sum, self.correct] + (self.source.state() if self.source is not None else [])
+        """The arrays a step changes, by name (``CapturedStep`` snapshots, restores and compares them)."""
+        return {"the loss sum": self.loss_sum, "the correct count": self.correct,
+                **(self.source.state() if self.source is not None else {})}
 
 
 class StaticStep(StaticBuffers):
@@ -200,8 +201,9 @@ class StaticStep(StaticBuffers):
         self.add_to_sums(loss, logits)
 
     def state(self):
-        counter = [] if self.device == "cpu" else [dropout_stream(self.device).counter_on_device]
-        return [p.data for p in self.model.parameters()] + counter + super().state()
+        parameters = {f"parameter {name} {tuple(p.shape)}": p.data for name, p in self.model.named_parameters()}
+        counter = {} if self.device == "cpu" else {"the dropout counter": dropout_stream(self.device).counter_on_device}
+        return {**parameters, **counter, **super().state()}
 
 
 class StaticEval(StaticBuffers):
@@ -248,13 +250,13 @@ class CapturedStep:
 
     def __init__(self, static, warmup=CHECKED_STEPS, checks=CHECKED_STEPS):
         cupy = backend.cupy
-        self.static, self.done = static, None
+        self.static = static
         self.full_batches = static.source.full_batches
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pool = cupy.cuda.MemoryPool()  # private: the graph's arrays live as long as the graph
         cupy.cuda.get_current_stream().synchronize()
         with self._on_capture_stream():
-            snapshot = [array.copy() for array in static.state()]
+            snapshot = [array.copy() for array in static.state().values()]
             try:
                 mismatch = self._warm_up_capture_and_check(snapshot, warmup, checks)
             finally:  # also when capturing fails: training goes on, eagerly, from the state it had
@@ -272,7 +274,7 @@ class CapturedStep:
         self._restore(snapshot)
         for _ in range(checks):
             static.step()
-        reference = [array.copy() for array in static.state()]
+        reference = {name: array.copy() for name, array in static.state().items()}
         self._restore(snapshot)
         self.stream.synchronize()
         gc.collect()
@@ -289,9 +291,7 @@ class CapturedStep:
         for _ in range(checks):
             self.graph.launch(self.stream)
         self.stream.synchronize()
-        differ = [index for index, (array, expected) in enumerate(zip(static.state(), reference))
-                  if not bool((array == expected).all())]
-        return ", ".join(f"state array {index} of shape {reference[index].shape}" for index in differ)
+        return ", ".join(name for name, array in static.state().items() if not bool((array == reference[name]).all()))
 
     @contextlib.contextmanager
     def _on_capture_stream(self):
@@ -304,7 +304,7 @@ class CapturedStep:
             autograd.set_value_checks(previous)
 
     def _restore(self, snapshot):
-        for array, saved in zip(self.static.state(), snapshot):
+        for array, saved in zip(self.static.state().values(), snapshot):
             array[...] = saved
 
     def on_stream(self):
@@ -320,8 +320,7 @@ class CapturedStep:
 
     def wait_for_replays(self):
         """Make the current stream wait (on the GPU) until the replays launched so far have finished."""
-        if self.done is not None:
-            backend.current_stream().wait_event(self.done)
+        backend.current_stream().wait_event(self.stream.record())
 
     def set_lr(self):
         with self.stream:
@@ -330,7 +329,6 @@ class CapturedStep:
     def step(self):
         """Replay: one step on the next batch of the epoch (at most ``full_batches`` per ``start_epoch``)."""
         self.graph.launch(self.stream)
-        self.done = self.stream.record()
 
     def take_sums(self):
         self.stream.synchronize()
