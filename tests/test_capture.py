@@ -154,6 +154,115 @@ def test_a_failed_capture_says_why_and_trains_eagerly_from_where_it_was(monkeypa
                                        "capturing); the step runs eagerly\n")
 
 
+class FakeCuda:
+    """Just enough of ``cupy.cuda`` for CapturedStep's own logic to run on the CPU. NumPy cannot record work, so
+    a "capture" runs the step and then puts its state back (a real capture executes nothing), and the graph it
+    returns runs ``replay`` (by default the step again) at each launch."""
+
+    def __init__(self, static, replay=None):
+        fake = self
+
+        class Stream:
+            def __init__(self, non_blocking=False):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def synchronize(self):
+                pass
+
+            def record(self):
+                return None
+
+            def wait_event(self, event):
+                pass
+
+            def begin_capture(self):
+                fake.captures += 1
+                self.saved = {name: array.copy() for name, array in static.state().items()}
+
+            def end_capture(self):
+                for name, array in static.state().items():
+                    array[...] = self.saved[name]
+                return Graph()
+
+        class Graph:
+            def upload(self, stream):
+                pass
+
+            def launch(self, stream):
+                fake.launches += 1
+                (replay or static.step)()
+
+        class MemoryPool:
+            def malloc(self, size):
+                raise AssertionError("NumPy allocates by itself")
+
+        self.Stream, self.Graph, self.MemoryPool = Stream, Graph, MemoryPool
+        self.captures = self.launches = 0
+        self.get_current_stream = Stream
+        self.using_allocator = lambda malloc: contextlib.nullcontext()
+
+
+def fake_cupy(monkeypatch, static, replay=None):
+    cuda = FakeCuda(static, replay)
+    monkeypatch.setattr(mg.backend, "cupy", type("FakeCuPy", (), {"cuda": cuda, "ndarray": type("NoArray", (), {})}))
+    return cuda
+
+
+def no_dropout_model():  # NumPy's dropout stream is not an array a snapshot could restore: no dropout here
+    return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def test_capturing_checks_two_replays_then_leaves_the_state_as_it_was(monkeypatch):
+    batches = loader(count=320)
+    model = no_dropout_model()
+    static = StaticStep(model, mg.optim.SGD(model.parameters(), lr=0.5), (64, 784), source=BatchGather(batches))
+    before = {name: array.copy() for name, array in static.state().items()}
+    cuda = fake_cupy(monkeypatch, static)
+    captured = capture.CapturedStep(static)
+    assert (cuda.captures, cuda.launches) == (1, 2)
+    for name, array in static.state().items():
+        np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+    expected = [p.data.copy() for p in model.parameters()]  # the same epoch, eagerly, from a copy of the state
+    twin = no_dropout_model()
+    for ours, theirs in zip(twin.parameters(), model.parameters()):
+        ours.data[...] = theirs.data
+    eager = StaticStep(twin, mg.optim.SGD(twin.parameters(), lr=0.5), (64, 784), source=BatchGather(batches))
+    order = batches.epoch_order()
+    captured.start_epoch(order)
+    eager.source.start_epoch(order)
+    for _ in range(captured.full_batches):
+        captured.step()
+        eager.step()
+    assert captured.take_sums() == eager.take_sums()
+    for ours, theirs, start in zip(model.parameters(), twin.parameters(), expected):
+        np.testing.assert_array_equal(ours.data, theirs.data)
+        assert not np.array_equal(ours.data, start)
+
+
+def test_a_graph_that_disagrees_with_the_eager_steps_is_refused_and_the_state_restored(monkeypatch):
+    """A replay that does not move the batch position on: the first step agrees, the second cannot."""
+    batches = loader(count=320)
+    model = no_dropout_model()
+    static = StaticStep(model, mg.optim.SGD(model.parameters(), lr=0.5), (64, 784), source=BatchGather(batches))
+    before = {name: array.copy() for name, array in static.state().items()}
+
+    def stuck():
+        static.step()
+        static.source.position -= 64
+    fake_cupy(monkeypatch, static, replay=stuck)
+    with pytest.raises(capture.CaptureMismatch, match="differ in parameter 0.weight .*the batch position$"):
+        capture.CapturedStep(static)
+    for name, array in static.state().items():
+        np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+
 def test_the_static_step_equals_the_trainers_eager_step_bit_for_bit():
     batches = loader()
     mg.manual_seed(0)
