@@ -111,20 +111,28 @@ class EagerStandIn:
         return self.static.take_sums()
 
 
+def fit_with_stand_in(monkeypatch, stand_in, captured, train_loader, test_loader, hidden=(32, 32)):
+    """A seeded Trainer(capture=captured) fit for two epochs on the CPU, ``stand_in`` made in CapturedStep's place."""
+    with monkeypatch.context() as patch:
+        patch.setattr(capture, "CapturedStep", stand_in)
+        patch.setattr(capture, "capture_problem", lambda *args: None)
+        mg.manual_seed(0)
+        model = concise_mlp(hidden=hidden)
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
+        trainer.fit(train_loader, test_loader, epochs=2)
+    return trainer, model
+
+
 def test_the_trainers_captured_path_equals_its_eager_path(monkeypatch):
     """Two epochs with smaller last batches, shuffled training and evaluation: the same weights, the same
     records (the loss sums are added in another order), the same dropout counter."""
     results = []
     for captured in (True, False):
-        with monkeypatch.context() as patch:
-            patch.setattr(capture, "CapturedStep", EagerStandIn)
-            patch.setattr(capture, "capture_problem", lambda *args: None)
-            mg.manual_seed(0)
-            model = concise_mlp(hidden=(32, 32))
-            trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
-            history = trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=2)
-            assert (trainer.captured is not None) == captured
-        results.append((history, [p.data.copy() for p in model.parameters()], mg.random.dropout_stream("cpu").counter))
+        trainer, model = fit_with_stand_in(monkeypatch, EagerStandIn, captured, loader(count=300),
+                                           loader(count=200, seed=1))
+        assert (trainer.captured is not None) == captured
+        results.append((trainer.history, [p.data.copy() for p in model.parameters()],
+                        mg.random.dropout_stream("cpu").counter))
     (history, weights, counter), (eager_history, eager_weights, eager_counter) = results
     for ours, theirs in zip(weights, eager_weights):
         np.testing.assert_array_equal(ours, theirs)
@@ -140,15 +148,9 @@ def test_a_failed_capture_says_why_and_trains_eagerly_from_where_it_was(monkeypa
         raise RuntimeError("cuBLAS is not allowed while capturing")
     histories = []
     for captured in (True, False):
-        with monkeypatch.context() as patch:
-            patch.setattr(capture, "CapturedStep", refuse)
-            patch.setattr(capture, "capture_problem", lambda *args: None)
-            mg.manual_seed(0)
-            model = concise_mlp(hidden=(16, 16))
-            trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
-            histories.append([{k: v for k, v in r.items() if "seconds" not in k}
-                              for r in trainer.fit(loader(), loader(seed=1), epochs=2)])
-            assert trainer.captured is None
+        trainer, _ = fit_with_stand_in(monkeypatch, refuse, captured, loader(), loader(seed=1), hidden=(16, 16))
+        assert trainer.captured is None
+        histories.append([{k: v for k, v in r.items() if "seconds" not in k} for r in trainer.history])
     assert histories[0] == histories[1]
     assert capsys.readouterr().err == ("capture off: capturing failed (RuntimeError: cuBLAS is not allowed while "
                                        "capturing); the step runs eagerly\n")
