@@ -84,7 +84,7 @@ class BatchGather:
     """The step's first act: gather its batch from the loader's dataset, which lives on the device, by an order
     and a position that live there too, so a replayed graph takes the next batch by itself.
 
-    ``start_epoch(order)`` (between steps) writes the epoch's order (``DataLoader.epoch_order()``; None keeps
+    ``start_epoch(order)`` (between steps) writes the epoch's order (``DataLoader.epoch_order()``; None for
     0, 1, ..., N - 1) and sets the position to 0. ``gather(x, y)`` (inside the step) writes the examples
     ``order[position : position + B]`` into the buffers, pixels as ``DataLoader.batch`` makes them, and moves
     the position on by B. An epoch has ``full_batches`` such gathers; a smaller last batch is the loader's.
@@ -96,12 +96,12 @@ class BatchGather:
         self.labels = loader.labels
         self.full_batches = len(self.labels) // loader.batch_size
         with backend.on_device(loader.device):
-            self.order = xp.arange(len(self.labels), dtype=xp.int64)
+            self.in_turn = xp.arange(len(self.labels), dtype=xp.int64)
+            self.order = self.in_turn.copy()
             self.position = xp.zeros(1, dtype=xp.int64)  # 1-D: a kernel reads position[0]
 
     def start_epoch(self, order=None):
-        if order is not None:
-            self.order[...] = order
+        self.order[...] = self.in_turn if order is None else order
         self.position.fill(0)
 
     def gather(self, x, y):
@@ -338,11 +338,18 @@ class CapturedStep:
 
 class CapturedTraining:
     """What ``Trainer`` runs when capture is on: each loader's full batches by replaying a captured step (one for
-    training, one for evaluation, made on a loader's first use), a smaller last batch eagerly."""
+    training, one for evaluation, made on a loader's first use), a smaller last batch eagerly.
+
+    A graph holds fixed what it recorded besides the values in its arrays: the arrays themselves (it writes to
+    the memory it recorded, and ``load_state_dict`` or ``nn.init`` give a parameter a new array), the layers'
+    settings (a dropout probability), the optimizer's settings but the learning rate (which it reads at replay),
+    the dropout stream (``manual_seed`` makes a new one) and the loader's data. Each pass checks them, and
+    captures again when one has changed.
+    """
 
     def __init__(self, model, optimizer, loss_fn=F.cross_entropy):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.steps = {}  # (loader, training) -> (CapturedStep, the static step for a smaller last batch or None)
+        self.steps = {}  # (loader, training) -> (CapturedStep, eager step for a smaller last batch, dependencies)
 
     def train_epoch(self, loader, monitor, epoch):
         """One epoch, timed and shown by ``monitor``; the (loss sum, correct, examples) for ``end_epoch(sums=)``."""
@@ -363,31 +370,51 @@ class CapturedTraining:
         return {"loss": loss_sum / count, "acc": correct / count}
 
     def start(self, loader, training=True):
-        """A ``Replay`` of one pass over ``loader`` (capturing its step first, on the loader's first pass)."""
+        """A ``Replay`` of one pass over ``loader``, capturing its step first where there is no graph for it yet
+        or its graph is stale. ``CaptureProblem`` when the step cannot be captured (nothing has changed then)."""
+        problem = capture_problem(self.model, self.optimizer, self.loss_fn) or loader_problem(self.model, loader)
+        if problem is not None:  # checked at every pass: a setting may have changed since the last
+            raise CaptureProblem(problem)
+        dependencies = self.dependencies(loader)
+        if (loader, training) in self.steps and not _same(self.steps[loader, training][2], dependencies):
+            del self.steps[loader, training]
         if (loader, training) not in self.steps:
-            problem = loader_problem(self.model, loader)
-            if problem is not None:
-                raise CaptureProblem(problem)
-
-            def static(shape, source=None):
-                if training:
-                    return StaticStep(self.model, self.optimizer, shape, self.loss_fn, source)
-                return StaticEval(self.model, shape, self.loss_fn, source)
-            shape = (loader.batch_size, *loader.images.shape[1:])
-            tail = 0 if loader.drop_last else len(loader.labels) % loader.batch_size
-            try:
-                self.steps[loader, training] = (CapturedStep(static(shape, BatchGather(loader))),
-                                                static((tail, *shape[1:])) if tail else None)
-            except CaptureProblem:
-                raise
-            except Exception as error:  # CuPy's refusals and CUDA's errors: this step cannot be captured here
-                raise CaptureProblem(f"capturing failed ({type(error).__name__}: {error})") from error
-        captured, last = self.steps[loader, training]
+            self.steps[loader, training] = (*self._capture(loader, training), dependencies)
+        captured, last, _ = self.steps[loader, training]
         if training:
             for step in (captured, last):
                 if step is not None:
                     step.set_lr()
         return Replay(loader, captured, last)
+
+    def dependencies(self, loader):
+        """(the objects a graph holds, compared by identity; the settings it holds, compared by value)."""
+        device = next(iter(self.model.parameters())).device
+        groups = self.optimizer.param_groups
+        objects = [p.data for p in self.model.parameters()] + [p for group in groups for p in group["params"]]
+        objects += [dropout_stream(device), loader.images, loader.labels]
+        settings = (repr(self.model), [{k: v for k, v in group.items() if k not in ("params", "lr")} for group in groups])
+        return objects, settings
+
+    def _capture(self, loader, training):
+        def static(shape, source=None):
+            if training:
+                return StaticStep(self.model, self.optimizer, shape, self.loss_fn, source)
+            return StaticEval(self.model, shape, self.loss_fn, source)
+        shape = (loader.batch_size, *loader.images.shape[1:])
+        tail = 0 if loader.drop_last else len(loader.labels) % loader.batch_size
+        try:
+            return CapturedStep(static(shape, BatchGather(loader))), static((tail, *shape[1:])) if tail else None
+        except CaptureProblem:
+            raise
+        except Exception as error:  # CuPy's refusals and CUDA's errors: this step cannot be captured here
+            raise CaptureProblem(f"capturing failed ({type(error).__name__}: {error})") from error
+
+
+def _same(dependencies, now):
+    (objects, settings), (objects_now, settings_now) = dependencies, now
+    return len(objects) == len(objects_now) and all(a is b for a, b in zip(objects, objects_now)) and (
+        settings == settings_now)
 
 
 class Replay:

@@ -43,6 +43,9 @@ def test_the_gather_gives_the_loaders_batches_bit_for_bit(device, shuffle, flatt
             np.testing.assert_array_equal(mg.backend.to_numpy(x), mg.backend.to_numpy(expected_x.data))
             np.testing.assert_array_equal(mg.backend.to_numpy(y), mg.backend.to_numpy(expected_y.data))
         assert int(gather.position[0]) == 192
+    gather.start_epoch(None)  # no order: 0, 1, ..., N - 1 again, whatever order came before
+    gather.gather(x, y)
+    np.testing.assert_array_equal(mg.backend.to_numpy(y), data.labels[:64])
 
 
 def test_the_static_step_gathering_its_batches_equals_the_trainers_eager_epoch_bit_for_bit():
@@ -154,6 +157,37 @@ def test_a_failed_capture_says_why_and_trains_eagerly_from_where_it_was(monkeypa
     assert histories[0] == histories[1]
     assert capsys.readouterr().err == ("capture off: capturing failed (RuntimeError: cuBLAS is not allowed while "
                                        "capturing); the step runs eagerly\n")
+
+
+def test_a_graph_is_captured_again_when_what_it_holds_fixed_changes(monkeypatch):
+    """A graph writes to the arrays and uses the settings it recorded: after load_state_dict (new arrays), a new
+    weight decay or dropout probability, or manual_seed (a new dropout stream), the next pass captures again."""
+    captured = []
+
+    class Counting(EagerStandIn):
+        def __init__(self, static):
+            super().__init__(static)
+            captured.append(type(static).__name__)
+
+    monkeypatch.setattr(capture, "CapturedStep", Counting)
+    monkeypatch.setattr(capture, "capture_problem", lambda *args: None)
+    model = concise_mlp(hidden=(16, 16))
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False, capture=True)
+    train, test = loader(), loader(seed=1)
+    trainer.fit(train, test, epochs=2)
+    assert captured == ["StaticStep", "StaticEval"]  # once per loader and kind, however many epochs
+    changes = [lambda: model.load_state_dict(model.state_dict()),
+               lambda: optimizer.param_groups[0].update(weight_decay=1e-4),
+               lambda: setattr(model[2], "p", 0.3),
+               lambda: mg.manual_seed(1)]
+    for number, change in enumerate(changes, start=2):
+        change()
+        trainer.fit(train, test, epochs=1)
+        assert len(captured) == 2 * number
+    optimizer.param_groups[0]["lr"] = 0.1  # read at replay: no new capture
+    trainer.fit(train, test, epochs=1)
+    assert len(captured) == 2 * len(changes) + 2
 
 
 class FakeCuda:
