@@ -3,9 +3,9 @@
 # pytest and hypothesis, with Fashion-MNIST's four .gz files copied into data/fashion-mnist/ beforehand:
 #     mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
 #     OUT=/some/folder bash benchmarks/gpu_check.sh
-# It runs the test suite (CPU and CUDA variants: the Philox stream and masks CPU == GPU, graph replay against
-# eager, the learning rate read at replay, the fallback, the accumulators), the chapter's 10-epoch training on
-# cuda eagerly and with --capture, and the speed benchmark on cuda (minigrad eager and captured, the CuPy floor,
+# It runs the test suite (CPU and CUDA variants: the Philox stream and masks CPU == GPU, a seeded epoch's
+# losses CPU == GPU to 1e-4, the batch gather's kernels, graph replay against eager, the learning rate read at
+# replay, the fallback, the accumulators), the chapter's 10-epoch training on cuda eagerly and with --capture, and the speed benchmark on cuda (minigrad eager and captured, the CuPy floor,
 # PyTorch eager and with a CUDA graph, on the same GPU), in about 5 minutes on an H200,
 # and writes its log and results under $OUT (default: runs/gpu_check). Exits non-zero if any step failed.
 set -uo pipefail
