@@ -93,6 +93,7 @@ class BatchGather:
     def __init__(self, loader):
         xp = backend.get_array_module(loader.images)
         self.images = loader.images.reshape(len(loader.images), -1)  # uint8 (N, features), resident
+        self.pixels = self.images.reshape(-1)  # the same, flat: the kernel indexes it by one number
         self.labels = loader.labels
         self.full_batches = len(self.labels) // loader.batch_size
         with backend.on_device(loader.device):
@@ -106,7 +107,7 @@ class BatchGather:
 
     def gather(self, x, y):
         if backend.get_array_module(x) is backend.cupy:
-            self.pixels_gpu(self.images, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
+            self.pixels_gpu(self.pixels, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
             self.labels_gpu(self.labels, self.order, self.position, y)
             self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
             return
@@ -118,9 +119,9 @@ class BatchGather:
 
     # The same three acts on a GPU. x is (B, features) in C order: element i is row i / features, column
     # i % features.
-    pixels_gpu = CudaKernel("raw uint8 images, raw int64 order, raw int64 position, int64 features, float32 scale",
+    pixels_gpu = CudaKernel("raw uint8 pixels, raw int64 order, raw int64 position, int64 features, float32 scale",
                             "float32 x",
-                            "x = (float)images[order[position[0] + i / features] * features + i % features] * scale",
+                            "x = (float)pixels[order[position[0] + i / features] * features + i % features] * scale",
                             "minigrad_gather_pixels")
     labels_gpu = CudaKernel("raw int64 labels, raw int64 order, raw int64 position", "int64 y",
                             "y = labels[order[position[0] + i]]", "minigrad_gather_labels")
