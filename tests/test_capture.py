@@ -18,7 +18,7 @@ needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy i
 
 def loader(device="cpu", count=300, batch=64, seed=0):
     rng = np.random.default_rng(seed)
-    data = ArrayDataset(rng.integers(0, 256, (count, 784)).astype(np.uint8), rng.integers(0, 10, count))
+    data = ArrayDataset(rng.integers(0, 256, (count, 784), dtype=np.uint8), rng.integers(0, 10, count))
     return DataLoader(data, batch, shuffle=True, device=device, seed=0)
 
 
@@ -557,26 +557,37 @@ def test_cuda_accumulators_give_the_epochs_loss_and_accuracy():
 
 
 @needs_cuda
-def test_cuda_a_seeded_epoch_follows_the_cpus_losses_step_by_step():
-    """Same seed on cpu and cuda: the same starting weights, order and dropout masks, so each step's loss
-    agrees to 1e-4 (relative), and so does the captured epoch's mean loss."""
-    losses = {}
+def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by_step():
+    """The chapter's model for a whole epoch (235 steps of up to 256) on cpu and cuda in lockstep, from the same
+    seed (so the same weights, order and dropout streams): at every step both layers' masks are identical and
+    the losses agree to 1e-4 (relative). A captured epoch's mean loss agrees with the CPU's to 1e-4 too."""
+    from minigrad.autograd import topological_order
+    models, optimizers = {}, {}
     for device in ("cpu", "cuda:0"):
-        mg.manual_seed(0)
-        model = concise_mlp(device=device)
-        optimizer = mg.optim.SGD(model.parameters(), lr=0.1)
-        losses[device] = []
-        for x, y in loader(device, count=1280, batch=256):
-            loss = mg.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
+        mg.manual_seed(0)  # initial weights are drawn on the CPU's generator for every device
+        models[device] = concise_mlp(device=device)
+        optimizers[device] = mg.optim.SGD(models[device].parameters(), lr=0.1)
+    loss_sum = count = 0
+    for step, batches in enumerate(zip(loader("cpu", count=60000, batch=256), loader("cuda", count=60000, batch=256))):
+        losses, masks = {}, {}
+        for device, (x, y) in zip(("cpu", "cuda:0"), batches):
+            loss = mg.nn.functional.cross_entropy(models[device](x), y)
+            masks[device] = [backend.to_numpy(t.grad_fn.mask) for t in topological_order(loss)
+                             if type(t.grad_fn).__name__ == "Dropout"]
+            optimizers[device].zero_grad()
             loss.backward()
-            optimizer.step()
-            losses[device].append(float(loss.data))
-    np.testing.assert_allclose(losses["cuda:0"], losses["cpu"], rtol=1e-4)
+            optimizers[device].step()
+            losses[device] = float(loss.data)
+        assert len(masks["cpu"]) == len(masks["cuda:0"]) == 2
+        for on_cpu, on_gpu in zip(masks["cpu"], masks["cuda:0"]):
+            np.testing.assert_array_equal(on_cpu, on_gpu, err_msg=f"step {step}")
+        assert losses["cuda:0"] == pytest.approx(losses["cpu"], rel=1e-4), f"step {step}"
+        loss_sum, count = loss_sum + losses["cpu"] * len(batches[0][1]), count + len(batches[0][1])
+    assert step == 234 and count == 60000
 
     mg.manual_seed(0)
     model = concise_mlp(device="cuda")
     trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False, capture=True)
-    record = trainer.monitor.end_epoch(sums=trainer.train_epoch(loader("cuda", count=1280, batch=256), 1))
+    record = trainer.monitor.end_epoch(sums=trainer.train_epoch(loader("cuda", count=60000, batch=256), 1))
     assert trainer.captured is not None, trainer.capture_off
-    assert record["train_loss"] == pytest.approx(np.mean(losses["cpu"]), rel=1e-4)
+    assert record["train_loss"] == pytest.approx(loss_sum / count, rel=1e-4)
