@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from minigrad import backend
+
 from .fakedata import write_fake_fashion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,6 +135,7 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     ("benchmarks.dropout_bits", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
     ("benchmarks.dropout_bits", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
     ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    ("benchmarks.gemm_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
     import importlib
@@ -141,6 +144,23 @@ def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypa
         importlib.import_module(module).main(flags)
     err = capsys.readouterr().err
     assert caught.value.code == 2 and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.skipif(backend.cuda_available(), reason="a GPU is here: the benchmark would run")
+def test_the_gemm_benchmark_says_it_needs_a_gpu(capsys):
+    from benchmarks import gemm_speed
+    with pytest.raises(SystemExit) as caught:
+        gemm_speed.main([])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1 and "needs a GPU" in err
+
+
+def test_the_gemm_benchmark_lists_every_product_of_a_step():
+    from benchmarks.gemm_speed import step_products
+    products = step_products(256)
+    assert len(products) == 8  # forward and gy^T @ x for 3 layers, gy @ W for the last two
+    assert products[0] == ("layer 1 forward x @ W^T", (256, 784), ("T", 256, 784))
+    assert products[-1] == ("layer 3 backward gy^T @ x", ("T", 256, 10), (256, 256))
 
 
 def test_train_speed_with_broken_data_is_one_line(tmp_path):
