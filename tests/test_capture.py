@@ -115,20 +115,24 @@ class EagerStandIn:
 
 
 def fit_with_stand_in(monkeypatch, stand_in, captured, train_loader, test_loader, hidden=(32, 32)):
-    """A seeded Trainer(capture=captured) fit for two epochs on the CPU, ``stand_in`` made in CapturedStep's place."""
+    """A seeded Trainer(capture=captured) fit for three epochs on the CPU, the learning rate stepped down after
+    each (StepLR), ``stand_in`` made in CapturedStep's place."""
     with monkeypatch.context() as patch:
         patch.setattr(capture, "CapturedStep", stand_in)
         patch.setattr(capture, "capture_problem", lambda *args: None)
         mg.manual_seed(0)
         model = concise_mlp(hidden=hidden)
-        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
-        trainer.fit(train_loader, test_loader, epochs=2)
+        optimizer = mg.optim.SGD(model.parameters(), lr=0.5, weight_decay=1e-3)
+        trainer = Trainer(model, optimizer, progress=False, capture=captured,
+                          scheduler=mg.optim.StepLR(optimizer, step_size=1, gamma=0.5))
+        trainer.fit(train_loader, test_loader, epochs=3)
     return trainer, model
 
 
 def test_the_trainers_captured_path_equals_its_eager_path(monkeypatch):
-    """Two epochs with smaller last batches, shuffled training and evaluation: the same weights, the same
-    records (the loss sums are added in another order), the same dropout counter."""
+    """Three epochs with smaller last batches, shuffled training and evaluation, a learning-rate schedule and
+    weight decay: the same weights, the same records (the loss sums are added in another order), the same
+    dropout counter."""
     results = []
     for captured in (True, False):
         trainer, model = fit_with_stand_in(monkeypatch, EagerStandIn, captured, loader(count=300),
