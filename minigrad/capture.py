@@ -394,8 +394,8 @@ class CapturedTraining:
         groups = self.optimizer.param_groups
         objects = [p.data for p in self.model.parameters()] + [p for group in groups for p in group["params"]]
         objects += [dropout_stream(device), loader.images, loader.labels]
-        settings = (repr(self.model), [{k: v for k, v in group.items() if k not in ("params", "lr")} for group in groups])
-        return objects, settings
+        optimizer_settings = [{k: v for k, v in group.items() if k not in ("params", "lr")} for group in groups]
+        return objects, (repr(self.model), optimizer_settings)
 
     def _capture(self, loader, training):
         def static(shape, source=None):

@@ -399,10 +399,10 @@ def test_a_loader_too_short_for_the_capture_check_is_named():
 
 def test_asking_for_capture_on_the_cpu_says_why_not_and_trains_the_same(capsys):
     histories = []
-    for capture in (True, False):
+    for captured in (True, False):
         mg.manual_seed(0)
         model = concise_mlp(hidden=(16, 16))
-        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=capture)
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
         histories.append([{k: v for k, v in r.items() if "seconds" not in k}
                           for r in trainer.fit(loader(), loader(seed=1), epochs=2)])
     assert histories[0] == histories[1]
@@ -551,10 +551,10 @@ def test_cuda_model_capture_cannot_handle_runs_eagerly_and_says_why(capsys):
 def test_cuda_accumulators_give_the_epochs_loss_and_accuracy():
     """The captured epoch's record against the eager Trainer's: the same batches, close numbers."""
     records = []
-    for capture in (True, False):
+    for captured in (True, False):
         mg.manual_seed(0)
         model = concise_mlp(hidden=(64, 64), device="cuda")
-        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False, capture=capture)
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False, capture=captured)
         records.append(trainer.fit(loader("cuda", count=600), loader("cuda", seed=1), epochs=1)[0])
     assert records[0]["train_acc"] == pytest.approx(records[1]["train_acc"], abs=0.02)
     assert records[0]["train_loss"] == pytest.approx(records[1]["train_loss"], rel=1e-3)
@@ -576,7 +576,7 @@ def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by
         losses, masks = {}, {}
         for device, (x, y) in zip(("cpu", "cuda:0"), batches):
             loss = mg.nn.functional.cross_entropy(models[device](x), y)
-            masks[device] = [backend.to_numpy(t.grad_fn.mask) for t in topological_order(loss)
+            masks[device] = [mg.backend.to_numpy(t.grad_fn.mask) for t in topological_order(loss)
                              if type(t.grad_fn).__name__ == "Dropout"]
             optimizers[device].zero_grad()
             loss.backward()
