@@ -1,5 +1,6 @@
 """The package's shape: the file map names every module, the engine/ops import cycle holds whichever is imported
 first, and the ops skip gradients nobody asked for."""
+import io
 import os
 import subprocess
 import sys
@@ -29,6 +30,27 @@ def test_any_module_can_be_imported_first(first):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[2.0,", "4.0]"]
+
+
+def test_pyflakes_finds_nothing():
+    """Undefined names, unused imports, shadowed imports, anywhere in the code. The GPU-only paths (the CUDA
+    tests, the GPU benchmarks) never run on a machine without one, so a misspelt name there would otherwise
+    first fail on a GPU."""
+    api = pytest.importorskip("pyflakes.api", reason="pyflakes is not installed (the dev extra installs it)")
+    from pyflakes.reporter import Reporter
+    messages = io.StringIO()
+    root = os.path.dirname(PACKAGE)
+    paths = [os.path.join(root, folder) for folder in ("minigrad", "tests", "benchmarks", "examples")]
+    api.checkRecursive(paths, Reporter(messages, messages))
+    found = [line for line in messages.getvalue().splitlines() if not _marked_noqa(line)]
+    assert not found, "\n".join(found)
+
+
+def _marked_noqa(message):
+    """Whether the line a pyflakes message ("path:line:column: text") points at says ``# noqa`` (as flake8 reads)."""
+    path, line = message.split(":")[:2]
+    with open(path, encoding="utf-8") as source:
+        return "# noqa" in source.read().splitlines()[int(line) - 1]
 
 
 def test_no_module_shadows_the_standard_library():
