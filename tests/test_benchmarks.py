@@ -172,3 +172,34 @@ def test_train_speed_with_broken_data_is_one_line(tmp_path):
                             timeout=300)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "is not the official" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(monkeypatch):
+    """On the CPU, with the eager stand-in for a graph (tests/test_capture.py): driven by EpochSlices (a pass
+    starts at an epoch's first slice and finishes after its last, the smaller last batch included), the
+    captured contender ends two epochs with the concise contender's weights, bit for bit."""
+    import numpy as np
+
+    import minigrad as mg
+    from benchmarks import train_speed
+    from minigrad import capture
+
+    from examples.chapter import concise_mlp
+
+    from .test_capture import EagerStandIn, loader
+    monkeypatch.setattr(capture, "CapturedStep", EagerStandIn)
+    monkeypatch.setattr(capture, "capture_problem", lambda *args: None)
+    made = []
+
+    def recording_concise_mlp(device):
+        made.append(concise_mlp(device=device))
+        return made[-1]
+    monkeypatch.setattr(train_speed, "concise_mlp", recording_concise_mlp)
+    for contender in (train_speed.minigrad_captured, train_speed.minigrad_concise):
+        mg.manual_seed(0)
+        epoch = contender("cpu")
+        slices = train_speed.EpochSlices(loader(count=300), 3)  # 5 batches (the last of 44) in slices of 1, 2, 2
+        for _ in range(6):
+            epoch(slices.next_slice(), 1)
+    for ours, theirs in zip(made[0].parameters(), made[1].parameters()):
+        np.testing.assert_array_equal(ours.data, theirs.data)
