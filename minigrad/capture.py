@@ -29,7 +29,7 @@ import numpy
 
 from . import autograd, backend
 from .backend import CudaKernel
-from .data.loader import PIXEL_SCALE
+from .data.loader import PIXEL_SCALE, scaled_pixels
 from ._tensor import Tensor
 from .monitor import correct_count
 from .nn import Dropout, Flatten, Linear, ReLU, Sequential
@@ -113,7 +113,7 @@ class BatchGather:
             return
         start = int(self.position[0])
         rows = self.order[start:start + len(y)]
-        numpy.multiply(self.images[rows], PIXEL_SCALE, out=x.reshape(len(y), -1), dtype=numpy.float32)
+        scaled_pixels(self.images[rows], out=x.reshape(len(y), -1))
         y[...] = self.labels[rows]
         self.position += len(y)
 
@@ -136,7 +136,7 @@ class StaticBuffers:
     each step when there is a source, by ``load`` before it otherwise) and the device sums of the loss (each step's
     mean loss times its batch size) and of the correct count, which ``take_sums()`` reads and resets."""
 
-    def __init__(self, model, batch_shape, loss_fn, source):
+    def __init__(self, model, batch_shape, loss_fn=F.cross_entropy, source=None):
         self.model, self.loss_fn, self.source = model, loss_fn, source
         parameter = next(iter(model.parameters()))
         self.device, self.dtype, self.batch_size = parameter.device, parameter.dtype, batch_shape[0]
@@ -210,9 +210,6 @@ class StaticStep(StaticBuffers):
 class StaticEval(StaticBuffers):
     """Evaluation's step on static buffers: the model's output on the batch (no graph, dropout off), its loss
     and correct count added to the sums."""
-
-    def __init__(self, model, batch_shape, loss_fn=F.cross_entropy, source=None):
-        super().__init__(model, batch_shape, loss_fn, source)
 
     def step(self):
         self.gather()

@@ -6,7 +6,7 @@ same step can instead be captured once as a CUDA graph and replayed (``capture.p
 """
 import sys
 
-from . import capture
+from .capture import CapturedTraining, CaptureProblem
 from .autograd import no_grad
 from .monitor import Monitor, correct_count
 from .nn import functional as F
@@ -60,7 +60,8 @@ class Trainer:
         parameter = next(iter(model.parameters()), None)
         self.monitor = Monitor(parameter.device if parameter is not None else "cpu", progress)
         self.capture = capture
-        self.captured = None  # the capture.CapturedTraining when capture is on; capture_off says why it is not
+        # the capture.CapturedTraining while capture is on; capture_off says why it is not
+        self.captured = CapturedTraining(model, optimizer, loss_fn) if capture else None
         self.capture_off = None if capture else "not asked for"
 
     @property
@@ -80,12 +81,10 @@ class Trainer:
 
         Returns the (loss sum, correct, examples) of replayed steps for ``end_epoch(sums=...)``, or None.
         """
-        if self.capture_off is None and self.captured is None:
-            self._start_capture()
         if self.captured is not None:
             try:  # a loader's step is captured on its first pass; a failed capture changed nothing
                 return self.captured.train_epoch(loader, self.monitor, epoch)
-            except capture.CaptureProblem as problem:
+            except CaptureProblem as problem:
                 self._capture_failed(problem)
         self.model.train()
         for x, y in self.monitor.epoch(loader, epoch):
@@ -102,16 +101,9 @@ class Trainer:
         if self.captured is not None:
             try:
                 return self.captured.evaluate(loader)
-            except capture.CaptureProblem as problem:
+            except CaptureProblem as problem:
                 self._capture_failed(problem)
         return evaluate(self.model, loader, self.loss_fn)
-
-    def _start_capture(self):
-        problem = capture.capture_problem(self.model, self.optimizer, self.loss_fn)
-        if problem is None:
-            self.captured = capture.CapturedTraining(self.model, self.optimizer, self.loss_fn)
-        else:
-            self._capture_failed(problem)
 
     def _capture_failed(self, problem):
         self.captured, self.capture_off = None, problem

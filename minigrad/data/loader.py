@@ -15,6 +15,12 @@ from .._tensor import Tensor
 PIXEL_SCALE = numpy.float32(1.0 / 255.0)  # uint8 pixels times this: float32 in [0, 1]
 
 
+def scaled_pixels(images, out=None):
+    """uint8 pixels as float32 in [0, 1], in one pass: images * (1/255) (into ``out`` when given)."""
+    xp = backend.get_array_module(images)
+    return xp.multiply(images, PIXEL_SCALE, out=out, dtype=xp.float32)
+
+
 class ArrayDataset:
     """A dataset made of two arrays: ``images`` (N, ...) and integer ``labels`` (N,)."""
 
@@ -93,8 +99,6 @@ class DataLoader:
 
     def batch(self, order, index):
         """Batch number ``index`` of the epoch whose ``epoch_order()`` is ``order``: Tensors (x, y)."""
-        xp = backend.get_array_module(self.images)
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = rows if order is None else order[rows]
-        x = xp.multiply(self.images[rows], PIXEL_SCALE, dtype=xp.float32)  # uint8 -> float32 and scaled, one pass
-        return Tensor(x), Tensor(self.labels[rows])
+        return Tensor(scaled_pixels(self.images[rows])), Tensor(self.labels[rows])
