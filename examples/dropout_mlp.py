@@ -85,9 +85,9 @@ def build_parser():
     add("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
     add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
-    add("--capture", action=argparse.BooleanOptionalAction, default=False,
-        help="on a GPU, capture the training step and the evaluation as CUDA graphs and replay them; --no-capture "
-             "runs eagerly (concise only; off by default until a GPU run has checked it)")
+    add("--capture", action=argparse.BooleanOptionalAction, default=None,
+        help="capture the training step and the evaluation as CUDA graphs and replay them (default: on a GPU, "
+             "for --impl concise); --no-capture runs eagerly, for comparison")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--no-plot", action="store_true", help="do not draw curves.png")
     add("--debug", action="store_true", help="show tracebacks")
@@ -278,12 +278,14 @@ def run(args):
         if args.impl == "scratch":
             stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
                                     outputs.metrics["epochs"]).stopwatch
+            outputs.metrics["capture"] = "off: --impl scratch runs its own loop, eagerly"
         else:
             trainer = Trainer(outputs.model, outputs.optimizer, progress=not args.no_progress, capture=args.capture,
                               scheduler=outputs.scheduler)
             trainer.history = outputs.metrics["epochs"]
             trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)
             stopwatch = trainer.stopwatch
+            outputs.metrics["capture"] = "on" if trainer.captured is not None else f"off: {trainer.capture_off}"
     except TrainingDiverged as error:
         if error.record is not None:
             outputs.metrics["diverged_epoch"] = error.record  # not in "epochs": the checkpoint is the epoch before

@@ -49,20 +49,24 @@ class Trainer:
     the model's. ``history`` gets one dict per epoch; ``stopwatch`` the step, epoch and evaluation
     times. ``on_epoch_end(record)`` is called after each epoch (to print, save metrics, ...).
 
-    ``capture``: with True, the training step and the evaluation of a model on a GPU are captured as CUDA
-    graphs and replayed (``capture.CapturedTraining``: the batches are gathered inside the graph, a smaller
-    last batch runs eagerly); when that cannot be done the Trainer says why in one line and runs eagerly.
-    False (the default for now, until a GPU run has checked the captured path) runs eagerly.
+    ``capture``: the training step and the evaluation of a model on a GPU are captured as CUDA graphs and
+    replayed (``capture.CapturedTraining``: the batches are gathered inside the graph, a smaller last batch
+    runs eagerly); when that cannot be done the Trainer says why in one line and runs eagerly. None (the
+    default) captures a model on a GPU and runs a model on the CPU eagerly, where there is nothing to capture;
+    True asks for capture (and says why not, on the CPU too); False runs eagerly, for comparison.
     """
 
-    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=False):
+    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=None):
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
         parameter = next(iter(model.parameters()), None)
-        self.monitor = Monitor(parameter.device if parameter is not None else "cpu", progress)
-        self.capture = capture
+        device = parameter.device if parameter is not None else "cpu"
+        self.monitor = Monitor(device, progress)
         # the capture.CapturedTraining while capture is on; capture_off says why it is not
-        self.captured = CapturedTraining(model, optimizer, loss_fn) if capture else None
-        self.capture_off = None if capture else "not asked for"
+        self.captured, self.capture_off = None, "not asked for"
+        if capture is None and device == "cpu":
+            self.capture_off = "the model is on the CPU"
+        elif capture is None or capture:
+            self.captured, self.capture_off = CapturedTraining(model, optimizer, loss_fn), None
 
     @property
     def history(self):

@@ -11,6 +11,7 @@ from examples.chapter import concise_mlp
 from minigrad import capture, nn
 from minigrad.capture import BatchGather, StaticEval, StaticStep, capture_problem, loader_problem
 from minigrad.data import ArrayDataset, DataLoader
+from minigrad.monitor import TrainingDiverged
 from minigrad.train import Trainer, evaluate
 
 needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
@@ -545,6 +546,44 @@ def test_cuda_model_capture_cannot_handle_runs_eagerly_and_says_why(capsys):
     trainer.fit(loader("cuda"), loader("cuda", seed=1), epochs=1)
     assert trainer.captured is None
     assert capsys.readouterr().err.startswith("capture off: SGD with momentum")
+
+
+def test_the_trainer_runs_a_cpu_model_eagerly_by_default_and_says_nothing(capsys):
+    model = concise_mlp(hidden=(16, 16))
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False)
+    trainer.fit(loader(), loader(seed=1), epochs=1)
+    assert trainer.captured is None and trainer.capture_off == "the model is on the CPU"
+    assert capsys.readouterr().err == ""
+
+
+def test_a_trainer_asked_to_capture_a_cpu_model_says_why_it_cannot(capsys):
+    model = concise_mlp(hidden=(16, 16))
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=True)
+    trainer.fit(loader(), loader(seed=1), epochs=1)
+    assert trainer.captured is None
+    assert capsys.readouterr().err == "capture off: capture needs a model on a GPU; the step runs eagerly\n"
+
+
+@needs_cuda
+def test_cuda_the_trainer_captures_by_default_and_not_when_told():
+    for asked, captured in ((None, True), (True, True), (False, False)):
+        model = concise_mlp(hidden=(16, 16), device="cuda")
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=asked)
+        trainer.fit(loader("cuda"), loader("cuda", seed=1), epochs=1)
+        assert (trainer.captured is not None) == captured, (asked, trainer.capture_off)
+
+
+@needs_cuda
+def test_cuda_a_captured_run_that_diverges_stops_at_that_epoch():
+    """A replayed step reads no loss on the host, so the epoch's device sum carries a NaN to end_epoch."""
+    model = concise_mlp(hidden=(16, 16), device="cuda")
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False)
+    train, test = loader("cuda"), loader("cuda", seed=1)
+    trainer.fit(train, test, epochs=1)
+    model[0].weight.data[0, 0] = float("nan")  # in place: the graph's own array, no new capture
+    with pytest.raises(TrainingDiverged, match=r"the train loss became nan in epoch 2"):
+        trainer.fit(train, test, epochs=1)
+    assert trainer.captured is not None and len(trainer.history) == 1
 
 
 @needs_cuda

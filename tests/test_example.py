@@ -53,6 +53,8 @@ def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
     # the machines are shared).
     assert [metrics["timings"][phase]["count"] for phase in ("step", "epoch", "eval")] == [30, 3, 3]
     assert metrics["status"] == "completed"
+    assert metrics["capture"] == ("off: the model is on the CPU" if impl == "concise" else
+                                  "off: --impl scratch runs its own loop, eagerly")
     assert set(metrics["data"]["folders"].values()) == {str(fake_data)} and len(metrics["data"]["sha256"]) == 4
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 100) = 0.03 on the 100 test examples.
     assert metrics["final_test_acc"] > 0.25
@@ -131,6 +133,19 @@ def test_bad_environment_value_exits_2(monkeypatch, capsys):
     with pytest.raises(SystemExit) as caught:
         dropout_mlp.main([])
     assert caught.value.code == 2 and "environment variable MAX_EPOCH" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
+@pytest.mark.parametrize("flag, capture", [([], "on"), (["--no-capture"], "off: not asked for")])
+def test_cuda_captures_the_step_unless_told_not_to(fake_data, tmp_path, flag, capture, capsys):
+    out = tmp_path / "run"
+    assert dropout_mlp.main(base_args(fake_data, out, "--device", "cuda", "--epochs", "3", "--batch-size", "32",
+                                      *flag)) == 0
+    assert "capture off" not in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["capture"] == capture and metrics["status"] == "completed"
+    assert [metrics["timings"][phase]["count"] for phase in ("step", "epoch", "eval")] == [30, 3, 3]
+    assert metrics["final_test_acc"] > 0.25
 
 
 @pytest.mark.skipif(mg.cuda_available(), reason="this machine has a GPU")
