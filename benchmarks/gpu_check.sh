@@ -5,7 +5,8 @@
 #     OUT=/some/folder bash benchmarks/gpu_check.sh
 # It runs the test suite (CPU and CUDA variants: the Philox stream and masks CPU == GPU, a seeded epoch's
 # losses CPU == GPU to 1e-4, the batch gather's kernels, graph replay against eager, the learning rate read at
-# replay, the fallback, the accumulators), the chapter's 10-epoch training on cuda eagerly and with --capture,
+# replay, the fallback, the accumulators), the captured step's graph (its nodes, one replay's cost), the
+# chapter's 10-epoch training on cuda eagerly and with --capture,
 # the speed benchmark on cuda (minigrad eager and captured, the CuPy floor, PyTorch eager and with a CUDA
 # graph, on the same GPU) and the step's matrix products (cuBLAS against the capturable kernel), in about
 # 5 minutes on an H200, and writes its log and results under $OUT (default: runs/gpu_check). Exits non-zero if
@@ -29,14 +30,24 @@ step $PY -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy',
 # with 2 BLAS threads so that 16 cores are not oversubscribed. The CUDA variants run first, the CPU tests last.
 parallel=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
 pytest_args="-q -p no:cacheprovider -rs --durations=5 $parallel"
-wants() { [[ ",${STEPS:-cuda-tests,example,capture,speed,gemm,cpu-tests}," == *",$1,"* ]]; }  # STEPS=example,speed: a part
+wants() { [[ ",${STEPS:-cuda-tests,graph,example,capture,speed,gemm,cpu-tests}," == *",$1,"* ]]; }  # STEPS=a,b: parts
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 wants cuda-tests && step timeout 150 $PY -m pytest $pytest_args -k cuda
 unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS
-wants example && step timeout 60 $PY -m examples.dropout_mlp --device cuda --epochs 10 --no-progress \
-  --out "$OUT/dropout_mlp"
+# The examples write their runs beside $OUT's files, not in it: $OUT keeps the few files worth fetching
+RUNS=${RUNS:-runs/gpu_check_examples}
+wants graph && step timeout 60 $PY -m benchmarks.step_graph --dot "$OUT/step_graph.dot" --json "$OUT/step_graph.json"
+wants example && step timeout 60 $PY -m examples.dropout_mlp --device cuda --epochs 10 --no-progress --no-capture \
+  --out "$RUNS/dropout_mlp"
 wants capture && step timeout 60 $PY -m examples.dropout_mlp --device cuda --epochs 10 --capture --no-progress \
-  --out "$OUT/dropout_mlp_captured"
+  --out "$RUNS/dropout_mlp_captured" && cp "$RUNS/dropout_mlp_captured/metrics.json" "$OUT/captured_metrics.json"
+# The same run from other seeds, captured and eager: how far one seed's final test accuracy tells the target
+for seed in ${SEEDS:-}; do
+  for mode in --capture --no-capture; do
+    step timeout 60 $PY -m examples.dropout_mlp --device cuda --epochs 10 --no-progress --no-plot --seed "$seed" \
+      "$mode" --out "$RUNS/seed$seed$mode"
+  done
+done
 wants speed && step timeout 150 $PY -m benchmarks.train_speed --device cuda --epochs 3 --repeats 3 \
   --json "$OUT/train_speed.json"
 wants gemm && step timeout 60 $PY -m benchmarks.gemm_speed --json "$OUT/gemm_speed.json"

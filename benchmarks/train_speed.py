@@ -20,6 +20,7 @@ import signal
 import statistics
 import sys
 import time
+import traceback
 
 import numpy
 
@@ -32,6 +33,7 @@ from examples.chapter import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, N
 from minigrad import backend, capture, cli
 from minigrad.checkpoint import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
+from minigrad.data.loader import PIXEL_SCALE
 from minigrad.monitor import Monitor
 from minigrad.random import generator
 from minigrad.train import Trainer
@@ -66,7 +68,7 @@ def sgemm_gflops(device, size=2048, repeats=5):
 
 def minigrad_concise(device):
     model = concise_mlp(device=device)
-    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False)
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False, capture=False)  # eager
 
     def epoch(loader, number):
         trainer.train_epoch(loader, number)
@@ -137,38 +139,44 @@ def pytorch_eager(device):
     def epoch(loader, _):
         model.train()
         for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(to_torch(x.data)), to_torch(y.data))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            torch_train_step(model, optimizer, to_torch(x.data), to_torch(y.data))
     return epoch
+
+
+def torch_train_step(model, optimizer, x, y):
+    import torch
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def torch_graph(step):
+    """``step()`` recorded as a ``torch.cuda.CUDAGraph`` after three warm-up runs on a side stream, as PyTorch's
+    notes on CUDA graphs require."""
+    import torch
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
 
 
 def pytorch_graph(device):
     """PyTorch with the whole step captured as a CUDA graph (torch.cuda.graph, static input buffers), as in
-    PyTorch's notes on CUDA graphs; a smaller last batch runs eagerly."""
+    PyTorch's notes on CUDA graphs: each batch is copied into the static buffers, then the graph replayed; a
+    smaller last batch runs eagerly."""
     import torch
     model, optimizer = torch_model(device)
     static_x = torch.zeros((BATCH_SIZE, NUM_INPUTS), device=device)
     static_y = torch.zeros(BATCH_SIZE, dtype=torch.int64, device=device)
-
-    def train_step(x, y):
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up on a side stream, as the notes require
-        for _ in range(3):
-            train_step(static_x, static_y)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        train_step(static_x, static_y)
+    graph = torch_graph(lambda: torch_train_step(model, optimizer, static_x, static_y))
 
     def epoch(loader, _):
         model.train()
@@ -179,7 +187,45 @@ def pytorch_graph(device):
                 static_y.copy_(y)
                 graph.replay()
             else:
-                train_step(x, y)
+                torch_train_step(model, optimizer, x, y)
+    return epoch
+
+
+def pytorch_graph_gather(device):
+    """As "pytorch graph", but the graph also gathers its batch, as minigrad's captured step does: from the
+    dataset on the GPU (the loader's arrays, shared through DLPack), by the epoch's order and a position held
+    on the GPU, so the host only launches the graph. Captured on the first pass (the untimed warm-up)."""
+    import torch
+    model, optimizer = torch_model(device)
+    position = torch.zeros(1, dtype=torch.int64, device=device)
+    held = {}
+
+    def gathered_step():
+        rows = held["order"][position + held["offsets"]]
+        x = held["images"][rows].float() * float(PIXEL_SCALE)
+        position.add_(len(rows))
+        return torch_train_step(model, optimizer, x, held["labels"][rows])
+
+    def epoch(batches, _):
+        loader = batches.loader
+        if "graph" not in held:
+            held["images"] = torch.from_dlpack(loader.images).reshape(len(loader.labels), -1)
+            held["labels"] = torch.from_dlpack(loader.labels)
+            held["order"] = torch.arange(len(loader.labels), device=device)
+            held["offsets"] = torch.arange(loader.batch_size, device=device)
+            held["graph"] = torch_graph(gathered_step)
+        model.train()
+        if batches.indices.start == 0:
+            held["order now"] = loader.epoch_order()
+            if held["order now"] is not None:
+                held["order"].copy_(torch.from_dlpack(held["order now"]))
+            position.zero_()
+        for index in batches.indices:
+            if index < len(loader.labels) // loader.batch_size:
+                held["graph"].replay()
+            else:
+                x, y = loader.batch(held["order now"], index)
+                torch_train_step(model, optimizer, torch.from_dlpack(x.data), torch.from_dlpack(y.data))
     return epoch
 
 
@@ -194,7 +240,8 @@ def torch_version():
 # --- the run ---------------------------------------------------------------------------------------
 
 CONTENDERS = {"minigrad concise": minigrad_concise, "minigrad scratch": minigrad_scratch, "floor": numpy_floor,
-              "pytorch eager": pytorch_eager, "minigrad captured": minigrad_captured, "pytorch graph": pytorch_graph}
+              "pytorch eager": pytorch_eager, "minigrad captured": minigrad_captured, "pytorch graph": pytorch_graph,
+              "pytorch graph+gather": pytorch_graph_gather}
 
 
 class EpochSlices:
@@ -248,24 +295,42 @@ def worker(connection, name, args):
         import torch
         # Every core, as NumPy's BLAS uses, unless OMP_NUM_THREADS caps both (as when tests run in parallel)
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
-    data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
-    loader = DataLoader(data, BATCH_SIZE, shuffle=True, device=device, limit=args.limit, seed=0)
-    epoch_slices = EpochSlices(loader, args.slices)
-    run_epoch = CONTENDERS[name](device)
-    # Warm-up on the loader's first two batches: first-call costs, and the captured step's capture
-    run_epoch(EpochSlices(loader, len(loader) // 2).next_slice(), 0)
     try:
+        try:
+            data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
+            loader = DataLoader(data, BATCH_SIZE, shuffle=True, device=device, limit=args.limit, seed=0)
+            epoch_slices = EpochSlices(loader, args.slices)
+            run_epoch = CONTENDERS[name](device)
+            # Warm-up on the loader's first two batches: first-call costs, and the captured step's capture
+            run_epoch(EpochSlices(loader, len(loader) // 2).next_slice(), 0)
+        except Exception as error:  # this contender is out; the others still run
+            traceback.print_exc()
+            connection.send(("failed", f"{type(error).__name__}: {error}"))
+            return
         connection.send(("ready", loader.num_examples))
         while connection.recv() == "slice":
             batches = epoch_slices.next_slice()
-            backend.synchronize(device)
-            start = time.perf_counter()
-            run_epoch(batches, 1)
-            backend.synchronize(device)
+            try:
+                backend.synchronize(device)
+                start = time.perf_counter()
+                run_epoch(batches, 1)
+                backend.synchronize(device)
+            except Exception as error:
+                traceback.print_exc()
+                connection.send(("failed", f"{type(error).__name__}: {error}"))
+                return
             connection.send(time.perf_counter() - start)
     except (EOFError, BrokenPipeError):  # the parent has gone (Ctrl-C): nothing left to time
         return
     connection.close()
+
+
+def receive(connection, timeout):
+    """The worker's next message, or None if it died or said nothing for ``timeout`` seconds."""
+    try:
+        return connection.recv() if connection.poll(timeout) else None
+    except EOFError:
+        return None
 
 
 def run(args):
@@ -283,20 +348,32 @@ def run(args):
     if device != "cpu":  # the CUDA-graph contenders
         names.insert(1, "minigrad captured")
         if "pytorch eager" in names:
-            names.append("pytorch graph")
+            names += ["pytorch graph", "pytorch graph+gather"]
     context = multiprocessing.get_context("spawn")
     workers = {}
     for name in names:
         parent_end, child_end = context.Pipe()
         process = context.Process(target=worker, args=(child_end, name, args), daemon=True)
         process.start()
+        child_end.close()  # the worker's end lives in the worker only: if it dies, recv() raises at once
         workers[name] = (process, parent_end)
     examples = None
-    for name, (process, connection) in workers.items():
-        message = connection.recv() if connection.poll(600) else None
-        if not message or message[0] != "ready":
-            raise RuntimeError(f"the {name} worker did not start (exit code {process.exitcode})")
-        examples = message[1]
+
+    def drop(name, why):  # a contender that failed: the run goes on without it, and the report says why
+        skipped.append(f"{name}: failed ({why})")
+        print(f"dropping {skipped[-1]}", flush=True)
+        names.remove(name)
+        workers.pop(name)[0].join(timeout=30)
+
+    for name, (process, connection) in list(workers.items()):
+        message = receive(connection, 600)
+        if message is None or message[0] != "ready":
+            why = message[1] if message is not None else f"it did not start, exit code {process.exitcode}"
+            if name == "floor":  # every ratio is to the floor
+                raise RuntimeError(f"the floor's worker failed: {why}")
+            drop(name, why)
+        else:
+            examples = message[1]
     epochs = {name: [] for name in names}
     turn = 0
     for _ in range(args.repeats * args.epochs):
@@ -307,7 +384,14 @@ def run(args):
                 # go to sleep so that they do not steal the cores from the next contender.
                 time.sleep(PAUSE_S)
                 workers[name][1].send("slice")
-                seconds[name] += workers[name][1].recv()
+                answer = receive(workers[name][1], 600)
+                if isinstance(answer, float):
+                    seconds[name] += answer
+                elif name == "floor":
+                    raise RuntimeError(f"the floor's worker failed: {answer}")
+                else:
+                    drop(name, answer[1] if answer is not None else "its worker died")
+                    del seconds[name], epochs[name]
             turn += 1
         for name in names:
             epochs[name].append(seconds[name])
@@ -326,6 +410,8 @@ def run(args):
             # epoch k of this contender against epoch k of the floor (the same round): less exposed to slow drift
             "paired_ratio_to_floor": statistics.median(a / b for a, b in zip(times, epochs["floor"])),
             "ratio_to_pytorch": medians[name] / medians["pytorch eager"] if "pytorch eager" in medians else None,
+            "ratio_to_pytorch_graph": (medians[name] / medians["pytorch graph"] if "pytorch graph" in medians
+                                       else None),
         }
     report = {
         "device": device, "machine": platform.processor() or platform.machine(), "torch": torch_version(),
@@ -342,16 +428,21 @@ def run(args):
 
 
 def format_table(report):
-    lines = [f"{'contender':18s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
-             f"{'x pytorch':>10s}"]
+    graph = any(r["ratio_to_pytorch_graph"] is not None for r in report["results"].values())
+    lines = [f"{'contender':20s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
+             f"{'x pytorch':>10s}" + (f" {'x graph':>8s}" if graph else "")]
+
+    def ratio(value, width):
+        return f"{value:{width}.2f}" if value is not None else f"{'-':>{width}s}"
     for name, r in report["results"].items():
-        vs_torch = f"{r['ratio_to_pytorch']:.2f}" if r["ratio_to_pytorch"] is not None else "-"
-        lines.append(f"{name:18s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
-                     f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} {vs_torch:>10s}")
-    lines.append("x floor and x pytorch: ratios of the medians; paired: median over rounds of the ratio of epochs "
-                 "run in the same round")
+        lines.append(f"{name:20s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
+                     f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} {ratio(r['ratio_to_pytorch'], 10)}"
+                     + (f" {ratio(r['ratio_to_pytorch_graph'], 8)}" if graph else ""))
+    lines.append("x floor, x pytorch (eager), x graph (pytorch graph): ratios of the medians; paired: median over "
+                 "rounds of the ratio of epochs run in the same round")
     lines.append(f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
                  f"{report['floor_gflops']:.0f} GFLOP/s; this machine's sgemm: {report['sgemm_gflops']:.0f} GFLOP/s")
+    lines += [f"left out: {line}" for line in report["skipped"]]
     return "\n".join(lines)
 
 

@@ -136,6 +136,7 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     ("benchmarks.dropout_bits", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
     ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
     ("benchmarks.gemm_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    ("benchmarks.step_graph", ["--passes", "0"], "argument --passes: must be at least 1, got 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
     import importlib
@@ -147,12 +148,28 @@ def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypa
 
 
 @pytest.mark.skipif(backend.cuda_available(), reason="a GPU is here: the benchmark would run")
-def test_the_gemm_benchmark_says_it_needs_a_gpu(capsys):
-    from benchmarks import gemm_speed
+@pytest.mark.parametrize("module", ["gemm_speed", "step_graph"])
+def test_the_gpu_benchmarks_say_they_need_a_gpu(module, capsys):
+    import importlib
     with pytest.raises(SystemExit) as caught:
-        gemm_speed.main([])
+        importlib.import_module(f"benchmarks.{module}").main([])
     err = capsys.readouterr().err
     assert caught.value.code == 2 and err.count("\n") == 1 and "needs a GPU" in err
+
+
+def test_the_graph_benchmark_reads_a_dot_dump():
+    from benchmarks.step_graph import graph_contents
+    # The start of the dump an H100 gave (benchmarks.step_graph --dot), one mangled CUB kernel added
+    dot = ('digraph dot {\nsubgraph cluster_1 {\nlabel="graph_1" graph[style="dashed"];\n'
+           '"graph_1_node_0"[style="bold" shape="octagon" label="0\nminigrad_gather_pixels\n"];\n\n'
+           '"graph_1_node_1"[style="bold" shape="octagon" label="1\ncupy_add__float32_float32_float32\n"];\n\n'
+           '"graph_1_node_2"[style="bold" shape="octagon" label="2\n_ZN3cub6detail6reduce11DeviceReduceKernel\n"];\n\n'
+           '"graph_1_node_3"[style="bold" shape="octagon" label="3\ncupy_add__float32_float32_float32\n"];\n'
+           '"graph_1_node_0" -> "graph_1_node_1";\n}\n}')
+    nodes, kernels = graph_contents(dot)
+    assert nodes == 4
+    assert kernels == {"cupy_add__float32_float32_float32": 2, "minigrad_gather_pixels": 1,
+                       "_ZN3cub6detail6reduce11DeviceReduceKernel": 1}
 
 
 def test_the_gemm_benchmark_lists_every_product_of_a_step():
@@ -203,3 +220,70 @@ def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(
             epoch(slices.next_slice(), 1)
     for ours, theirs in zip(made[0].parameters(), made[1].parameters()):
         np.testing.assert_array_equal(ours.data, theirs.data)
+
+
+def test_the_pytorch_contender_that_gathers_in_its_graph_trains_on_the_loaders_batches(monkeypatch):
+    """On the CPU, with a stand-in "graph" that runs the step when replayed (a real capture needs a GPU): the
+    batches gathered by the order and position tensors are the loader's, so two epochs driven slice by slice
+    end with the eager PyTorch contender's weights, bit for bit."""
+    torch = pytest.importorskip("torch")
+    import types
+
+    from benchmarks import train_speed
+
+    from .test_capture import loader
+    made = []
+
+    def recording_torch_model(device):
+        made.append(real_torch_model(device))
+        return made[-1]
+    real_torch_model = train_speed.torch_model
+    monkeypatch.setattr(train_speed, "torch_model", recording_torch_model)
+    monkeypatch.setattr(train_speed, "torch_graph", lambda step: types.SimpleNamespace(replay=step))
+    for contender in (train_speed.pytorch_graph_gather, train_speed.pytorch_eager):
+        epoch = contender("cpu")
+        slices = train_speed.EpochSlices(loader(count=300), 3)  # 5 batches (the last of 44) in slices of 1, 2, 2
+        for _ in range(6):
+            epoch(slices.next_slice(), 1)
+    for ours, theirs in zip(made[0][0].parameters(), made[1][0].parameters()):
+        assert torch.equal(ours, theirs)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def fails_at_setup(device):
+    raise Boom("no such model")
+
+
+def fails_at_second_slice(device):
+    slices = []
+
+    def epoch(loader, number):
+        slices.append(number)
+        if len(slices) == 3:  # the warm-up, one timed slice, then this one
+            raise Boom("the replay broke")
+    return epoch
+
+
+def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatch):
+    # Forked workers inherit the stand-ins (spawned ones would import the real contenders)
+    import multiprocessing
+
+    from benchmarks import train_speed
+    fork = multiprocessing.get_context("fork")
+    monkeypatch.setattr(train_speed.multiprocessing, "get_context", lambda method: fork)
+    monkeypatch.setitem(train_speed.CONTENDERS, "minigrad concise", fails_at_setup)
+    monkeypatch.setitem(train_speed.CONTENDERS, "minigrad scratch", fails_at_second_slice)
+    monkeypatch.setattr(train_speed, "PAUSE_S", 0.0)
+    data = tmp_path / "fake"
+    write_fake_fashion(data, train=300, test=100)
+    out = tmp_path / "speed.json"
+    assert train_speed.main(["--epochs", "1", "--repeats", "2", "--slices", "2", "--limit", "256", "--skip",
+                             "pytorch", "--data-dir", str(data), "--skip-checksum", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"numpy floor"}
+    assert len(report["results"]["numpy floor"]["epochs_s"]) == 2
+    assert "minigrad concise: failed (Boom: no such model)" in report["skipped"]
+    assert "minigrad scratch: failed (Boom: the replay broke)" in report["skipped"]

@@ -1,0 +1,99 @@
+"""The captured training step of the chapter's MLP as a CUDA graph: what it holds, and what one replay costs.
+
+    python -m benchmarks.step_graph [--passes 5] [--dot PATH] [--json PATH] [--data-dir DIR]
+
+Captures the step as ``Trainer(capture=True)`` does (``capture.CapturedTraining`` on the training loader),
+then prints the graph's nodes and its kernels by name (from CUDA's DOT dump of the graph, written to
+``--dot``), and times ``--passes`` passes over the epoch's full batches: the host's seconds to launch a pass's
+replays, and the GPU's (CUDA events around the pass). A GPU time per replay near the host's says the step is
+still host-bound; far under it, the GPU waits for launches. Needs a GPU and Fashion-MNIST.
+"""
+import collections
+import re
+import statistics
+import sys
+import time
+
+import minigrad as mg
+from examples.chapter import BATCH_SIZE, LR, concise_mlp
+from minigrad import backend, capture, cli
+from minigrad.checkpoint import save_json
+from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
+
+
+def graph_contents(dot):
+    """(number of nodes, {kernel name: count}) read from a graph's DOT dump (CUDA's default dump labels each
+    kernel node with its number and its kernel's name)."""
+    nodes = set(re.findall(r'"(graph_\d+_node_\d+)"\s*\[', dot))
+    # CuPy's and minigrad's kernels by name; C++ ones (CUB's) appear mangled, _Z..., cut to 60 characters
+    kernels = collections.Counter(name[:60] for name in re.findall(r"\b((?:cupy|minigrad)_\w+|_Z\w+)", dot))
+    return len(nodes), dict(kernels.most_common())
+
+
+def run(args):
+    cupy = backend.cupy
+    mg.manual_seed(0)
+    data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
+    loader = DataLoader(data, BATCH_SIZE, shuffle=True, device="cuda", seed=0)
+    model = concise_mlp(device="cuda")
+    training = capture.CapturedTraining(model, mg.optim.SGD(model.parameters(), lr=LR))
+    replay = training.start(loader)
+    captured = replay.captured
+    replay.finish()
+    dot = captured.graph.debug_dot_str()
+    if args.dot:
+        with open(args.dot, "w") as file:
+            file.write(dot)
+    nodes, kernels = graph_contents(dot)
+    host, gpu = [], []
+    for _ in range(args.passes + 1):  # the first pass warms up
+        replay = training.start(loader)
+        with captured.on_stream():
+            cupy.cuda.get_current_stream().synchronize()
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            began = time.perf_counter()
+            start.record()
+            for _ in range(captured.full_batches):
+                captured.step()
+            host.append(time.perf_counter() - began)
+            end.record()
+            end.synchronize()
+            gpu.append(cupy.cuda.get_elapsed_time(start, end) / 1000)
+        replay.finish()
+    host, gpu = host[1:], gpu[1:]
+    per_replay = {"host_us": statistics.median(host) / captured.full_batches * 1e6,
+                  "gpu_us": statistics.median(gpu) / captured.full_batches * 1e6}
+    print(f"the captured training step: {nodes} nodes, {sum(kernels.values())} of them these kernels:")
+    for name, count in kernels.items():
+        print(f"  {count:3d} x {name}")
+    print(f"{captured.full_batches} replays per pass, median of {args.passes} passes: host "
+          f"{per_replay['host_us']:.1f} us to launch one, GPU {per_replay['gpu_us']:.1f} us per replay "
+          f"({statistics.median(gpu):.4f} s per pass of full batches)")
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    report = {"device": name.decode() if isinstance(name, bytes) else name, "nodes": nodes,
+              "kernels": kernels, "replays_per_pass": captured.full_batches, "passes_host_s": host,
+              "passes_gpu_s": gpu, "per_replay": per_replay}
+    if args.json:
+        save_json(report, args.json)
+    return report
+
+
+def main(argv=None):
+    parser = cli.OneLineParser(prog="python -m benchmarks.step_graph", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--passes", type=cli.positive_int, default=5)
+    parser.add_argument("--dot", default=None, help="write the graph's DOT dump here")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
+    args = parser.parse_args(argv)
+    if not backend.cuda_available():
+        parser.error("this benchmark needs a GPU (CuPy finds none): it captures a CUDA graph")
+    cli.check_data_dir(parser, args.data_dir)
+    for path in (args.dot, args.json):
+        if path:
+            cli.check_writable_file(parser, path)
+    return cli.exit_status(lambda: run(args), (DatasetError, IDXFormatError, OSError, capture.CaptureProblem))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
