@@ -72,8 +72,7 @@ def run(args):
               f"{row['capturable_us'] / row['cublas_us']:6.2f}")
     print(f"{'one step':44} {totals['cublas_us']:10.1f} {totals['capturable_us']:14.1f} "
           f"{totals['capturable_us'] / totals['cublas_us']:6.2f}")
-    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    report = {"device": name.decode() if isinstance(name, bytes) else name, "batch": args.batch,
+    report = {"device": backend.gpu_name(), "batch": args.batch,
               "repeats": args.repeats, "products": rows, "step_us": totals}
     if args.json:
         save_json(report, args.json)

@@ -69,8 +69,7 @@ def run(args):
     print(f"{captured.full_batches} replays per pass, median of {args.passes} passes: host "
           f"{per_replay['host_us']:.1f} us to launch one, GPU {per_replay['gpu_us']:.1f} us per replay "
           f"({statistics.median(gpu):.4f} s per pass of full batches)")
-    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    report = {"device": name.decode() if isinstance(name, bytes) else name, "nodes": nodes,
+    report = {"device": backend.gpu_name(), "nodes": nodes,
               "kernels": kernels, "replays_per_pass": captured.full_batches, "passes_host_s": host,
               "passes_gpu_s": gpu, "per_replay": per_replay}
     if args.json:

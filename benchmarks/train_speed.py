@@ -11,6 +11,10 @@ which comes and goes over seconds, hits them alike; an epoch's time is the sum o
 and max epoch seconds, ratios, and the floor's achieved GFLOP/s against this machine's sgemm rate,
 measured in the same run. Both minigrad contenders report through the same ``monitor.Monitor`` (the
 concise one inside ``Trainer``), so they pay for the same instruments; the floor and PyTorch have none.
+With ``--device cuda`` three contenders replay their step as a CUDA graph: minigrad captured (the batch gathered
+inside the graph), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes on CUDA graphs
+do) and PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is). A contender that fails is
+left out of the table, and the report says why.
 """
 import itertools
 import os
@@ -304,9 +308,7 @@ def worker(connection, name, args):
             # Warm-up on the loader's first two batches: first-call costs, and the captured step's capture
             run_epoch(EpochSlices(loader, len(loader) // 2).next_slice(), 0)
         except Exception as error:  # this contender is out; the others still run
-            traceback.print_exc()
-            connection.send(("failed", f"{type(error).__name__}: {error}"))
-            return
+            return report_failure(connection, error)
         connection.send(("ready", loader.num_examples))
         while connection.recv() == "slice":
             batches = epoch_slices.next_slice()
@@ -316,13 +318,17 @@ def worker(connection, name, args):
                 run_epoch(batches, 1)
                 backend.synchronize(device)
             except Exception as error:
-                traceback.print_exc()
-                connection.send(("failed", f"{type(error).__name__}: {error}"))
-                return
+                return report_failure(connection, error)
             connection.send(time.perf_counter() - start)
     except (EOFError, BrokenPipeError):  # the parent has gone (Ctrl-C): nothing left to time
         return
     connection.close()
+
+
+def report_failure(connection, error):
+    """A worker's last word: the traceback on stderr, the error to the parent, which drops the contender."""
+    traceback.print_exc()
+    connection.send(("failed", f"{type(error).__name__}: {error}"))
 
 
 def receive(connection, timeout):

@@ -61,6 +61,12 @@ def cuda_available():
         return False
 
 
+def gpu_name():
+    """The current GPU's name as CUDA reports it (e.g. 'NVIDIA H100 80GB HBM3'), for benchmark reports."""
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
 def check_device(device):
     """Return the normalised device name, or raise DeviceError if this machine lacks it."""
     device = parse_device(device)

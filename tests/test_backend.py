@@ -70,3 +70,10 @@ def test_mixing_devices_is_a_clear_error(monkeypatch):
     b.data = b.data.view(FakeGpuArray)
     with pytest.raises(ValueError, match=r"different devices \(cpu, cuda:0\); move them with .to\(device\)"):
         a + b
+
+
+@pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
+def test_cuda_the_gpus_name_is_text_for_the_reports():
+    from minigrad import backend
+    name = backend.gpu_name()
+    assert isinstance(name, str) and name.strip()
