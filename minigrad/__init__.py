@@ -20,7 +20,7 @@ import numpy as _numpy
 
 from . import _tensor, allocator, autograd, backend  # noqa: F401 (the engine before the ops: see _tensor.py)
 from . import nn, ops, optim, random
-from .autograd import is_grad_enabled, no_grad, set_value_checks, value_checks_enabled
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled, set_value_checks, value_checks_enabled
 from .backend import DeviceError, cuda_available
 from .creation import arange, ones, rand, randn, tensor, zeros
 from .gradcheck import GradcheckError, gradcheck
@@ -31,7 +31,8 @@ float16, float32, float64 = _numpy.float16, _numpy.float32, _numpy.float64
 int32, int64, uint8, bool_ = _numpy.int32, _numpy.int64, _numpy.uint8, _numpy.bool_
 
 __all__ = ["allocator", "autograd", "backend", "nn", "ops", "optim", "random", "Function", "Tensor",
-           "is_grad_enabled", "no_grad", "set_value_checks", "value_checks_enabled", "DeviceError", "cuda_available",
+           "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled", "set_value_checks", "value_checks_enabled",
+           "DeviceError", "cuda_available",
            "manual_seed", "get_rng_state", "set_rng_state", "arange", "ones", "rand", "randn", "tensor", "zeros",
            "GradcheckError", "gradcheck", "float16", "float32", "float64", "int32", "int64", "uint8", "bool_"]
 __version__ = "0.1.0"

@@ -42,6 +42,9 @@ class Function:
 
     inputs = ()
     needs_input_grad = ()
+    makes_view = False  # True for ops whose output may be a view of their input (Reshape, Permute, Index)
+    saves_output = False  # True for ops whose backward reads their own output (Exp, ReLU, Max)
+    saved_output_version = None
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -56,15 +59,19 @@ class Function:
             _check_same_device(cls.__name__, inputs)
         fn = cls(**params)
         fn.xp = backend.get_array_module(inputs[0].data)
-        record = autograd._grad_enabled and any(t.requires_grad for t in inputs)
+        record = autograd._grad_mode.enabled and any(t.requires_grad for t in inputs)
         if record:  # before forward, which may skip saving what no gradient will need
             fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
         output = Tensor(fn.forward(*[t.data for t in inputs]))
+        if cls.makes_view and output.data.base is not None and fn.xp.may_share_memory(output.data, inputs[0].data):
+            output._version = inputs[0]._version  # a view: a change through either is a change of both
         if record:
-            output.requires_grad = True
+            output._requires_grad = True
             output.grad_fn = fn
             fn.inputs = inputs
             fn.ran_at = autograd._clock  # backward reads the arrays forward saved (autograd._check_unmodified)
+            if cls.saves_output:
+                fn.saved_output_version = output._version
         return output
 
     def release(self):
@@ -88,13 +95,23 @@ def _check_same_device(op_name, tensors):
 from . import ops  # noqa: E402  (below Function, which the ops subclass: see the NOTE above)
 
 
-def _dims(dim, axis, method):
-    """The ``dim`` argument, also accepted under NumPy's name ``axis`` (as PyTorch does); lists become tuples."""
+def _dims(dim, axis, method, ndim):
+    """A reduction's ``dim`` (also accepted under NumPy's name ``axis``, as PyTorch does), checked and non-negative:
+    None (every dimension), an int or a tuple of ints. As in PyTorch, ``dim=()`` reduces every dimension, and a
+    0-d tensor takes dim 0 or -1 (reducing it changes nothing)."""
     if axis is not None:
         if dim is not None:
             raise TypeError(f"{method}() got both dim and axis: they are the same argument, give one")
         dim = axis
-    return tuple(dim) if isinstance(dim, list) else dim
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return None
+    if isinstance(dim, (tuple, list)):
+        dims = tuple(_normalize_dim(d, ndim, method) for d in dim)
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"{method}(): dim {tuple(dim)} names a dimension twice")
+        return None if ndim == 0 else dims
+    dim = _normalize_dim(dim, ndim, method)
+    return None if ndim == 0 else dim
 
 
 def _keepdim(keepdim, keepdims):
@@ -139,15 +156,16 @@ class Tensor:
 
     # Let Tensor's operators win over NumPy's when a raw array is on the left (array * tensor).
     __array_priority__ = 1000
-    _changed_at = 0  # when this tensor's array was last changed in place (see mark_changed_in_place)
 
     def __init__(self, data, requires_grad=False):
+        # when the array was last changed in place, shared with every view of it (autograd.Version)
+        self._version = data._version if isinstance(data, Tensor) else autograd.Version()
         if not isinstance(data, backend.ARRAY_TYPES):
             data = _as_array(data)
         self.data = data
         self.grad = None
         self.grad_fn = None
-        self.requires_grad = False
+        self._requires_grad = False
         if requires_grad:
             self.requires_grad_()
 
@@ -183,12 +201,35 @@ class Tensor:
     def numel(self):
         return self.data.size
 
-    def requires_grad_(self, requires_grad=True):
-        """Set ``requires_grad`` in place (floating-point tensors only); returns self."""
+    @property
+    def requires_grad(self):
+        """Whether backward() computes a gradient for this tensor. Settable on leaves, floating-point ones only."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad):
+        if not isinstance(requires_grad, (bool, backend.numpy.bool_)):
+            raise TypeError(f"requires_grad must be True or False, got {requires_grad!r}")
         if requires_grad and self.dtype.kind != "f":
             raise ValueError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
-        self.requires_grad = bool(requires_grad)
+        if self.grad_fn is not None and not requires_grad:
+            raise RuntimeError("requires_grad can only be switched off on a leaf (a tensor made by the user): for a "
+                               "result used outside the graph, use y.detach()")
+        self._requires_grad = bool(requires_grad)
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` in place (floating-point tensors only); returns self."""
+        self.requires_grad = requires_grad
         return self
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in ``.grad`` during backward (leaves always keep theirs)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad: there is no gradient to keep")
+        self.retains_grad = True
+        return None
+
+    retains_grad = False
 
     def __len__(self):
         if self.ndim == 0:
@@ -259,9 +300,21 @@ class Tensor:
         """The values as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
         return backend.to_numpy(self.data)
 
+    def tolist(self):
+        """The values as (nested lists of) Python numbers; a 0-d tensor gives a number, as in PyTorch."""
+        return self.numpy().tolist()
+
     def detach(self):
-        """The same values, cut from the graph (no copy)."""
-        return Tensor(self.data)
+        """The same values, cut from the graph (no copy: it shares this tensor's array and its version)."""
+        return Tensor(self)
+
+    def float(self):
+        """This tensor in float32 (itself when it already is), in the graph: the gradient comes back in its dtype."""
+        return self if self.dtype == backend.numpy.float32 else ops.Cast.apply(self, dtype=backend.numpy.float32)
+
+    def double(self):
+        """This tensor in float64 (itself when it already is), in the graph."""
+        return self if self.dtype == backend.numpy.float64 else ops.Cast.apply(self, dtype=backend.numpy.float64)
 
     def to(self, device):
         """This tensor on ``device`` (itself when it is already there). The copy is a new leaf."""
@@ -297,37 +350,55 @@ class Tensor:
 
     # --- operators: each calls one Function from ops.py --------------------------
     def _lift(self, other):
-        """``other`` as a Tensor; Python numbers take this tensor's dtype (float32 stays float32)."""
+        """``other`` as a Tensor. Python numbers are weak, as in PyTorch: a float takes this tensor's dtype when it
+        is floating point (float32 stays float32) and float32 otherwise; an int takes a floating dtype too."""
         if isinstance(other, Tensor):
             return other
         xp = backend.get_array_module(self.data)
         if isinstance(other, (int, float)) and self.dtype.kind == "f":
             return Tensor(xp.asarray(other, dtype=self.dtype))
+        if isinstance(other, float):
+            return Tensor(xp.asarray(other, dtype=xp.float32))
         return Tensor(xp.asarray(other))
 
+    def _operands(self, other, reflected=False):
+        """The two operands of a binary op, promoted as PyTorch does: a 0-d tensor beside a tensor with dimensions
+        counts like a number, so float32 times a 0-d float64 tensor stays float32 (NumPy would give float64). Only
+        a 0-d tensor of a higher category (bool < integer < floating) decides the dtype, as in PyTorch."""
+        other = self._lift(other)
+        a, b = (other, self) if reflected else (self, other)
+        if (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
+            scalar, dimensioned = (a, b) if a.ndim == 0 else (b, a)
+            if _category(scalar.dtype) <= _category(dimensioned.dtype):
+                scalar = ops.Cast.apply(scalar, dtype=dimensioned.dtype)
+            else:  # the 0-d tensor's category wins, and with it its dtype (int64 * a 0-d float32: float32)
+                dimensioned = ops.Cast.apply(dimensioned, dtype=scalar.dtype)
+            a, b = (scalar, dimensioned) if a.ndim == 0 else (dimensioned, scalar)
+        return a, b
+
     def __add__(self, other):
-        return ops.Add.apply(self, self._lift(other))
+        return ops.Add.apply(*self._operands(other))
 
     def __radd__(self, other):
-        return ops.Add.apply(self._lift(other), self)
+        return ops.Add.apply(*self._operands(other, reflected=True))
 
     def __sub__(self, other):
-        return ops.Sub.apply(self, self._lift(other))
+        return ops.Sub.apply(*self._operands(other))
 
     def __rsub__(self, other):
-        return ops.Sub.apply(self._lift(other), self)
+        return ops.Sub.apply(*self._operands(other, reflected=True))
 
     def __mul__(self, other):
-        return ops.Mul.apply(self, self._lift(other))
+        return ops.Mul.apply(*self._operands(other))
 
     def __rmul__(self, other):
-        return ops.Mul.apply(self._lift(other), self)
+        return ops.Mul.apply(*self._operands(other, reflected=True))
 
     def __truediv__(self, other):
-        return ops.Div.apply(self, self._lift(other))
+        return ops.Div.apply(*self._operands(other))
 
     def __rtruediv__(self, other):
-        return ops.Div.apply(self._lift(other), self)
+        return ops.Div.apply(*self._operands(other, reflected=True))
 
     def __neg__(self):
         return ops.Neg.apply(self)
@@ -350,7 +421,7 @@ class Tensor:
     # by hand is `with mg.no_grad(): w -= lr * w.grad`. In grad mode it is refused for a tensor that requires
     # grad (the graph would need the old values); ops that used this tensor before notice (Function.apply).
     def _in_place(self, other, ufunc, symbol):
-        if autograd._grad_enabled and self.requires_grad:
+        if autograd._grad_mode.enabled and self.requires_grad:
             raise RuntimeError(f"in-place {symbol} on a tensor that requires grad, in grad mode: for an update, "
                                f"wrap it in `with mg.no_grad():`; in a computation, write y = x {symbol[0]} ...")
         ufunc(self.data, self._lift(other).data, out=self.data)
@@ -406,14 +477,14 @@ class Tensor:
 
     # --- reductions: dim (or NumPy's axis) is an int, a tuple of ints or None (all) ----------
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
-        return ops.Sum.apply(self, axis=_dims(dim, axis, "sum"), keepdims=_keepdim(keepdim, keepdims))
+        return ops.Sum.apply(self, axis=_dims(dim, axis, "sum", self.ndim), keepdims=_keepdim(keepdim, keepdims))
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
-        return ops.Mean.apply(self, axis=_dims(dim, axis, "mean"), keepdims=_keepdim(keepdim, keepdims))
+        return ops.Mean.apply(self, axis=_dims(dim, axis, "mean", self.ndim), keepdims=_keepdim(keepdim, keepdims))
 
     def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
         """The largest values over ``dim`` (all when None). Ties share the gradient equally, as in PyTorch."""
-        return ops.Max.apply(self, axis=_dims(dim, axis, "amax"), keepdims=_keepdim(keepdim, keepdims))
+        return ops.Max.apply(self, axis=_dims(dim, axis, "amax", self.ndim), keepdims=_keepdim(keepdim, keepdims))
 
     def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
         """The smallest values over ``dim``: -amax(-x). Ties share the gradient equally."""
@@ -423,17 +494,26 @@ class Tensor:
         """As in PyTorch: ``max()`` is the largest value (ties share the gradient); ``max(dim)`` returns
         ``(values, indices)`` along one dimension, the gradient going to the index taken (the first of ties).
         For the values alone along a dimension, use ``amax(dim)``."""
-        dim = _dims(dim, axis, "max")
+        if self.ndim == 0 and (dim is not None or axis is not None):
+            return self._select_0d(dim, axis, "max")
+        dim = _dims(dim, axis, "max", self.ndim)
         if dim is None:
             return self.amax(keepdim=_keepdim(keepdim, keepdims))
         return self._select(self.data.argmax, dim, _keepdim(keepdim, keepdims), "max")
 
     def min(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
         """As in PyTorch: ``min()`` is the smallest value; ``min(dim)`` returns ``(values, indices)``."""
-        dim = _dims(dim, axis, "min")
+        if self.ndim == 0 and (dim is not None or axis is not None):
+            return self._select_0d(dim, axis, "min")
+        dim = _dims(dim, axis, "min", self.ndim)
         if dim is None:
             return self.amin(keepdim=_keepdim(keepdim, keepdims))
         return self._select(self.data.argmin, dim, _keepdim(keepdim, keepdims), "min")
+
+    def _select_0d(self, dim, axis, method):
+        """max(0) or min(0) of a 0-d tensor, as in PyTorch: the tensor itself, at index 0."""
+        _dims(dim, axis, method, 0)
+        return MaxMin(self.reshape(()), Tensor(backend.get_array_module(self.data).zeros((), dtype="int64")))
 
     def _select(self, arg_function, dim, keepdim, method):
         """(values, indices) of the elements ``arg_function`` picks along ``dim``, through Index (so its gradient)."""
@@ -452,12 +532,12 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
         """Indices of the maxima (over the flattened tensor when dim is None): an integer tensor, never in the graph."""
-        dim = _dims(dim, axis, "argmax")
+        dim = _dims(dim, axis, "argmax", self.ndim)
         return Tensor(self.data.argmax(axis=dim, keepdims=_keepdim(keepdim, keepdims)))
 
     def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
         """Indices of the minima: an integer tensor, never in the graph."""
-        dim = _dims(dim, axis, "argmin")
+        dim = _dims(dim, axis, "argmin", self.ndim)
         return Tensor(self.data.argmin(axis=dim, keepdims=_keepdim(keepdim, keepdims)))
 
     # --- elementwise functions --------------------------------------------------------
@@ -530,6 +610,11 @@ def _as_array(data):
     hint = " (for a tensor holding a number, use minigrad.tensor(x))" if isinstance(data, (int, float)) else ""
     raise TypeError(f"Tensor() takes a NumPy or CuPy array, a list of numbers or a Tensor, got "
                     f"{type(data).__name__}{hint}")
+
+
+def _category(dtype):
+    """PyTorch's categories for type promotion: bool 0, integers 1, floating point 2."""
+    return {"b": 0, "i": 1, "u": 1}.get(dtype.kind, 2)
 
 
 def _matmul(a, b):

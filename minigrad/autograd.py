@@ -12,28 +12,89 @@ an array of their own in their own dtype. The graph is freed as it is consumed.
 The engine knows tensors only by their attributes (``data``, ``grad``, ``grad_fn``,
 ``requires_grad``), so it imports nothing from ``_tensor.py``.
 """
-import contextlib
+import functools
+import threading
 
-# ---------------------------------------------------------------------------------------
-# Modes: whether ops record a graph, and whether checks that read values run.
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether ops record the graph, per thread as in PyTorch: a new thread starts with it on."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled():
-    """True when ops record the graph that backward() needs."""
-    return _grad_enabled
+    """True when ops in this thread record the graph that backward() needs."""
+    return _grad_mode.enabled
 
 
-@contextlib.contextmanager
-def no_grad():
-    """Context manager (and decorator) in which no graph is recorded: for evaluation and updates."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+class set_grad_enabled:  # noqa: N801 (PyTorch's name; it is a class so that it works three ways)
+    """Turn graph recording on or off in this thread: at once as a call (``set_grad_enabled(False)``), for a
+    block as a context manager (restored on exit), or for a function as a decorator."""
+
+    def __init__(self, mode):
+        if not isinstance(mode, bool):
+            raise TypeError(f"set_grad_enabled(mode): mode must be True or False, got {mode!r}")
+        self.previous = _grad_mode.enabled
+        self.mode = mode
+        _grad_mode.enabled = mode
+
+    def __enter__(self):
+        _grad_mode.enabled = self.mode  # (set again: the object may be entered long after it was made)
+        return self
+
+    def __exit__(self, *exc_info):
+        _grad_mode.enabled = self.previous
+
+    def __call__(self, function):
+        _grad_mode.enabled = self.previous  # used as a decorator: the call above changed nothing for good
+        return _run_with_grad_mode(function, self.mode)
+
+
+class _GradModeBlock:
+    """``no_grad`` and ``enable_grad``: a context manager, a decorator ``@no_grad()``, or a bare ``@no_grad``."""
+
+    mode = None
+
+    def __new__(cls, function=None):
+        if function is not None:  # @no_grad without parentheses: Python passes the function
+            if not callable(function):
+                raise TypeError(f"{cls.__name__}() takes no arguments (or decorates a function), got {function!r}")
+            return _run_with_grad_mode(function, cls.mode)
+        return super().__new__(cls)
+
+    def __enter__(self):
+        self.previous = _grad_mode.enabled
+        _grad_mode.enabled = self.mode
+
+    def __exit__(self, *exc_info):
+        _grad_mode.enabled = self.previous
+
+    def __call__(self, function):
+        return _run_with_grad_mode(function, self.mode)
+
+
+def _run_with_grad_mode(function, mode):
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        previous = _grad_mode.enabled
+        _grad_mode.enabled = mode
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _grad_mode.enabled = previous
+    return run
+
+
+class no_grad(_GradModeBlock):  # noqa: N801 (PyTorch's name)
+    """No graph is recorded inside (this thread only): for evaluation and updates. Also a decorator."""
+    mode = False
+
+
+class enable_grad(_GradModeBlock):  # noqa: N801 (PyTorch's name)
+    """The graph is recorded inside, even within ``no_grad``. Also a decorator."""
+    mode = True
 
 
 _value_checks = True
@@ -56,27 +117,42 @@ def set_value_checks(enabled):
 
 
 # In-place changes (x += 1, an optimizer's step) are counted by a clock. An op notes the time it ran;
-# a tensor notes the time it last changed. Backward refuses an op whose input changed after it ran,
-# since the op saved that input's array (PyTorch's version counters do the same job).
+# a tensor's array notes the time it last changed, in a Version that the tensor shares with every view of it
+# (x[0], x.reshape(...), x.T, x.detach()): a change through any of them is a change of all (PyTorch's shared
+# version counter). Backward refuses an op whose input, or whose saved output, changed after it ran.
 _clock = 0
 
 
+class Version:
+    """When an array (and every view of it) was last changed in place: a value of the clock, 0 for never."""
+    __slots__ = ("changed_at",)
+
+    def __init__(self):
+        self.changed_at = 0
+
+
 def mark_changed_in_place(tensor):
-    """Record that ``tensor``'s array was just changed in place (ops that used it before may not backward)."""
+    """Record that ``tensor``'s array was just changed in place (ops that used it, or a view of it, may not backward)."""
     global _clock
     _clock += 1
-    tensor._changed_at = _clock
+    tensor._version.changed_at = _clock
 
 
 def _check_unmodified(fn):
-    """Refuse to run ``fn.backward`` when an input was changed in place after ``fn`` used it."""
+    """Refuse to run ``fn.backward`` when an input (or the output it saved) was changed in place after ``fn`` ran."""
     if fn.ran_at == _clock:  # nothing at all changed in place since: the usual case, one comparison
         return
     for position, tensor in enumerate(fn.inputs):
-        if tensor._changed_at > fn.ran_at:
-            raise RuntimeError(f"{type(fn).__name__}: input {position} (shape {tensor.shape}) was modified in place "
-                               f"after the op used it, so backward would use the new values. Modify a copy "
-                               f"(y = x + 1), or do the in-place update after backward()")
+        if tensor._version.changed_at > fn.ran_at:
+            _refuse(fn, f"input {position} (shape {tensor.shape})")
+    if fn.saved_output_version is not None and fn.saved_output_version.changed_at > fn.ran_at:
+        _refuse(fn, "its output, which it saved for backward,")
+
+
+def _refuse(fn, what):
+    raise RuntimeError(f"{type(fn).__name__}: {what} was modified in place (directly or through a view) after the "
+                       f"op used it, so backward would use the new values. Modify a copy (y = x + 1), or do the "
+                       f"in-place update after backward()")
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,6 +221,8 @@ def backward(root, grad, grad_is_shared, retain_graph=False, hook=None):
         if hook is not None:
             hook(node, grad)
         fn = node.grad_fn
+        if fn is not None and node.retains_grad:  # retain_grad(): a non-leaf keeps a copy of its gradient too
+            node.grad = grad.copy() if node.grad is None else node.grad + grad
         if fn is None:  # a leaf: keep the gradient, in an array of its own
             if node.grad is None:
                 node.grad = grad.copy() if shared or grad.base is not None else grad

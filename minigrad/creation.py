@@ -27,12 +27,6 @@ def _resolve_dtype(values, dtype):
     raise TypeError(f"cannot make a tensor from data of dtype kind {kind!r}: give numbers or an array of numbers")
 
 
-def _leaf(data, requires_grad):
-    if requires_grad and data.dtype.kind != "f":
-        raise ValueError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
-    return Tensor(data, requires_grad=requires_grad)
-
-
 def tensor(data, requires_grad=False, device=None, dtype=None):
     """A new leaf tensor holding a copy of ``data`` (numbers, nested lists, a NumPy/CuPy array, a Tensor)."""
     if isinstance(data, Tensor):
@@ -42,7 +36,7 @@ def tensor(data, requires_grad=False, device=None, dtype=None):
         data = backend.to_numpy(data) if xp is numpy else data
     with backend.on_device(device):
         array = xp.array(data, dtype=_resolve_dtype(data, dtype), copy=True)
-    return _leaf(array, requires_grad)
+    return Tensor(array, requires_grad=requires_grad)
 
 
 def _shape(shape):
@@ -53,14 +47,14 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
     """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
     xp = backend.module_for(device)
     with backend.on_device(device):
-        return _leaf(xp.zeros(_shape(shape), dtype=dtype), requires_grad)
+        return Tensor(xp.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def ones(*shape, device=None, dtype="float32", requires_grad=False):
     """A tensor of ones: ``ones(2, 3)`` or ``ones((2, 3))``."""
     xp = backend.module_for(device)
     with backend.on_device(device):
-        return _leaf(xp.ones(_shape(shape), dtype=dtype), requires_grad)
+        return Tensor(xp.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def arange(start, stop=None, step=1, device=None, dtype=None, requires_grad=False):
@@ -72,16 +66,16 @@ def arange(start, stop=None, step=1, device=None, dtype=None, requires_grad=Fals
         dtype = "float32" if is_float else "int64"
     xp = backend.module_for(device)
     with backend.on_device(device):
-        return _leaf(xp.arange(start, stop, step, dtype=dtype), requires_grad)
+        return Tensor(xp.arange(start, stop, step, dtype=dtype), requires_grad=requires_grad)
 
 
 def randn(*shape, device=None, dtype="float32", requires_grad=False):
     """Values drawn from N(0, 1) with the device's generator (seeded by ``manual_seed``)."""
     draw = generator(backend.parse_device(device)).standard_normal(_shape(shape), dtype=dtype)
-    return _leaf(draw, requires_grad)
+    return Tensor(draw, requires_grad=requires_grad)
 
 
 def rand(*shape, device=None, dtype="float32", requires_grad=False):
     """Values drawn from Uniform[0, 1) with the device's generator."""
     draw = generator(backend.parse_device(device)).random(_shape(shape), dtype=dtype)
-    return _leaf(draw, requires_grad)
+    return Tensor(draw, requires_grad=requires_grad)

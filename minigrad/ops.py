@@ -98,6 +98,8 @@ class Pow(Function):
 class Exp(Function):
     """y = e^x.   dy/dx = e^x = y (so the output is saved, not the input)."""
 
+    saves_output = True
+
     def forward(self, x):
         self.y = self.xp.exp(x)
         return self.y
@@ -119,6 +121,8 @@ class Log(Function):
 
 class ReLU(Function):
     """y = max(x, 0).   dy/dx = 1 where y > 0, else 0 (read from the saved output)."""
+
+    saves_output = True
 
     backward_gpu = CudaKernel("T y, T gy", "T gx", "gx = y > (T)0 ? gy : (T)0", "minigrad_relu_backward")
 
@@ -238,6 +242,8 @@ class Max(Function):
     gradient when the maximum is NaN.
     """
 
+    saves_output = True
+
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
 
@@ -256,10 +262,25 @@ class Max(Function):
         return ((gy * share).astype(self.x.dtype, copy=False),)
 
 
+class Cast(Function):
+    """y = x in another dtype (same values, rounded to it).   dL/dx = dL/dy in x's dtype (the engine casts it)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return (gy,)
+
+
 # --- shape ---------------------------------------------------------------------------------
 
 class Reshape(Function):
     """y = x with a new shape (same values, row-major order).   dL/dx = dL/dy reshaped back."""
+
+    makes_view = True
 
     def __init__(self, shape):
         self.new_shape = shape
@@ -283,6 +304,8 @@ class Permute(Function):
     checked and non-negative. The inverse permutation sends axis ``axes[i]`` back to place i.
     """
 
+    makes_view = True
+
     def __init__(self, axes):
         self.axes = axes
 
@@ -301,6 +324,8 @@ class Index(Function):
 
     dL/dx = zeros with dL/dy added at the selected positions; an index picked twice gets both.
     """
+
+    makes_view = True
 
     def __init__(self, index):
         self.index = index

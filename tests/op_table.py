@@ -249,6 +249,8 @@ CASES = [
     Case("a * scalar", with_scalar(), lambda a, scalar: a * scalar, lambda a, scalar: a * scalar),
     Case("scalar / a", with_scalar("away_from_zero"), lambda a, scalar: scalar / a, lambda a, scalar: scalar / a),
     Case("-a", unary(), lambda a: -a, lambda a: -a),
+    Case("Cast (a.double(), a.float(), 0-d promotion), float64 to float64 here", unary(),
+         lambda a: mg.ops.Cast.apply(a, dtype=np.float64) * a, lambda a: a.to(a.dtype) * a),
     Case("a ** n (integer n, any sign of a)", lambda data: (
         [Input(data.draw(shapes, label="shape"))], {"n": data.draw(st.sampled_from([0, 1, 2, 3]), label="n")}),
         lambda a, n: a ** n, lambda a, n: a ** n),

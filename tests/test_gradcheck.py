@@ -31,6 +31,7 @@ CASES = {
     "Mul": (lambda a, b: a * b, [(3, 4), (3, 1)]),
     "Div": (lambda a, b: a / b, [(3, 4), "positive(3, 4)"]),
     "Neg": (lambda a: -a, [(5,)]),
+    "Cast": (lambda a: ops.Cast.apply(a, dtype=np.float64) * a, [(2, 3)]),
     "Pow": (lambda a: a ** 3, [(2, 3)]),
     "Pow fractional": (lambda a: a ** 0.5, ["positive(2, 3)"]),
     "Exp": (lambda a: a.exp(), [(2, 3)]),
@@ -100,7 +101,7 @@ def test_gradcheck_catches_a_wrong_backward():
 def test_every_op_is_gradchecked():
     """A new Function must get a case above."""
     checked = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "ReLU", "MatMul", "Linear", "Sum", "Mean",
-               "Max", "Reshape", "Permute", "Index", "Dropout", "SoftmaxCrossEntropy"}
+               "Max", "Reshape", "Permute", "Index", "Dropout", "SoftmaxCrossEntropy", "Cast"}
     op_names = {name for name, obj in vars(ops).items()
                 if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function}
     assert op_names <= checked, f"ops without a gradcheck case: {sorted(op_names - checked)}"
