@@ -339,7 +339,8 @@ class CapturedTraining:
     training, one for evaluation, made on a loader's first use), a smaller last batch eagerly.
 
     A graph holds fixed what it recorded besides the values in its arrays: the arrays themselves (it writes to
-    the memory it recorded, and ``load_state_dict`` or ``nn.init`` give a parameter a new array), the layers'
+    the memory it recorded; ``load_state_dict`` and ``nn.init`` fill it in place, but ``.data = ...`` or ``.to()``
+    give a parameter a new array), the layers'
     settings (a dropout probability), the optimizer's settings but the learning rate (which it reads at replay),
     the dropout stream (``manual_seed`` makes a new one) and the loader's data. Each pass checks them, and
     captures again when one has changed.

@@ -179,61 +179,84 @@ class SGD(Optimizer):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Learning-rate schedules: call step() once per epoch, after the optimizer's steps. The rate of epoch t is
-# a formula of t (the closed form PyTorch documents), so a schedule resumes exactly from last_epoch.
+# Learning-rate schedules: call step() once per epoch, after the optimizer's steps. As in PyTorch, each step
+# changes the rate a group has now (the recursive, "chainable" form), so two schedules stepped together
+# compose (StepLR halving what CosineAnnealingLR set) instead of the last one overwriting the other. Used
+# alone, a schedule follows its closed form (up to float rounding); a resumed one continues from the rate the
+# optimizer's state_dict restored.
 
 class LRScheduler:
-    """Sets each group's ``lr`` to ``lr_at(epoch, base_lr)``; ``last_epoch`` counts the calls to ``step()``."""
+    """Changes each group's ``lr`` once per ``step()`` by ``next_lr``; ``last_epoch`` counts the calls.
+
+    ``base_lrs`` are the rates the groups had when the first schedule was made (kept in each group as
+    ``initial_lr``, as PyTorch does, so a second schedule on the same optimizer starts from the same base).
+    """
 
     def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} takes an optimizer (e.g. optim.SGD), got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = 0
 
-    def lr_at(self, epoch, base_lr):
+    def next_lr(self, lr, base_lr, epoch):
+        """The rate of ``epoch`` (>= 1), given the rate ``lr`` the group has now."""
         raise NotImplementedError
 
     def step(self):
         self.last_epoch += 1
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = self.lr_at(self.last_epoch, base_lr)
+            group["lr"] = self.next_lr(group["lr"], base_lr, self.last_epoch)
 
     def get_last_lr(self):
         """The learning rate of each group, as last set."""
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
-        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "last_lrs": self.get_last_lr()}
 
     def load_state_dict(self, state_dict):
+        """Continue where ``state_dict`` left off. The groups' rates are set to the saved ones too (PyTorch leaves
+        that to the optimizer's own ``load_state_dict``), since each step starts from the rate a group has."""
         self.last_epoch, self.base_lrs = state_dict["last_epoch"], list(state_dict["base_lrs"])
+        if "last_lrs" in state_dict:
+            for group, lr in zip(self.optimizer.param_groups, state_dict["last_lrs"]):
+                group["lr"] = lr
 
 
 class StepLR(LRScheduler):
-    """lr = base lr * gamma^(epoch // step_size)."""
+    """lr = base lr * gamma^(epoch // step_size): multiplied by gamma every ``step_size`` epochs."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if step_size < 1 or not gamma > 0:
-            raise ValueError(f"StepLR needs step_size >= 1 and gamma > 0, got {step_size} and {gamma}")
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1 or not gamma > 0:
+            raise ValueError(f"StepLR needs an integer step_size >= 1 and gamma > 0, got {step_size!r} and {gamma!r}")
         super().__init__(optimizer)
         self.step_size, self.gamma = step_size, gamma
 
-    def lr_at(self, epoch, base_lr):
-        return base_lr * self.gamma ** (epoch // self.step_size)
+    def next_lr(self, lr, base_lr, epoch):
+        return lr * self.gamma if epoch % self.step_size == 0 else lr
 
 
 class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base lr - eta_min) (1 + cos(pi epoch / T_max)) / 2, as PyTorch's.
 
     From the base rate down to eta_min at epoch T_max; past T_max the cosine rises again, back to
-    the base rate at 2 T_max (PyTorch's schedule is periodic, not clamped).
+    the base rate at 2 T_max (PyTorch's schedule is periodic, not clamped). Each step multiplies the
+    distance to eta_min by the ratio of the cosine factors of this epoch and the last; where the last
+    factor is 0 (the bottom of a period), it adds the first step of the rise instead.
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 (PyTorch's name)
-        if T_max < 1:
-            raise ValueError(f"CosineAnnealingLR needs T_max >= 1, got {T_max}")
+        if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
+            raise ValueError(f"CosineAnnealingLR needs an integer T_max >= 1, got {T_max!r}")
         super().__init__(optimizer)
         self.T_max, self.eta_min = T_max, eta_min
 
-    def lr_at(self, epoch, base_lr):
-        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+    def next_lr(self, lr, base_lr, epoch):
+        T, eta_min = self.T_max, self.eta_min
+        if (epoch - 1 - T) % (2 * T) == 0:
+            return lr + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+        return ((1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T))
+                * (lr - eta_min) + eta_min)

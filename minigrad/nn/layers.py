@@ -17,7 +17,10 @@ class Linear(Module):
             self.weight = Parameter(xp.empty((out_features, in_features), dtype=dtype))
             self.bias = Parameter(xp.zeros(out_features, dtype=dtype)) if bias else None
         self.in_features, self.out_features = in_features, out_features
-        (init or initializers.normal_)(self.weight)
+        if init is None:
+            initializers.normal_(self.weight, std=0.01)  # the chapter's N(0, 0.01^2), not PyTorch's uniform
+        else:
+            init(self.weight)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -75,6 +78,12 @@ class Sequential(Module):
         return self.children()
 
     def __getitem__(self, index):
+        """One module (``net[0]``), or with a slice a Sequential of those modules under their names (``net[:2]``)."""
+        if isinstance(index, slice):
+            part = Sequential()
+            for name, module in list(self.named_children())[index]:
+                setattr(part, name, module)
+            return part
         return list(self.children())[index]
 
     def forward(self, x):

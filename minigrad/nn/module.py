@@ -1,6 +1,12 @@
 """Module and Parameter: the containers that models are built from, as in PyTorch."""
+import collections
+
 from .. import backend
+from ..autograd import mark_changed_in_place
 from .._tensor import Tensor
+
+IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+IncompatibleKeys.__doc__ = "What load_state_dict returns, as in PyTorch: the names it did not find and those it did not use."
 
 
 class Parameter(Tensor):
@@ -23,7 +29,7 @@ class Module:
     """
 
     training = True
-    stochastic = False  # True for layers that draw noise while training (Dropout and its cousins): MC dropout's
+    stochastic = False  # True for layers that draw noise while training (Dropout and its cousins); see uncertainty.py
     _forward_hooks = ()
 
     def forward(self, *inputs):
@@ -52,21 +58,33 @@ class Module:
         for _, child in self.named_children():
             yield child
 
-    def named_modules(self, prefix=""):
-        yield prefix, self
-        for name, child in self.named_children():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+    def named_modules(self, prefix="", remove_duplicate=True):
+        """(dotted name, module) for this module and every module inside it; a module held twice (tied) is listed
+        once, under its first name, unless ``remove_duplicate=False``."""
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if remove_duplicate:
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{child_name}" if name else child_name, child)
+                        for child_name, child in module.named_children()]
+            stack.extend(reversed(children))
 
     def modules(self):
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self, prefix=""):
-        """(dotted name, Parameter) pairs, each parameter once, e.g. ("0.weight", W)."""
+    def named_parameters(self, prefix="", remove_duplicate=True):
+        """(dotted name, Parameter) pairs, e.g. ("0.weight", W); a parameter held twice (tied) is listed once,
+        under its first name, unless ``remove_duplicate=False``."""
         seen = set()
-        for module_name, module in self.named_modules(prefix):
+        for module_name, module in self.named_modules(prefix, remove_duplicate):
             for name, value in vars(module).items():
-                if isinstance(value, Parameter) and id(value) not in seen:
+                if isinstance(value, Parameter) and not (remove_duplicate and id(value) in seen):
                     seen.add(id(value))
                     yield (f"{module_name}.{name}" if module_name else name), value
 
@@ -74,9 +92,19 @@ class Module:
         for _, parameter in self.named_parameters():
             yield parameter
 
+    def apply(self, fn):
+        """Call ``fn(module)`` on every module inside this one, then on this one (as PyTorch does); returns self.
+        For example ``net.apply(init_weights)``."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
     # --- modes, devices, gradients ------------------------------------------------------------
     def train(self, mode=True):
         """Set training mode on this module and all inside it (dropout on); returns self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode): mode must be True or False, got {mode!r}")
         for module in self.modules():
             module.training = mode
         return self
@@ -84,6 +112,12 @@ class Module:
     def eval(self):
         """Set evaluation mode (dropout is the identity); returns self."""
         return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        """Switch gradients on or off for every parameter (to freeze layers); returns self."""
+        for parameter in self.parameters():
+            parameter.requires_grad_(requires_grad)
+        return self
 
     def to(self, device):
         """Move every parameter (and its gradient) to ``device``, in place; returns self."""
@@ -99,34 +133,40 @@ class Module:
 
     # --- saving and loading ---------------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: raw array} of every parameter (the arrays themselves, not copies)."""
-        return {name: parameter.data for name, parameter in self.named_parameters()}
+        """{dotted name: raw array} of every parameter (the arrays themselves, not copies), a tied parameter
+        under each of its names, as in PyTorch."""
+        return {name: parameter.data for name, parameter in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays (NumPy or CuPy) into the parameters of the same names.
+        """Copy arrays (NumPy or CuPy) into the parameters of the same names, in place, as PyTorch does.
 
-        The values move to each parameter's device and dtype. With ``strict``, missing or
-        unexpected names are an error; a shape mismatch always is. Nothing is changed unless
-        every entry fits.
+        The values move to each parameter's device and dtype. With ``strict``, missing or unexpected
+        names are an error; a shape mismatch always is. Nothing is changed unless every entry fits.
+        Returns ``(missing_keys, unexpected_keys)``, as PyTorch's ``load_state_dict`` does.
         """
-        parameters = dict(self.named_parameters())
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict takes a dict of name -> array (a state_dict()), got "
+                            f"{type(state_dict).__name__}")
+        parameters = dict(self.named_parameters(remove_duplicate=False))
         missing = sorted(set(parameters) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(parameters))
         if strict and (missing or unexpected):
             raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
                              f"missing {missing}, unexpected {unexpected}")
-        updates = {}
+        updates = []
         for name, parameter in parameters.items():
             if name not in state_dict:
                 continue
             value = state_dict[name]
             value = value.data if isinstance(value, Tensor) else value
-            if tuple(value.shape) != parameter.shape:
-                raise ValueError(f"load_state_dict: {name!r} has shape {tuple(value.shape)} in the state "
-                                 f"but {parameter.shape} in the model")
-            updates[name] = backend.to_device(value, parameter.device).astype(parameter.dtype, copy=True)
-        for name, value in updates.items():
-            parameters[name].data = value
+            if not hasattr(value, "shape") or tuple(value.shape) != parameter.shape:
+                raise ValueError(f"load_state_dict: {name!r} has shape {tuple(getattr(value, 'shape', ()))} in the "
+                                 f"state but {parameter.shape} in the model")
+            updates.append((parameter, backend.to_device(value, parameter.device)))
+        for parameter, value in updates:
+            parameter.data[...] = value
+            mark_changed_in_place(parameter)
+        return IncompatibleKeys(missing, unexpected)
 
     def __repr__(self):
         children = list(self.named_children())
