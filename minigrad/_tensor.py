@@ -55,6 +55,10 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on Tensors and, in grad mode, record it in the graph."""
+        for position, value in enumerate(inputs):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{cls.__name__}: input {position} must be a minigrad Tensor, got "
+                                f"{type(value).__name__}; wrap it first: minigrad.tensor(value)")
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls(**params)

@@ -70,6 +70,8 @@ def capture_problem(model, optimizer, loss_fn=F.cross_entropy):
 def loader_problem(model, loader):
     """Why the loader's batches cannot go through a captured step, or None. A captured step reads no values,
     so the labels are checked here once, for the whole dataset, against the model's number of outputs."""
+    if loader.images.dtype != numpy.uint8:
+        return f"the loader's images are {loader.images.dtype}; the captured gather scales uint8 pixels"
     classes = [module for module in model.modules() if isinstance(module, Linear)][-1].out_features
     low, high = int(loader.labels.min()), int(loader.labels.max())
     if low < 0 or high >= classes:

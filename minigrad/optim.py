@@ -115,8 +115,15 @@ class SGD(Optimizer):
 
     def _check(self, group):
         for name in ("lr", "momentum", "dampening", "weight_decay"):
-            if not isinstance(group[name], (int, float)) or not math.isfinite(group[name]):
-                raise ValueError(f"{name} must be a finite number, got {group[name]!r}")
+            value = group[name]
+            if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, float, numpy.integer,
+                                                                                numpy.floating)):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            group[name] = float(value)  # a NumPy scalar too, as PyTorch accepts one
+        if not isinstance(group["nesterov"], (bool, numpy.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {group['nesterov']!r}")
         if not group["lr"] > 0:
             raise ValueError(f"learning rate must be > 0, got {group['lr']}")
         if group["momentum"] < 0 or group["weight_decay"] < 0:

@@ -33,11 +33,24 @@ class ArrayDataset:
         return len(self.labels)
 
 
+def checked_count(value, name, allow_none=False):
+    """``value`` as a count >= 1: an int (a NumPy integer too), never a bool or a float (2.5 is refused, not
+    rounded), as PyTorch's DataLoader does."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
 class DataLoader:
     """Iterate over a dataset in minibatches ``(x, y)``.
 
-    x: float32 in [0, 1], shape (B, 784) (or (B, 28, 28) with ``flatten=False``), from uint8
-    pixels divided by 255. y: int64 class indices, shape (B,).
+    x: the images of the batch, shape (B, 784) (or (B, 28, 28) with ``flatten=False``): uint8 pixels
+    become float32 in [0, 1] (divided by 255); floating-point images are used as they are (never
+    divided again); other dtypes are refused. y: int64 class indices, shape (B,).
 
     Args:
         dataset: anything with ``images`` (N, ...) uint8 and ``labels`` (N,) arrays.
@@ -50,19 +63,22 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size, shuffle=False, drop_last=False, device="cpu", limit=None, seed=None,
                  flatten=True):
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if limit is not None and int(limit) < 1:
-            raise ValueError(f"limit must be at least 1 (or None for all examples), got {limit}")
+        batch_size = checked_count(batch_size, "batch_size")
+        limit = checked_count(limit, "limit", allow_none=True)
         images, labels = numpy.asarray(dataset.images), numpy.asarray(dataset.labels)
+        if images.dtype != numpy.uint8 and images.dtype.kind != "f":
+            raise TypeError(f"the dataset's images are {images.dtype}: give uint8 pixels (scaled to [0, 1] here) "
+                            f"or floating-point values (used as they are)")
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"the dataset's labels are {labels.dtype}: give integer class indices")
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         if flatten:
             images = images.reshape(len(images), -1)
         self.device = backend.check_device(device)
-        self.images = backend.to_device(numpy.ascontiguousarray(images), self.device)  # uint8, copied once
+        self.images = backend.to_device(numpy.ascontiguousarray(images), self.device)  # copied once
         self.labels = backend.to_device(labels.astype(numpy.int64), self.device)
-        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last = batch_size, bool(shuffle), bool(drop_last)
         if seed is None:
             seed = int(generator("cpu").integers(2**63))
         self.order_generator = numpy.random.default_rng(seed)
@@ -101,4 +117,7 @@ class DataLoader:
         """Batch number ``index`` of the epoch whose ``epoch_order()`` is ``order``: Tensors (x, y)."""
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = rows if order is None else order[rows]
-        return Tensor(scaled_pixels(self.images[rows])), Tensor(self.labels[rows])
+        images = self.images[rows]
+        if isinstance(rows, slice) and images.dtype != numpy.uint8:
+            images = images.copy()  # a batch of its own: changing it in place never changes the dataset
+        return Tensor(scaled_pixels(images) if images.dtype == numpy.uint8 else images), Tensor(self.labels[rows])

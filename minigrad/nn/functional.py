@@ -4,9 +4,17 @@ from ..backend import get_array_module
 from .._tensor import Tensor
 
 
+def check_tensor(value, function, argument="input"):
+    """A clear TypeError when ``value`` is not a Tensor (a NumPy array, say): what was given and what to do."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{function}: {argument} must be a minigrad Tensor, got {type(value).__module__}."
+                        f"{type(value).__name__}; wrap it first: minigrad.tensor(value)")
+    return value
+
+
 def relu(x):
     """y = max(x, 0), elementwise."""
-    return ops.ReLU.apply(x)
+    return ops.ReLU.apply(check_tensor(x, "relu"))
 
 
 def check_probability(p, what="dropout probability"):
@@ -26,6 +34,7 @@ def dropout(x, p=0.5, training=True):
     E[y] = x, so nothing needs rescaling at evaluation: with ``training=False`` the input is
     returned unchanged. p = 0 returns the input; p = 1 returns zeros (with zero gradient).
     """
+    check_tensor(x, "dropout")
     p = check_probability(p)
     if not training or p == 0.0:
         return x
@@ -36,6 +45,9 @@ def dropout(x, p=0.5, training=True):
 
 def linear(x, weight, bias=None):
     """y = x W^T + b, with W of shape (out_features, in_features) as in PyTorch."""
+    check_tensor(x, "linear"), check_tensor(weight, "linear", "weight")
+    if bias is not None:
+        check_tensor(bias, "linear", "bias")
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
                          f"(out_features, in_features): the input's last axis must be {weight.shape[1]}")
@@ -53,7 +65,7 @@ def cross_entropy(logits, labels):
     is checked on both devices while value checks are on (``minigrad.set_value_checks``), as they
     are by default.
     """
-    xp = get_array_module(logits.data)
+    xp = get_array_module(check_tensor(logits, "cross_entropy", "logits").data)
     if not isinstance(labels, Tensor):
         labels = Tensor(xp.asarray(labels))
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
@@ -77,6 +89,7 @@ def softmax(logits, dim=-1, *, axis=None):
 
     ``dim`` (or NumPy's ``axis``) is the axis of the classes, the last by default.
     """
+    check_tensor(logits, "softmax")
     dim = dim if axis is None else axis
     shifted = logits - logits.amax(dim, keepdim=True).detach()
     exp = shifted.exp()
