@@ -11,8 +11,11 @@ with the same numbers and weights as an uninterrupted run.
 """
 import argparse
 import contextlib
+import math
 import os
 import sys
+
+import numpy
 
 import minigrad as mg
 import minigrad.nn.functional as F
@@ -31,13 +34,20 @@ def chapter_demo(device):
         print(f"dropout_layer(X, {p}):\n{dropout_layer(X, p).numpy()}")
 
 
+# A run has diverged when an epoch's mean training loss is NaN or infinite, or above ten times the loss of a
+# uniform guess over the classes, 10 ln 10 = 23.0: a model that learns nothing and guesses uniformly scores
+# ln 10 = 2.30, one that predicts confidently and wrongly a few times that, and only weights that exploded
+# reach ten times it (a learning rate of 5 gives 1e5). The README states the rule.
+DIVERGED_LOSS = 10 * math.log(NUM_OUTPUTS)
+
+
 def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()):
     """Section 4.6.4's training loop (continuing after ``history``'s epochs when resuming).
 
     The step is the chapter's four lines; the timings, progress bar and each epoch's record come from
     the Monitor that ``Trainer`` uses too.
     """
-    monitor = Monitor(args.device, progress=not args.no_progress)
+    monitor = Monitor(args.device, progress=not args.no_progress, loss_limit=DIVERGED_LOSS)
     monitor.history = list(history)
     for epoch in range(len(history) + 1, args.epochs + 1):
         for X, y in monitor.epoch(train_loader, epoch):
@@ -117,6 +127,8 @@ def parse_args(argv=None):
     if args.resume and not os.path.isfile(os.path.join(args.out, "checkpoint.npz")):
         parser.error(f"argument --resume: there is no checkpoint.npz in {args.out!r} to resume from")
     cli.check_writable_folder(parser, args.out)
+    args.lock = cli.lock_folder(parser, args.out)  # held until the process ends: one run per folder
+    cli.remove_partial_files(args.out, OUTPUTS)  # what a killed run left half-written (no other run is writing)
     return args
 
 
@@ -134,25 +146,83 @@ class Run:
     ``metrics.json`` says what state the run is in ("running", "completed", "diverged", "interrupted",
     "failed") and lists exactly the epochs that ``checkpoint.npz`` holds (both rewritten, atomically, after
     every epoch);
-    ``model.npz`` and ``curves.png`` appear only when the run completes. A fresh run first removes the
-    previous run's files from ``--out``.
+    ``model.npz`` and ``curves.png`` appear when the run completes (``curves.png`` also when it diverges).
+
+    Nothing in ``--out`` is touched until the run has something to put there: everything (flags, data,
+    checkpoint) is checked first, and the files of the run that was there before are replaced only when
+    this run's first epoch ends (``claim``). A run that fails before that leaves them as they were.
     """
 
     def __init__(self, args):
         self.args = args
         self.path = {name: os.path.join(args.out, name) for name in OUTPUTS}
         config = {key: value for key, value in vars(args).items()
-                  if key not in ("no_progress", "no_plot", "debug", "resume")}
+                  if key not in ("no_progress", "no_plot", "debug", "resume", "lock")}
         self.metrics = {"impl": args.impl, "device": args.device, "config": config, "status": "starting",
                         "data": None, "epochs": [], "final_test_acc": None, "timings": {}}
         self.model = self.optimizer = self.scheduler = self.train_loader = None
+        self.claimed = False  # whether this run's files have replaced the previous ones in --out
 
-    def start(self):
-        """Remove the previous run's files, or (with --resume) read the checkpoint this run continues from."""
-        if not self.args.resume:
-            self.remove("metrics.json", "checkpoint.npz", "model.npz", "curves.png")
-            return None
-        return load_checkpoint(self.path["checkpoint.npz"])
+    def claim(self):
+        """Called once this run has written its first record: remove what would contradict it (the previous run's
+        final weights and curves; its checkpoint too, unless this run has replaced it or continues it)."""
+        if self.claimed:
+            return
+        self.claimed = True
+        saved_none = not self.args.resume and not self.metrics["epochs"]
+        self.remove("model.npz", "curves.png", *(("checkpoint.npz",) if saved_none else ()))
+
+    def read_checkpoint(self):
+        """The checkpoint this run resumes, checked whole (every record, array, shape and dtype) before any of
+        it is used: a CheckpointError naming the file and what is wrong."""
+        path = self.path["checkpoint.npz"]
+        try:
+            arrays, meta = load_checkpoint(path)
+        except ValueError as error:
+            raise CheckpointError(f"{error}; start afresh without --resume") from None
+        expected_meta = {"epoch": int, "config": dict, "data": dict, "history": list, "rng": dict, "loader": dict}
+        if self.optimizer is not None:
+            expected_meta["optimizer"] = dict
+        if self.scheduler is not None:
+            expected_meta["scheduler"] = dict
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: its record is not a JSON object; start afresh without --resume")
+        for key, kind in expected_meta.items():
+            if not isinstance(meta.get(key), kind):
+                found = "missing" if key not in meta else f"a {type(meta[key]).__name__}"
+                raise CheckpointError(f"{path}: its record's {key!r} is {found} (expected a {kind.__name__}); the "
+                                      f"file is damaged or from another program: start afresh without --resume")
+        if len(meta["history"]) != meta["epoch"] or not all(isinstance(r, dict) for r in meta["history"]):
+            raise CheckpointError(f"{path}: its history does not hold its {meta['epoch']} epochs; start afresh "
+                                  f"without --resume")
+        if not isinstance(meta["rng"].get("unsaved"), list):
+            raise CheckpointError(f"{path}: its random generators' state is incomplete; start afresh without --resume")
+        expected = {f"model/{name}": value for name, value in self.model.state_dict().items()}
+        if self.optimizer is not None:
+            optimizer_state = meta["optimizer"].get("state")
+            if not isinstance(optimizer_state, dict) or not isinstance(meta["optimizer"].get("param_groups"), list):
+                raise CheckpointError(f"{path}: its optimizer record is incomplete; start afresh without --resume")
+            parameters = list(self.model.parameters())
+            for index, names in optimizer_state.items():
+                if not (index.isdigit() and int(index) < len(parameters)) or not isinstance(names, list):
+                    raise CheckpointError(f"{path}: its optimizer state names parameter {index!r}, which the model "
+                                          f"does not have; start afresh without --resume")
+                expected.update({f"optimizer/{index}/{name}": parameters[int(index)].data for name in names})
+        missing = sorted(set(expected) - set(arrays))
+        unexpected = sorted(set(arrays) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: " + "; ".join(
+                part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                  f"unexpected {', '.join(unexpected)}" if unexpected else "") if part)
+                + "; start afresh without --resume")
+        for name, reference in expected.items():
+            array = arrays[name]
+            if array.shape != reference.shape or array.dtype != reference.dtype:
+                raise CheckpointError(f"{path}: {name} is {array.dtype} of shape {array.shape}, the model needs "
+                                      f"{reference.dtype} of shape {reference.shape}; start afresh without --resume")
+            if not numpy.isfinite(array).all():
+                raise CheckpointError(f"{path}: {name} holds NaN or infinite values; start afresh without --resume")
+        return arrays, meta
 
     def remove(self, *names):
         for name in names:
@@ -177,7 +247,8 @@ class Run:
                               f"exactly; start it afresh")
 
     def save_epoch(self, record):
-        """After each epoch: the checkpoint of exactly the epochs in metrics.json, then metrics.json."""
+        """After each epoch: the checkpoint of exactly the epochs in metrics.json, then metrics.json (then, after
+        the first, the previous run's files that would contradict them are removed: ``claim``)."""
         self.metrics["epochs"].append(record)
         self.metrics["final_test_acc"] = record["test_acc"]
         self.metrics["status"] = "running"
@@ -195,10 +266,10 @@ class Run:
             meta["scheduler"] = self.scheduler.state_dict()
         save_checkpoint(self.path["checkpoint.npz"], arrays, meta)
         save_json(self.metrics, self.path["metrics.json"])
+        self.claim()
 
     def restore(self, arrays, meta):
         """Put the model, optimizer, schedule and random generators where the checkpoint left them."""
-        self.remove("model.npz", "curves.png")  # a completed run being extended is not completed any more
         self.model.load_state_dict({name[len("model/"):]: value for name, value in arrays.items()
                                     if name.startswith("model/")})
         if self.optimizer is not None:
@@ -215,37 +286,55 @@ class Run:
         self.metrics["resumed_from_epoch"] = meta["epoch"]
 
     def finish(self, stopwatch):
-        args = self.args
         self.metrics["timings"] = stopwatch.summary()  # of the epochs trained in this process
         self.metrics["status"] = "completed"
         save_state_dict(self.model.state_dict(), self.path["model.npz"])
-        if not args.no_plot:
-            from minigrad.viz import plot_curves
-            plot_curves(self.metrics["epochs"], self.path["curves.png"],
-                        title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}")
+        self.plot(self.metrics["epochs"])
         save_json(self.metrics, self.path["metrics.json"])  # last: "completed" only once every file is there
 
-    def stop(self, status, reason):
+    def plot(self, epochs):
+        args = self.args
+        if not args.no_plot and epochs:
+            from minigrad.viz import plot_curves
+            plot_curves(epochs, self.path["curves.png"],
+                        title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}")
+
+    def stop(self, status, reason, diverged_epoch=None):
+        """Record why the run stopped, if it has written anything yet; a run that stopped before its first record
+        leaves ``--out`` as it found it. A diverged epoch is kept beside the epochs, and drawn with them."""
+        if status == "diverged":  # a result to show (the curve that diverged), so it replaces the previous run
+            self.claim()
+        if diverged_epoch is not None:
+            self.metrics["diverged_epoch"] = diverged_epoch  # not in "epochs": the checkpoint is the epoch before
+        if not self.claimed:
+            return False
         self.metrics["status"] = status
         self.metrics["stopped"] = reason
         save_json(self.metrics, self.path["metrics.json"])
+        if diverged_epoch is not None:
+            self.plot(self.metrics["epochs"] + [diverged_epoch])
+        return True
 
 
 class ResumeError(ValueError):
     """--resume was given a checkpoint this run cannot continue."""
 
 
+class CheckpointError(ResumeError):
+    """--resume was given a checkpoint that is damaged or incomplete."""
+
+
 def run(args):
+    """Train as the flags say. Everything is read and checked before the first file is written in --out."""
     device = args.device
     mg.manual_seed(args.seed)
     outputs = Run(args)
-    resume_from = outputs.start()
-    if args.impl == "scratch":
-        chapter_demo(device)
     train_set = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=not args.no_progress)
     test_set = FashionMNIST(args.data_dir, train=False, verify=not args.skip_checksum, progress=not args.no_progress)
     outputs.metrics["data"] = {"folders": {"train": train_set.root, "test": test_set.root},
                                "sha256": {**train_set.files, **test_set.files}}
+    if args.impl == "scratch":
+        chapter_demo(device)  # here, before anything else draws: its draws come first in the seeded stream
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, device=device, limit=args.limit,
                               seed=args.seed)
     test_loader = DataLoader(test_set, args.batch_size, device=device, limit=args.limit)
@@ -256,9 +345,14 @@ def run(args):
         outputs.model = concise_mlp(args.hidden, args.dropout1, args.dropout2, device)
         outputs.optimizer = mg.optim.SGD(outputs.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         outputs.scheduler = make_scheduler(args.lr_schedule, outputs.optimizer, args.epochs)
-    if resume_from is not None:
-        arrays, meta = resume_from
+    resume_from = None
+    if args.resume:
+        resume_from = arrays, meta = outputs.read_checkpoint()
         outputs.check_resumable(meta)
+        if meta["epoch"] >= args.epochs:
+            print(f"nothing to do: {outputs.path['checkpoint.npz']} already holds {meta['epoch']} epochs (--epochs "
+                  f"{args.epochs}); to train longer, resume with a larger --epochs", flush=True)
+            return None
         outputs.restore(arrays, meta)
 
     def on_epoch_end(record):
@@ -267,13 +361,12 @@ def run(args):
               f"  test acc {record['test_acc']:.4f}  {record['seconds']:.2f}s (+{record['eval_seconds']:.2f}s eval)",
               flush=True)
 
-    outputs.metrics["status"] = "running"
-    save_json(outputs.metrics, outputs.path["metrics.json"])
     done = len(outputs.metrics["epochs"])
+    folders = sorted(set(outputs.metrics["data"]["folders"].values()))
     print(f"{args.impl} MLP {NUM_INPUTS}-{args.hidden[0]}-{args.hidden[1]}-{NUM_OUTPUTS}, dropout "
           f"{args.dropout1}/{args.dropout2}, lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs"
           f"{f' (resuming after epoch {done})' if resume_from else ''}, {train_loader.num_examples} training "
-          f"examples on {device}", flush=True)
+          f"examples from {', '.join(folders)} on {device}", flush=True)
     try:
         if args.impl == "scratch":
             stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
@@ -281,18 +374,17 @@ def run(args):
             outputs.metrics["capture"] = "off: --impl scratch runs its own loop, eagerly"
         else:
             trainer = Trainer(outputs.model, outputs.optimizer, progress=not args.no_progress, capture=args.capture,
-                              scheduler=outputs.scheduler)
+                              scheduler=outputs.scheduler, loss_limit=DIVERGED_LOSS)
             trainer.history = outputs.metrics["epochs"]
             trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)
             stopwatch = trainer.stopwatch
             outputs.metrics["capture"] = "on" if trainer.captured is not None else f"off: {trainer.capture_off}"
     except TrainingDiverged as error:
-        if error.record is not None:
-            outputs.metrics["diverged_epoch"] = error.record  # not in "epochs": the checkpoint is the epoch before
-        outputs.stop("diverged", str(error))
+        outputs.stop("diverged", str(error), error.record)
         raise
-    except KeyboardInterrupt:
-        outputs.stop("interrupted", "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as interrupt:
+        if not outputs.stop("interrupted", "interrupted (Ctrl-C)") and not args.resume:
+            interrupt.nothing_kept = True  # the checkpoint in --out, if any, is the previous run's
         raise
     except Exception as error:
         outputs.stop("failed", f"{type(error).__name__}: {error}")
@@ -311,10 +403,10 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if args.debug:
             raise
-        kept = _checkpoint_epoch(args.out)
+        kept = None if getattr(interrupt, "nothing_kept", False) else _checkpoint_epoch(args.out)
         where = (f"kept epoch {kept} in {args.out}/checkpoint.npz; continue with --resume" if kept else
                  "no epoch had finished, so nothing was kept")
         print(f"interrupted: {where}", file=sys.stderr)
@@ -324,6 +416,8 @@ def main(argv=None):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
+    finally:
+        cli.unlock_folder(args.lock)
     return 0
 
 

@@ -76,6 +76,42 @@ def check_writable_file(parser, path, flag="--json"):
     check_writable_folder(parser, os.path.dirname(os.path.abspath(path)), flag)
 
 
+def lock_folder(parser, path, flag="--out"):
+    """Hold an exclusive lock on the folder ``path`` for as long as this process runs (keep the descriptor
+    returned), or fail as a flag error when another run holds it. The kernel releases the lock when its process
+    ends, so a killed run leaves nothing stuck, and no lock file is left in the folder. Where such locks do not
+    exist (Windows), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        parser.error(f"argument {flag}: {path!r} is in use by another run; wait for it to end or choose another "
+                     f"{flag}")
+    return descriptor
+
+
+def unlock_folder(descriptor):
+    """Release what ``lock_folder`` returned (ending the process releases it too)."""
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def remove_partial_files(path, names):
+    """Delete what a killed run left half-written in ``path`` (``.NAME.*.part``, see checkpoint.atomic_write), for
+    each of ``names``; call it only while holding the folder's lock, when no other run can be writing."""
+    for entry in os.listdir(path):
+        if entry.endswith(".part") and any(entry.startswith(f".{name}.") for name in names):
+            try:
+                os.remove(os.path.join(path, entry))
+            except FileNotFoundError:
+                pass
+
+
 def check_data_dir(parser, path, flag="--data-dir"):
     """An explicit data folder may not exist yet (the files are downloaded into it), but it may not be a file."""
     if path is not None and os.path.exists(path) and not os.path.isdir(path):

@@ -25,15 +25,17 @@ from . import backend
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite. ``record`` is the epoch's record when the epoch had finished."""
+    """The loss became NaN or infinite, or an epoch's training loss passed the run's limit. ``record`` is the
+    epoch's record when the epoch had finished."""
 
     def __init__(self, message, record=None):
         super().__init__(message)
         self.record = record
 
 
-def check_finite_losses(record):
-    """Raise TrainingDiverged when an epoch's training or test loss is NaN or infinite.
+def check_losses(record, loss_limit=None):
+    """Raise TrainingDiverged when an epoch's training or test loss is NaN or infinite, or when its mean training
+    loss is above ``loss_limit`` (a loss that exploded but stayed finite: 1e5 for a 10-class cross-entropy).
 
     The training loss alone is not enough: with a learning rate far too large it can stay finite
     (1e33) while the weights overflow and the test loss is NaN.
@@ -42,6 +44,10 @@ def check_finite_losses(record):
         if key in record and not math.isfinite(record[key]):
             raise TrainingDiverged(f"the {key.replace('_', ' ')} became {record[key]} in epoch {record['epoch']}; "
                                    f"try a smaller learning rate", record)
+    if loss_limit is not None and record["train_loss"] > loss_limit:
+        raise TrainingDiverged(f"the training loss reached {record['train_loss']:.4g} in epoch {record['epoch']}, "
+                               f"above {loss_limit:.4g}, the limit past which a run counts as diverged; try a smaller "
+                               f"learning rate", record)
 
 
 class Monitor:
@@ -52,12 +58,13 @@ class Monitor:
         device: where the model lives ("cpu", "cuda:0"): on a GPU the step times come from CUDA events,
             so timing never makes the host wait for the GPU.
         progress: show a progress bar per epoch.
+        loss_limit: an epoch whose mean training loss is above this has diverged (``check_losses``).
 
     ``history`` holds one record per finished epoch; ``stopwatch`` the step, epoch and evaluation times.
     """
 
-    def __init__(self, device="cpu", progress=True):
-        self.device, self.progress = device, progress
+    def __init__(self, device="cpu", progress=True, loss_limit=None):
+        self.device, self.progress, self.loss_limit = device, progress, loss_limit
         self.stopwatch = Stopwatch(device)
         self.history = []
         self._bar = None
@@ -104,7 +111,7 @@ class Monitor:
             eval_seconds = self.stopwatch.now() - eval_start
             self.stopwatch.add("eval", eval_seconds)
             record.update(test_loss=test["loss"], test_acc=test["acc"], eval_seconds=eval_seconds)
-        check_finite_losses(record)
+        check_losses(record, self.loss_limit)
         self.history.append(record)
         return record
 

@@ -54,13 +54,17 @@ class Trainer:
     runs eagerly); when that cannot be done the Trainer says why in one line and runs eagerly. None (the
     default) captures a model on a GPU and runs a model on the CPU eagerly, where there is nothing to capture;
     True asks for capture (and says why not, on the CPU too); False runs eagerly, for comparison.
+
+    ``loss_limit``: an epoch whose mean training loss is above it raises ``monitor.TrainingDiverged``, as a NaN
+    or infinite loss always does.
     """
 
-    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=None):
+    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=None,
+                 loss_limit=None):
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
         parameter = next(iter(model.parameters()), None)
         device = parameter.device if parameter is not None else "cpu"
-        self.monitor = Monitor(device, progress)
+        self.monitor = Monitor(device, progress, loss_limit)
         # the capture.CapturedTraining while capture is on; capture_off says why it is not
         self.captured, self.capture_off = None, "not asked for"
         if capture is None and device == "cpu":

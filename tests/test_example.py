@@ -226,23 +226,44 @@ def test_a_nan_test_loss_stops_the_run_with_strict_json(fake_data, tmp_path, mon
     metrics = strict_json(out / "metrics.json")
     assert metrics["status"] == "diverged" and metrics["epochs"] == [] and metrics["final_test_acc"] is None
     assert metrics["diverged_epoch"]["test_loss"] is None and np.isfinite(metrics["diverged_epoch"]["train_loss"])
-    assert sorted(os.listdir(out)) == ["metrics.json"], "no checkpoint (no epoch finished well), no model, no curves"
+    assert sorted(os.listdir(out)) == ["curves.png", "metrics.json"], \
+        "no checkpoint (no epoch finished well), no model; the curves show the epoch that diverged"
 
 
-def test_a_new_run_removes_the_previous_runs_files_first(fake_data, tmp_path, monkeypatch):
+def test_a_run_that_fails_before_its_first_epoch_leaves_the_previous_run_as_it_was(fake_data, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """It used to empty --out first, then fail: a completed run's model, metrics and curves were lost."""
     out = tmp_path / "run"
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32")) == 0
-    assert {"metrics.json", "checkpoint.npz", "model.npz", "curves.png"} <= set(os.listdir(out))
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    assert set(before) == {"metrics.json", "checkpoint.npz", "model.npz", "curves.png"}
     import minigrad.train
 
     def fail(*args, **kwargs):
         raise OSError("the disk went away")
     monkeypatch.setattr(minigrad.train, "evaluate", fail)
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32", "--seed", "1")) == 1
-    assert sorted(os.listdir(out)) == ["metrics.json"], "the failed run left nothing of the earlier run beside it"
+    assert "error: the disk went away" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+def test_a_run_that_fails_after_its_first_epoch_replaces_the_previous_run(fake_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32")) == 0
+    import minigrad.train
+    calls = []
+
+    def fail_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("the disk went away")
+        return {"loss": 1.0, "acc": 0.5}
+    monkeypatch.setattr(minigrad.train, "evaluate", fail_second_time)
+    assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "3", "--batch-size", "32", "--seed", "1")) == 1
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.json"], "no model or curves of the earlier run"
     metrics = strict_json(out / "metrics.json")
     assert metrics["status"] == "failed" and metrics["stopped"] == "OSError: the disk went away"
-    assert metrics["config"]["seed"] == 1 and metrics["epochs"] == []
+    assert metrics["config"]["seed"] == 1 and [e["epoch"] for e in metrics["epochs"]] == [1]
 
 
 def interrupt_at_step(monkeypatch, step):
