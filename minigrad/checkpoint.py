@@ -106,3 +106,8 @@ def load_state_dict(path):
         if isinstance(error, FileNotFoundError):
             raise
         raise ValueError(f"{path}: not a readable .npz checkpoint ({error})") from None
+    except ValueError as error:
+        if "pickle" not in str(error):  # NumPy's word for bytes that are neither .npy nor .npz: never unpickle them
+            raise
+        raise ValueError(f"{path}: not an .npz checkpoint (its bytes are neither an .npz archive nor an .npy "
+                         f"array)") from None
