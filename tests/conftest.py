@@ -24,3 +24,20 @@ def _seeded():
     """Every test starts from the same seed, so failures reproduce."""
     mg.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def fake_data(tmp_path, monkeypatch):
+    """Synthetic Fashion-MNIST files in tmp/fake for the example's tests; the real dataset and the network out of
+    reach, the environment's defaults unset, the working folder tmp."""
+    from minigrad.data import fashion_mnist
+
+    from .fakedata import write_fake_fashion
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINIGRAD_DATA", raising=False)
+    monkeypatch.delenv("MAX_EPOCH", raising=False)
+    monkeypatch.delenv("DATASET_LIMIT", raising=False)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FOLDER", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(fashion_mnist, "MIRRORS", ("http://127.0.0.1:9/",))  # nothing listens on port 9
+    write_fake_fashion(tmp_path / "fake", train=300, test=100)
+    return tmp_path / "fake"

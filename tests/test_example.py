@@ -10,25 +10,11 @@ import pytest
 
 import minigrad as mg
 from examples import dropout_mlp
-from minigrad.data import fashion_mnist
 from minigrad.checkpoint import load_state_dict
 
-from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING, write_fake_fashion
+from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def fake_data(tmp_path, monkeypatch):
-    """Synthetic files in tmp/data; the real dataset and the network out of reach."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MINIGRAD_DATA", raising=False)
-    monkeypatch.delenv("MAX_EPOCH", raising=False)
-    monkeypatch.delenv("DATASET_LIMIT", raising=False)
-    monkeypatch.setattr(fashion_mnist, "DEBIAN_FOLDER", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(fashion_mnist, "MIRRORS", ("http://127.0.0.1:9/",))  # nothing listens on port 9
-    write_fake_fashion(tmp_path / "fake", train=300, test=100)
-    return tmp_path / "fake"
 
 
 def base_args(data, out, *extra):

@@ -17,7 +17,7 @@ from examples import dropout_mlp
 from minigrad import cli
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 
-from .test_example import ROOT, base_args, fake_data, strict_json  # noqa: F401 (fake_data is a fixture)
+from .test_example import ROOT, base_args, strict_json
 
 
 def finished_run(data, out, *extra):
