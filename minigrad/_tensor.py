@@ -173,6 +173,21 @@ class Tensor:
         if requires_grad:
             self.requires_grad_()
 
+    # PyTorch methods minigrad leaves out, each with what to write instead (any other missing name is a plain
+    # AttributeError).
+    _INSTEAD = {"view": "reshape(...)", "flatten": "reshape(len(x), -1) or reshape(-1)",
+                "unsqueeze": "reshape(...) with a 1 where the new axis goes", "squeeze": "reshape(...)",
+                "clone": "x * 1 (a copy in the graph) or mg.tensor(x) (a copy that is a new leaf)",
+                "cpu": "to('cpu')", "cuda": "to('cuda')", "zero_": "`with mg.no_grad(): x *= 0`",
+                "add_": "`with mg.no_grad(): x += y`", "mul_": "`with mg.no_grad(): x *= y`",
+                "copy_": "`x.data[...] = y.data` under no_grad", "view_as": "reshape(other.shape)"}
+
+    def __getattr__(self, name):
+        if name in Tensor._INSTEAD:
+            raise AttributeError(f"minigrad's Tensor has no {name}() (a PyTorch method left out); use "
+                                 f"{Tensor._INSTEAD[name]}")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+
     # --- what the tensor is ---------------------------------------------------------
     @property
     def shape(self):

@@ -237,7 +237,8 @@ class StepLR(LRScheduler):
     """lr = base lr * gamma^(epoch // step_size): multiplied by gamma every ``step_size`` epochs."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1 or not gamma > 0:
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, numpy.integer)) or step_size < 1 \
+                or not gamma > 0:
             raise ValueError(f"StepLR needs an integer step_size >= 1 and gamma > 0, got {step_size!r} and {gamma!r}")
         super().__init__(optimizer)
         self.step_size, self.gamma = step_size, gamma
@@ -256,7 +257,7 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 (PyTorch's name)
-        if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
+        if isinstance(T_max, bool) or not isinstance(T_max, (int, numpy.integer)) or T_max < 1:
             raise ValueError(f"CosineAnnealingLR needs an integer T_max >= 1, got {T_max!r}")
         super().__init__(optimizer)
         self.T_max, self.eta_min = T_max, eta_min

@@ -445,3 +445,11 @@ def test_sgd_takes_numpy_scalars_and_refuses_bools():
 def test_a_numpy_array_given_to_a_function_is_a_clear_type_error(call):
     with pytest.raises(TypeError, match=r"must be a minigrad Tensor, got numpy.ndarray; wrap it"):
         call(np.ones((2, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", ["view", "clone", "cpu", "zero_", "unsqueeze"])
+def test_a_pytorch_method_left_out_says_what_to_use_instead(name):
+    with pytest.raises(AttributeError, match=f"no {name}\\(\\).*use "):
+        getattr(mg.ones(2), name)
+    with pytest.raises(AttributeError):
+        mg.ones(2).no_such_method
