@@ -353,7 +353,11 @@ def run(args):
             print(f"nothing to do: {outputs.path['checkpoint.npz']} already holds {meta['epoch']} epochs (--epochs "
                   f"{args.epochs}); to train longer, resume with a larger --epochs", flush=True)
             return None
-        outputs.restore(arrays, meta)
+        try:  # every record was checked above; what remains (a generator's state, say) is checked by using it
+            outputs.restore(arrays, meta)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{outputs.path['checkpoint.npz']}: cannot be restored ({type(error).__name__}: "
+                                  f"{error}); start afresh without --resume") from None
 
     def on_epoch_end(record):
         outputs.save_epoch(record)

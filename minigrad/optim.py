@@ -68,11 +68,15 @@ class Optimizer:
     def _check(self, group):
         pass
 
-    def zero_grad(self):
-        """Forget the gradients (set them to None, so the next backward assigns rather than adds)."""
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients: set them to None (so the next backward assigns rather than adds), or with
+        ``set_to_none=False`` fill them with zeros in place, as PyTorch does."""
         for group in self.param_groups:
             for parameter in group["params"]:
-                parameter.grad = None
+                if set_to_none or parameter.grad is None:
+                    parameter.grad = None
+                else:
+                    parameter.grad[...] = 0
 
     def step(self):
         raise NotImplementedError

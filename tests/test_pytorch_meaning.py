@@ -453,3 +453,14 @@ def test_a_pytorch_method_left_out_says_what_to_use_instead(name):
         getattr(mg.ones(2), name)
     with pytest.raises(AttributeError):
         mg.ones(2).no_such_method
+
+
+def test_zero_grad_set_to_none_false_fills_zeros_in_place():
+    net = nn.Linear(2, 2)
+    net(mg.randn(3, 2)).sum().backward()
+    grad = net.weight.grad
+    net.zero_grad(set_to_none=False)
+    assert net.weight.grad is grad and not grad.any()
+    optimizer = mg.optim.SGD(net.parameters(), lr=0.1)
+    optimizer.zero_grad()
+    assert net.weight.grad is None

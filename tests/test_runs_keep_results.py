@@ -67,8 +67,11 @@ def damage(path, change):
     (lambda arrays, meta: (arrays, {k: v for k, v in meta.items() if k != "rng"}), "record's 'rng' is missing"),
     (lambda arrays, meta: (arrays, {**meta, "history": meta["history"][:1]}), "history does not hold its 2 epochs"),
     (lambda arrays, meta: (arrays, {**meta, "optimizer": {"state": {}}}), "optimizer record is incomplete"),
+    (lambda arrays, meta: (arrays, {**meta, "loader": {}}), "cannot be restored (KeyError"),
+    (lambda arrays, meta: (arrays, {**meta, "rng": {"unsaved": [], "seed": 0, "cpu": {"state": 1}}}),
+     "cannot be restored"),
 ], ids=["a missing array", "a wrong shape", "a wrong dtype", "an extra array", "no rng", "a short history",
-        "no optimizer groups"])
+        "no optimizer groups", "no shuffling state", "a broken generator state"])
 def test_a_damaged_checkpoint_is_one_line_and_nothing_is_lost(fake_data, tmp_path, capsys, change, message):
     out = tmp_path / "run"
     finished_run(fake_data, out)

@@ -127,9 +127,13 @@ class Module:
                 parameter.grad = backend.to_device(parameter.grad, device)
         return self
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Forget every parameter's gradient: None, or zeros in place with ``set_to_none=False`` (as PyTorch)."""
         for parameter in self.parameters():
-            parameter.grad = None
+            if set_to_none or parameter.grad is None:
+                parameter.grad = None
+            else:
+                parameter.grad[...] = 0
 
     # --- saving and loading ---------------------------------------------------------------------
     def state_dict(self):
