@@ -55,17 +55,17 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on Tensors and, in grad mode, record it in the graph."""
-        for position, value in enumerate(inputs):
-            if not isinstance(value, Tensor):
-                raise TypeError(f"{cls.__name__}: input {position} must be a minigrad Tensor, got "
-                                f"{type(value).__name__}; wrap it first: minigrad.tensor(value)")
+        if not all(isinstance(value, Tensor) for value in inputs):
+            position, value = next((i, v) for i, v in enumerate(inputs) if not isinstance(v, Tensor))
+            raise TypeError(f"{cls.__name__}: input {position} must be a minigrad Tensor, got "
+                            f"{type(value).__name__}; wrap it first: minigrad.tensor(value)")
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls(**params)
         fn.xp = backend.get_array_module(inputs[0].data)
-        record = autograd._grad_mode.enabled and any(t.requires_grad for t in inputs)
+        record = autograd._grad_mode.enabled and any(t._requires_grad for t in inputs)
         if record:  # before forward, which may skip saving what no gradient will need
-            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            fn.needs_input_grad = tuple(t._requires_grad for t in inputs)
         output = Tensor(fn.forward(*[t.data for t in inputs]))
         if cls.makes_view and output.data.base is not None and fn.xp.may_share_memory(output.data, inputs[0].data):
             output._version = inputs[0]._version  # a view: a change through either is a change of both
@@ -386,7 +386,7 @@ class Tensor:
         a 0-d tensor of a higher category (bool < integer < floating) decides the dtype, as in PyTorch."""
         other = self._lift(other)
         a, b = (other, self) if reflected else (self, other)
-        if (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
+        if a.data.dtype != b.data.dtype and (a.data.ndim == 0) != (b.data.ndim == 0):
             scalar, dimensioned = (a, b) if a.ndim == 0 else (b, a)
             if _category(scalar.dtype) <= _category(dimensioned.dtype):
                 scalar = ops.Cast.apply(scalar, dtype=dimensioned.dtype)
