@@ -464,3 +464,12 @@ def test_zero_grad_set_to_none_false_fills_zeros_in_place():
     optimizer = mg.optim.SGD(net.parameters(), lr=0.1)
     optimizer.zero_grad()
     assert net.weight.grad is None
+
+
+def test_a_forward_hook_can_replace_the_output_and_its_handle_removes_it():
+    layer = nn.ReLU()
+    handle = layer.register_forward_hook(lambda module, inputs, output: output * 2)
+    np.testing.assert_array_equal(layer(mg.tensor([1.0, -1.0])).data, [2.0, 0.0])
+    handle.remove()
+    handle.remove()  # twice is harmless, as in PyTorch
+    np.testing.assert_array_equal(layer(mg.tensor([1.0, -1.0])).data, [1.0, 0.0])

@@ -19,6 +19,20 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class RemovableHandle:
+    """What ``register_forward_hook`` returns, as PyTorch's: ``handle.remove()`` takes the hook away (once is enough;
+    calling the handle does the same)."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+    __call__ = remove
+
+
 class Module:
     """Base class of layers and models.
 
@@ -38,15 +52,18 @@ class Module:
     def __call__(self, *inputs):
         output = self.forward(*inputs)
         for hook in self._forward_hooks:
-            hook(self, inputs, output)
+            replaced = hook(self, inputs, output)
+            if replaced is not None:  # as in PyTorch, a hook may return a new output
+                output = replaced
         return output
 
     def register_forward_hook(self, hook):
-        """Call ``hook(module, inputs, output)`` after every forward; returns a function that removes it."""
+        """Call ``hook(module, inputs, output)`` after every forward (what it returns, unless None, replaces the
+        output, as in PyTorch); returns a handle whose ``remove()`` takes the hook away."""
         if not self._forward_hooks:
             self._forward_hooks = []
         self._forward_hooks.append(hook)
-        return lambda: self._forward_hooks.remove(hook)
+        return RemovableHandle(self._forward_hooks, hook)
 
     # --- the tree of modules and parameters -------------------------------------------------
     def named_children(self):
