@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minigrad as mg
 import minigrad.nn.functional as F
@@ -90,6 +92,41 @@ def test_a_copy_is_not_a_view_and_changing_it_is_fine():
     x += 1
     z.backward()
     np.testing.assert_array_equal(w.grad, rows.data)
+
+
+VIEW_STEPS = {
+    "slice": lambda t: t[1:] if t.ndim and t.shape[0] > 1 else t[:],
+    "integer index": lambda t: t[0] if t.ndim > 1 else t[:],
+    "reshape(-1)": lambda t: t.reshape(-1),
+    "transpose": lambda t: t.transpose(0, -1) if t.ndim > 1 else t,
+    "detach": lambda t: t.detach(),
+    "strided slice": lambda t: t[::2] if t.ndim else t,
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.sampled_from(sorted(VIEW_STEPS)), min_size=1, max_size=4),
+       change=st.sampled_from(["base", "view", "a second view", "an unrelated tensor"]),
+       op=st.sampled_from(["+=", "-=", "*=", "/="]))
+def test_any_chain_of_views_shares_one_version(steps, change, op):
+    """Random chains of views: a change anywhere in the family is refused at backward; elsewhere it is not."""
+    x = mg.randn(4, 3, 2)
+    view = x
+    for step in steps:
+        view = VIEW_STEPS[step](view)
+    w = mg.randn(*view.shape, requires_grad=True)
+    z = (view * w).sum()
+    target = {"base": x, "view": view, "a second view": x.reshape(-1)[:5], "an unrelated tensor": mg.randn(3)}[change]
+    {"+=": target.__iadd__, "-=": target.__isub__, "*=": target.__imul__, "/=": target.__itruediv__}[op](2.0)
+    # A reshape of a strided view copies (in NumPy as in PyTorch): then only a change of the copy itself counts.
+    shares_x = np.shares_memory(view.data, x.data)
+    if change == "an unrelated tensor" or (change != "view" and not shares_x):
+        saved = view.data.copy()
+        z.backward()
+        np.testing.assert_array_equal(w.grad, saved)
+    else:
+        with pytest.raises(RuntimeError, match="modified in place"):
+            z.backward()
 
 
 # --- learning-rate schedules ------------------------------------------------------------------------------------
