@@ -292,12 +292,12 @@ class Run:
         self.plot(self.metrics["epochs"])
         save_json(self.metrics, self.path["metrics.json"])  # last: "completed" only once every file is there
 
-    def plot(self, epochs):
+    def plot(self, epochs, note=""):
         args = self.args
         if not args.no_plot and epochs:
             from minigrad.viz import plot_curves
             plot_curves(epochs, self.path["curves.png"],
-                        title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}")
+                        title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}{note}")
 
     def stop(self, status, reason, diverged_epoch=None):
         """Record why the run stopped, if it has written anything yet; a run that stopped before its first record
@@ -312,7 +312,7 @@ class Run:
         self.metrics["stopped"] = reason
         save_json(self.metrics, self.path["metrics.json"])
         if diverged_epoch is not None:
-            self.plot(self.metrics["epochs"] + [diverged_epoch])
+            self.plot(self.metrics["epochs"] + [diverged_epoch], f": diverged in epoch {diverged_epoch['epoch']}")
         return True
 
 
