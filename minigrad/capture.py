@@ -14,8 +14,8 @@ same code, tested there against ``Trainer``'s eager step and ``evaluate``, bit f
 ``CapturedTraining`` is what ``Trainer(capture=True)`` runs: for each loader a captured step for its full
 batches and an eager one for a smaller last batch.
 
-Capture has rules (CuPy's, see ``shared/research/gpu/README.md``): a private memory pool kept as long as the
-graph, warm-up on the capture stream, no cuBLAS (CuPy refuses it during capture, so ``ops.Linear``
+Capture has rules (those of CuPy's ``cupy.cuda.Graph`` and of CUDA stream capture): a private memory pool kept
+as long as the graph, warm-up on the capture stream, no cuBLAS (CuPy refuses it during capture, so ``ops.Linear``
 multiplies with ``backend.matmul``, which uses ``backend.capturable_gemm`` while ``backend.capturing()`` is
 on), no host reads (value checks are off inside the step: ``loader_problem`` checks the labels of the whole
 dataset once instead). A model or optimizer outside what this handles is named by ``capture_problem``, and

@@ -26,7 +26,7 @@ FILES = {  # (split, part) -> file name without .gz
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
 
-SHA256 = {  # of the decompressed official files (REFERENCE.md)
+SHA256 = {  # of the decompressed official files (as published with Fashion-MNIST)
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
