@@ -210,11 +210,10 @@ class Run:
                 expected.update({f"optimizer/{index}/{name}": parameters[int(index)].data for name in names})
         missing = sorted(set(expected) - set(arrays))
         unexpected = sorted(set(arrays) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: " + "; ".join(
-                part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                  f"unexpected {', '.join(unexpected)}" if unexpected else "") if part)
-                + "; start afresh without --resume")
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                   ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        if problems:
+            raise CheckpointError(f"{path}: {'; '.join(problems)}; start afresh without --resume")
         for name, reference in expected.items():
             array = arrays[name]
             if array.shape != reference.shape or array.dtype != reference.dtype:

@@ -16,6 +16,9 @@ import functools
 import threading
 
 
+# ---------------------------------------------------------------------------------------
+# Modes: whether ops record a graph (per thread), and whether checks that read values run.
+
 class _GradMode(threading.local):
     """Whether ops record the graph, per thread as in PyTorch: a new thread starts with it on."""
     enabled = True
@@ -132,7 +135,8 @@ class Version:
 
 
 def mark_changed_in_place(tensor):
-    """Record that ``tensor``'s array was just changed in place (ops that used it, or a view of it, may not backward)."""
+    """Record that ``tensor``'s array was just changed in place: ops that used it, or a view of it, may not
+    backward."""
     global _clock
     _clock += 1
     tensor._version.changed_at = _clock

@@ -196,6 +196,11 @@ class SGD(Optimizer):
 # alone, a schedule follows its closed form (up to float rounding); a resumed one continues from the rate the
 # optimizer's state_dict restored.
 
+def _is_count(value):
+    """An integer >= 1 (a NumPy integer too), not a bool: a schedule's step_size or T_max."""
+    return isinstance(value, (int, numpy.integer)) and not isinstance(value, (bool, numpy.bool_)) and value >= 1
+
+
 class LRScheduler:
     """Changes each group's ``lr`` once per ``step()`` by ``next_lr``; ``last_epoch`` counts the calls.
 
@@ -205,7 +210,8 @@ class LRScheduler:
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__} takes an optimizer (e.g. optim.SGD), got {type(optimizer).__name__}")
+            raise TypeError(f"{type(self).__name__} takes an optimizer (e.g. optim.SGD), got "
+                            f"{type(optimizer).__name__}")
         self.optimizer = optimizer
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -241,8 +247,7 @@ class StepLR(LRScheduler):
     """lr = base lr * gamma^(epoch // step_size): multiplied by gamma every ``step_size`` epochs."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, numpy.integer)) or step_size < 1 \
-                or not gamma > 0:
+        if not _is_count(step_size) or not gamma > 0:
             raise ValueError(f"StepLR needs an integer step_size >= 1 and gamma > 0, got {step_size!r} and {gamma!r}")
         super().__init__(optimizer)
         self.step_size, self.gamma = step_size, gamma
@@ -261,7 +266,7 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 (PyTorch's name)
-        if isinstance(T_max, bool) or not isinstance(T_max, (int, numpy.integer)) or T_max < 1:
+        if not _is_count(T_max):
             raise ValueError(f"CosineAnnealingLR needs an integer T_max >= 1, got {T_max!r}")
         super().__init__(optimizer)
         self.T_max, self.eta_min = T_max, eta_min

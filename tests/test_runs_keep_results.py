@@ -116,12 +116,14 @@ def test_two_processes_on_one_folder_one_is_refused_and_a_killed_one_leaves_no_l
         return [sys.executable, "-m", "examples.dropout_mlp", *base_args(fake_data, out, "--batch-size", "16",
                                                                           "--no-plot", *flags)]
     env = {**os.environ, "PYTHONPATH": ROOT}
-    first = subprocess.Popen(command("--epochs", "100000"), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(command("--epochs", "100000"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         for line in first.stdout:  # wait until it trains (and so holds the folder)
             if line.startswith("epoch   1"):
                 break
-        second = subprocess.run(command("--epochs", "100000"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(command("--epochs", "100000"), cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
         assert second.returncode == 2 and "is in use by another run" in second.stderr
         assert second.stderr.count("\n") == 1
         first.send_signal(signal.SIGKILL)  # kill -9: no handler runs, nothing is cleaned up
@@ -134,7 +136,8 @@ def test_two_processes_on_one_folder_one_is_refused_and_a_killed_one_leaves_no_l
     assert metrics["status"] == "running" and len(load_checkpoint(out / "checkpoint.npz")[1]["history"]) == \
         len(metrics["epochs"]), "metrics.json and checkpoint.npz agree after kill -9"
     (out / ".checkpoint.npz.left.part").write_bytes(b"half a file")  # as a kill during a write leaves
-    third = subprocess.run(command("--epochs", str(len(metrics["epochs"]) + 1), "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(command("--epochs", str(len(metrics["epochs"]) + 1), "--resume"), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.json", "model.npz"], "the .part file is gone"
 

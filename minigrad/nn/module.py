@@ -6,7 +6,8 @@ from ..autograd import mark_changed_in_place
 from .._tensor import Tensor
 
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
-IncompatibleKeys.__doc__ = "What load_state_dict returns, as in PyTorch: the names it did not find and those it did not use."
+IncompatibleKeys.__doc__ = ("What load_state_dict returns, as in PyTorch: the names it did not find, and those it "
+                            "did not use.")
 
 
 class Parameter(Tensor):
