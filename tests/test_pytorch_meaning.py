@@ -88,10 +88,11 @@ def test_a_copy_is_not_a_view_and_changing_it_is_fine():
     x = mg.randn(3, 4)
     w = mg.randn(2, 4, requires_grad=True)
     rows = x[np.array([0, 2])]  # advanced indexing copies, in NumPy as in PyTorch
-    z = (rows * w).sum()
+    z = rows * w
     x += 1
-    z.backward()
-    np.testing.assert_array_equal(w.grad, rows.data)
+    upstream = mg.randn(2, 4)  # random, never all-ones
+    z.backward(upstream)
+    np.testing.assert_array_equal(w.grad, upstream.data * rows.data)
 
 
 VIEW_STEPS = {
@@ -115,18 +116,19 @@ def test_any_chain_of_views_shares_one_version(steps, change, op):
     for step in steps:
         view = VIEW_STEPS[step](view)
     w = mg.randn(*view.shape, requires_grad=True)
-    z = (view * w).sum()
+    z = view * w
+    upstream = mg.randn(*view.shape)  # random, never all-ones
     target = {"base": x, "view": view, "a second view": x.reshape(-1)[:5], "an unrelated tensor": mg.randn(3)}[change]
     {"+=": target.__iadd__, "-=": target.__isub__, "*=": target.__imul__, "/=": target.__itruediv__}[op](2.0)
     # A reshape of a strided view copies (in NumPy as in PyTorch): then only a change of the copy itself counts.
     shares_x = np.shares_memory(view.data, x.data)
     if change == "an unrelated tensor" or (change != "view" and not shares_x):
         saved = view.data.copy()
-        z.backward()
-        np.testing.assert_array_equal(w.grad, saved)
+        z.backward(upstream)
+        np.testing.assert_array_equal(w.grad, upstream.data * saved)
     else:
         with pytest.raises(RuntimeError, match="modified in place"):
-            z.backward()
+            z.backward(upstream)
 
 
 # --- learning-rate schedules ------------------------------------------------------------------------------------
@@ -458,9 +460,10 @@ def test_tolist_and_retain_grad():
     x = mg.tensor([1.0, -2.0, 3.0], requires_grad=True)
     h = x * 3
     h.retain_grad()
-    (h * h).sum().backward()
-    np.testing.assert_array_equal(h.grad, 2 * h.data)
-    np.testing.assert_array_equal(x.grad, 18 * x.data)
+    upstream = mg.tensor([0.5, -1.5, 2.0])  # not all-ones
+    (h * h).backward(upstream)
+    np.testing.assert_array_equal(h.grad, 2 * h.data * upstream.data)
+    np.testing.assert_array_equal(x.grad, 3 * 2 * h.data * upstream.data)
     with pytest.raises(RuntimeError, match="does not require grad"):
         mg.tensor([1.0]).retain_grad()
 
