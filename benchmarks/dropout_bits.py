@@ -15,7 +15,7 @@ import timeit
 import numpy
 
 import minigrad as mg
-from examples.chapter import BATCH_SIZE, LR, concise_mlp
+from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad import cli, ops
 from minigrad.checkpoint import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError

@@ -14,7 +14,7 @@ import sys
 
 import numpy
 
-from examples.chapter import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
+from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import backend, cli
 from minigrad.checkpoint import save_json
 

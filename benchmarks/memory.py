@@ -25,7 +25,7 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
     import minigrad as mg
     mg.manual_seed(0)
     if kind == "minigrad":
-        from examples import dropout_mlp
+        from minigrad.chapter import dropout_mlp
         argv = ["--device", device, "--epochs", str(epochs), "--no-progress",
                 "--out", tempfile.mkdtemp(prefix="minigrad-memory-")]
         argv += ["--limit", str(limit)] if limit else []
@@ -39,7 +39,7 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
             raise SystemExit(code)
     else:
         from benchmarks.numpy_floor import FloorMLP, train_epoch
-        from examples.chapter import BATCH_SIZE
+        from minigrad.chapter.model import BATCH_SIZE
         from minigrad.data import DataLoader, FashionMNIST
         train = FashionMNIST(data_dir, train=True, verify=not skip_checksum, progress=False)
         test = FashionMNIST(data_dir, train=False, verify=not skip_checksum, progress=False)

@@ -9,7 +9,7 @@ one seeded step of the floor and of the engine give bit-identical losses and wei
 """
 import numpy
 
-from examples.chapter import DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
+from minigrad.chapter.model import DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import backend
 from minigrad.ops import keep_mask
 from minigrad.random import dropout_stream, generator

@@ -15,7 +15,7 @@ import sys
 import time
 
 import minigrad as mg
-from examples.chapter import BATCH_SIZE, LR, concise_mlp
+from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad import backend, capture, cli
 from minigrad.checkpoint import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError

@@ -19,7 +19,7 @@ import numpy
 import minigrad as mg
 import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
-from examples.chapter import BATCH_SIZE, LR, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP, concise_mlp
+from minigrad.chapter.model import BATCH_SIZE, LR, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP, concise_mlp
 from minigrad import backend, cli
 from minigrad.checkpoint import save_json
 

@@ -3,7 +3,7 @@
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
                                      [--json PATH] [--skip concise|scratch|pytorch ...]
 
-Every contender trains the chapter's model (``examples/chapter.py``: 784-256-256-10, dropout 0.2/0.5,
+Every contender trains the chapter's model (``minigrad/chapter/model.py``: 784-256-256-10, dropout 0.2/0.5,
 SGD lr 0.5, batch 256) on the same batches from the same device-resident DataLoader, for ``--epochs``
 full training epochs, ``--repeats`` times, each in its own worker process. The contenders take turns
 every ``1/--slices`` of an epoch (interleaved, in a rotating order) so that noise on a shared machine,
@@ -32,7 +32,7 @@ import minigrad as mg
 import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from benchmarks.numpy_floor import train_epoch as floor_epoch
-from examples.chapter import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP,
+from minigrad.chapter.model import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP,
                               concise_mlp)
 from minigrad import backend, capture, cli
 from minigrad.checkpoint import save_json
@@ -101,7 +101,7 @@ def minigrad_captured(device):
 
 
 def minigrad_scratch(device):
-    """The loop of examples/dropout_mlp.py's fit_scratch, with the same Monitor."""
+    """The loop of minigrad/chapter/dropout_mlp.py's fit_scratch, with the same Monitor."""
     model, monitor = ScratchMLP(device=device), Monitor(device, progress=False)
 
     def epoch(loader, number):

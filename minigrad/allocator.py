@@ -1,24 +1,20 @@
 """CPU memory: keep freed blocks in the process, the CPU counterpart of CuPy's memory pool.
 
-Every training step allocates and frees the same arrays: activations, masks and gradients of
-0.25-0.8 MB each for the chapter's MLP. NumPy gets them from the C library's ``malloc``. By
-default glibc serves a block over 128 KiB with its own ``mmap`` and, when it is freed, hands it
-(or the free memory at the top of the heap) straight back to the operating system. The next
-batch then asks for it again: system calls, and a page fault for each 4 KiB page, which the
-kernel zeroes first. Measured on this project's 2-core VM, for the chapter's MLP on batches of 8
-(where the math is cheap and this cost shows): ``opt.zero_grad()``, which frees the gradients, took
-100-150 us instead of 1 us, and ``backward()`` and ``opt.step()`` each 250-650 us more; a dropout layer's
-temporaries faulted 544 pages per call (``tests/test_allocator.py``). How much a process paid also
-depended on how its frees happened to fall, which made timings differ from process to process.
+Every training step allocates and frees the same arrays (activations, masks and gradients of 0.25-0.8 MB
+each for the chapter's MLP), and NumPy gets them from the C library's ``malloc``. By default glibc serves a
+block over 128 KiB with its own ``mmap`` and hands it back to the operating system when it is freed, so the
+next batch pays system calls and a page fault for each 4 KiB page again. Two ``mallopt`` settings make glibc
+keep them instead: serve blocks up to 32 MiB from the heap (``M_MMAP_THRESHOLD``) and keep up to
+``TRIM_THRESHOLD`` bytes of freed memory (``M_TRIM_THRESHOLD``). Peak memory does not grow: what is kept is
+what the previous batch already used.
 
-CuPy avoids the same cost on a GPU with a memory pool. On the CPU, two ``mallopt`` settings get
-the same effect: serve blocks up to 32 MiB from the heap (``M_MMAP_THRESHOLD``), and keep up to
-``TRIM_THRESHOLD`` bytes of freed memory for reuse (``M_TRIM_THRESHOLD``). A process's peak memory
-does not grow: what is kept is what the previous batch already used.
-
-``import minigrad`` applies them once (glibc only; the whole process, NumPy's arrays and any other
-library's). Set ``MINIGRAD_KEEP_FREED_MEMORY=0`` to leave the allocator alone.
+The settings belong to the whole process (NumPy's arrays and every other library's), so a library must not
+make them on import: ``import minigrad`` leaves malloc alone. The programs minigrad runs as the owner of
+the process (the chapter's commands and the benchmarks) call ``keep_freed_memory()`` first; a program of
+yours may too. ``MINIGRAD_KEEP_FREED_MEMORY=0`` makes the call do nothing. What it buys is measured on the
+documentation site's performance page.
 """
+
 import ctypes
 import ctypes.util
 import os
@@ -28,8 +24,12 @@ MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value; bigger blocks (a w
 TRIM_THRESHOLD = 512 * 2**20
 
 
-def keep_freed_memory():
-    """Tell glibc's malloc to reuse freed memory instead of returning it to the OS. True when applied."""
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to reuse freed memory instead of returning it to the OS, for the whole process.
+
+    Returns True when the settings were applied; False when ``MINIGRAD_KEEP_FREED_MEMORY=0`` or the C library
+    is not glibc (macOS, Windows, musl).
+    """
     if os.environ.get("MINIGRAD_KEEP_FREED_MEMORY", "1") == "0":
         return False
     try:
@@ -39,6 +39,3 @@ def keep_freed_memory():
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-
-
-KEEPING_FREED_MEMORY = keep_freed_memory()

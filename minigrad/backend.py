@@ -15,7 +15,7 @@ import functools
 
 import numpy
 
-try:  # CuPy is the optional GPU backend: `pip install "minigrad[cuda]"`.
+try:  # CuPy is the optional GPU backend: `pip install "minigrad-d2l[cuda]"`.
     import cupy
 except ImportError:  # pragma: no cover - depends on the machine
     cupy = None
@@ -28,9 +28,10 @@ class DeviceError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
 
 
+DISTRIBUTION = "minigrad-d2l"  # the name on the package index (the import name is minigrad)
 CUPY_INSTALL_HINT = (
-    'install CuPy for your CUDA version: pip install "minigrad[cuda]" (CUDA 13, cupy-cuda13x), '
-    "or pip install cupy-cuda12x for CUDA 12; or use device='cpu'"
+    f'install CuPy for your CUDA version: pip install "{DISTRIBUTION}[cuda]" (CUDA 12, cupy-cuda12x), '
+    "or pip install cupy-cuda13x for CUDA 13; or use device='cpu'"
 )
 
 

@@ -14,11 +14,41 @@ import tempfile
 from . import backend
 
 
+def program_name(module):
+    """The command as the user typed it, for ``--help`` and errors.
+
+    ``python -m examples.dropout_mlp`` in a clone, ``minigrad-dropout-mlp`` (the console script) once installed,
+    else ``python -m <module>``, the form that works wherever the package is installed.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.rsplit(".", 1)[-1] == module.rsplit(".", 1)[-1]:
+        return f"python -m {spec.name}"
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if script.startswith("minigrad-") and not script.endswith(".py"):
+        return script
+    return f"python -m {module}"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (what is wrong) and exits 2."""
+    """argparse, but a bad flag prints one line (what is wrong) and exits 2, and ``--help`` shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" to each flag's help that does not say its default already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{text} (default: {default})".lstrip()
 
 
 def _number(kind, check, requirement):

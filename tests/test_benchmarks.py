@@ -201,7 +201,7 @@ def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(
     from benchmarks import train_speed
     from minigrad import capture
 
-    from examples.chapter import concise_mlp
+    from minigrad.chapter.model import concise_mlp
 
     from .test_capture import EagerStandIn, loader
     monkeypatch.setattr(capture, "CapturedStep", EagerStandIn)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from examples.chapter import concise_mlp
+from minigrad.chapter.model import concise_mlp
 from minigrad import capture, nn
 from minigrad.capture import BatchGather, StaticEval, StaticStep, capture_problem, loader_problem
 from minigrad.data import ArrayDataset, DataLoader

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from examples import dropout_mlp
+from minigrad.chapter import dropout_mlp
 from minigrad.checkpoint import load_state_dict
 
 from .fakedata import HAVE_REAL, REAL_FOLDER, REAL_MISSING

@@ -5,9 +5,9 @@ import os
 import matplotlib.image
 import pytest
 
-from examples import dropout_experiments
-from examples.experiments import exercises, summaries
-from examples.experiments.settings import Setting
+from minigrad.chapter import dropout_experiments
+from minigrad.chapter.experiments import exercises, summaries
+from minigrad.chapter.experiments.settings import Setting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def test_each_experiment_writes_results_report_and_plots(quick_run, name):
     results = json.loads((folder / "results.json").read_text())
     assert results["name"] == name and results["results"] and "--quick" in results["command"]
     report = (folder / "report.md").read_text()
-    assert report.startswith(f"# {name}") and "| --- |" in report and "Command: `python -m examples." in report
+    assert report.startswith(f"# {name}") and "| --- |" in report and "Command: `python -m " in report
     for plot in folder.glob("*.png"):
         assert matplotlib.image.imread(plot).ndim == 3
         assert f"]({plot.name})" in report

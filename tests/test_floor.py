@@ -5,7 +5,7 @@ import pytest
 
 import minigrad as mg
 from benchmarks.numpy_floor import FloorMLP
-from examples.chapter import BATCH_SIZE, LR, NUM_INPUTS, concise_mlp
+from minigrad.chapter.model import BATCH_SIZE, LR, NUM_INPUTS, concise_mlp
 from minigrad import backend
 
 

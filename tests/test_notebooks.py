@@ -1,6 +1,12 @@
-"""The notebooks in examples/notebooks: committed without outputs, and every cell runs (CI executes them)."""
+"""The notebooks in examples/notebooks: committed without outputs, and every cell runs (CI executes them).
+
+Each runs from a copy in an empty folder outside the repository, against the installed package, as a
+notebook a learner downloads from the site does.
+"""
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import pytest
@@ -29,11 +35,13 @@ def execute(name):
     nbformat = pytest.importorskip("nbformat", reason="executing notebooks needs the dev extra: nbformat")
     nbclient = pytest.importorskip("nbclient", reason="executing notebooks needs the dev extra: nbclient")
     pytest.importorskip("ipykernel", reason="executing notebooks needs the dev extra: ipykernel")
-    notebook = nbformat.read(os.path.join(FOLDER, name), as_version=4)
-    started = time.perf_counter()
-    # A failing cell raises CellExecutionError, naming the cell and the error.
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": FOLDER}}).execute()
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(os.path.join(FOLDER, name), folder)
+        notebook = nbformat.read(os.path.join(folder, name), as_version=4)
+        started = time.perf_counter()
+        # A failing cell raises CellExecutionError, naming the cell and the error.
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": folder}}).execute()
     seconds = time.perf_counter() - started
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.get("output_type") == "error"]

@@ -11,7 +11,7 @@ import pytest
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from examples.chapter import BATCH_SIZE, concise_mlp
+from minigrad.chapter.model import BATCH_SIZE, concise_mlp
 from minigrad import backend
 from minigrad.random import PhiloxStream, blocks_for, dropout_stream
 

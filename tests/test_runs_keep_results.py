@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from examples import dropout_mlp
+from minigrad.chapter import dropout_mlp
 from minigrad import cli
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 

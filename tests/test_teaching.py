@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import minigrad as mg
-from examples import autograd_tour
+from minigrad.chapter import autograd_tour
 from minigrad import ops
 from minigrad._tensor import Function
 from minigrad.viz import render, to_dot

@@ -8,7 +8,7 @@ import os
 import numpy
 
 import minigrad as mg
-from examples.chapter import NUM_EPOCHS
+from minigrad.chapter.model import NUM_EPOCHS
 from minigrad import nn
 from minigrad.train import Trainer, evaluate, evaluate_predictions
 from minigrad.uncertainty import calibration, mc_dropout_probabilities, predictive_entropy

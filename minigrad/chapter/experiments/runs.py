@@ -2,7 +2,7 @@
 import time
 
 import minigrad as mg
-from examples.chapter import BATCH_SIZE
+from minigrad.chapter.model import BATCH_SIZE
 from minigrad.data import DataLoader, FashionMNIST
 from minigrad.data.synthetic import synthetic_fashion
 from minigrad.train import Trainer, evaluate

@@ -2,7 +2,7 @@
 import dataclasses
 
 import minigrad as mg
-from examples.chapter import DROPOUT1, DROPOUT2, NUM_INPUTS, NUM_OUTPUTS
+from minigrad.chapter.model import DROPOUT1, DROPOUT2, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import nn
 
 NOISES = ("dropout", "dropconnect", "gaussian-dropout", "uniform-noise", "hidden-noise", "input-noise")
