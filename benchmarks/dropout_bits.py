@@ -17,7 +17,7 @@ import numpy
 import minigrad as mg
 from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad import cli, ops
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.random import PhiloxStream
 from minigrad.train import Trainer

@@ -16,7 +16,7 @@ import numpy
 
 from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import backend, cli
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 
 
 def step_products(batch):

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from minigrad import cli
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

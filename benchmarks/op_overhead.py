@@ -11,7 +11,7 @@ import time
 import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import cli
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 from minigrad.ops import keep_mask
 from minigrad.random import dropout_stream
 

@@ -17,7 +17,7 @@ import time
 import minigrad as mg
 from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad import backend, capture, cli
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 
 

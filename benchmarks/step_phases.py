@@ -21,7 +21,7 @@ import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from minigrad.chapter.model import BATCH_SIZE, LR, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP, concise_mlp
 from minigrad import backend, cli
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 
 PHASES = ("forward", "backward", "update")
 

@@ -35,7 +35,7 @@ from benchmarks.numpy_floor import train_epoch as floor_epoch
 from minigrad.chapter.model import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP,
                               concise_mlp)
 from minigrad import backend, capture, cli
-from minigrad.checkpoint import save_json
+from minigrad.files import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.data.loader import PIXEL_SCALE
 from minigrad.monitor import Monitor

@@ -13,8 +13,10 @@ The file map (each name says what the file holds):
 - training: ``data`` (the IDX format, Fashion-MNIST, DataLoader), ``train`` (Trainer, evaluate),
   ``monitor`` (the instruments: timings, progress bar, each epoch's record), ``capture`` (the step on
   static buffers that a GPU replays as a CUDA graph), ``uncertainty`` (Monte-Carlo dropout, calibration);
-- files and pictures: ``checkpoint`` (atomic writes, strict JSON, weights, training checkpoints),
-  ``viz`` (the graph and the training curves), ``cli`` (what every command line shares).
+- files and pictures: ``files`` (atomic writes, strict JSON), ``checkpoint`` (weights, training checkpoints),
+  ``viz`` (the graph and the training curves), ``cli`` (what every command line shares);
+- the lesson as programs: ``chapter`` (the chapter's model, its training command, the engine tour, the
+  exercises).
 """
 import numpy as _numpy
 
@@ -39,7 +41,8 @@ __version__ = "0.1.0"
 
 # The rest of the package is imported on first use, so `import minigrad as mg; mg.data.FashionMNIST` works
 # as torch.utils.data does after `import torch`, without paying for matplotlib or tqdm at import time.
-_LAZY_SUBMODULES = ("capture", "checkpoint", "cli", "data", "monitor", "train", "uncertainty", "viz")
+_LAZY_SUBMODULES = ("capture", "chapter", "checkpoint", "cli", "data", "files", "monitor", "train", "uncertainty",
+                    "viz")
 
 
 def __getattr__(name):

@@ -132,7 +132,7 @@ def unlock_folder(descriptor):
 
 
 def remove_partial_files(path, names):
-    """Delete what a killed run left half-written in ``path`` (``.NAME.*.part``, see checkpoint.atomic_write), for
+    """Delete what a killed run left half-written in ``path`` (``.NAME.*.part``, see files.atomic_write), for
     each of ``names``; call it only while holding the folder's lock, when no other run can be writing."""
     for entry in os.listdir(path):
         if entry.endswith(".part") and any(entry.startswith(f".{name}.") for name in names):

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 from .backend import to_numpy
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .nn.module import Parameter
 
 

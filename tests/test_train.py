@@ -182,7 +182,7 @@ def test_a_nan_test_loss_stops_training_even_when_the_training_loss_is_finite():
 def test_json_is_written_strictly(tmp_path):
     import json
 
-    from minigrad.checkpoint import save_json
+    from minigrad.files import save_json
     save_json({"loss": math.nan, "values": [1.0, math.inf, -math.inf], "nested": {"x": np.float64(2.0)}},
               tmp_path / "m.json")
     text = (tmp_path / "m.json").read_text()

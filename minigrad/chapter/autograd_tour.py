@@ -16,7 +16,7 @@ import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import cli, nn
 from minigrad.autograd import topological_order
-from minigrad.checkpoint import atomic_write
+from minigrad.files import atomic_write
 from minigrad.viz import render, to_dot
 
 MASK_SEED = 1  # reseeded before each forward, so the tour's pass and gradcheck's draw the same dropout masks

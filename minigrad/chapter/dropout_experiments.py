@@ -18,7 +18,7 @@ from minigrad.chapter.model import BATCH_SIZE, LR, NUM_HIDDENS, NUM_INPUTS, NUM_
 from minigrad.chapter.experiments.exercises import EXPERIMENTS, epochs_for
 from minigrad.chapter.experiments.runs import Data, Runs
 from minigrad import allocator, cli
-from minigrad.checkpoint import atomic_write, save_json
+from minigrad.files import atomic_write, save_json
 from minigrad.data import DatasetError, IDXFormatError
 from minigrad.monitor import TrainingDiverged
 

@@ -22,7 +22,8 @@ import minigrad.nn.functional as F
 from minigrad.chapter.model import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_EPOCHS, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS,
                               ScratchMLP, concise_mlp, dropout_layer)
 from minigrad import allocator, cli
-from minigrad.checkpoint import load_checkpoint, save_checkpoint, save_json, save_state_dict
+from minigrad.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
+from minigrad.files import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.monitor import Monitor, TrainingDiverged
 from minigrad.train import Trainer, evaluate_predictions

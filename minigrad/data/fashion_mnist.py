@@ -14,7 +14,7 @@ import urllib.request
 import numpy
 from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in a notebook without ipywidgets
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from .idx import decompress_if_gzip, parse_idx
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

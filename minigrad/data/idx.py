@@ -12,7 +12,7 @@ import zlib
 
 import numpy
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 
 # type code -> big-endian dtype, as stored in the file
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
