@@ -47,9 +47,11 @@ class Function:
     saved_output_version = None
 
     def forward(self, *arrays):
+        """Compute the output from raw arrays (NumPy or CuPy), saving on ``self`` what backward needs."""
         raise NotImplementedError
 
     def backward(self, grad_output):
+        """Map dL/d(output) to one dL/d(input) per input (None where ``needs_input_grad`` says none is wanted)."""
         raise NotImplementedError
 
     @classmethod

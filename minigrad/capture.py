@@ -104,10 +104,12 @@ class BatchGather:
             self.position = xp.zeros(1, dtype=xp.int64)  # 1-D: a kernel reads position[0]
 
     def start_epoch(self, order=None):
+        """Write the epoch's batch order (None: the examples in turn) and put the position back at 0."""
         self.order[...] = self.in_turn if order is None else order
         self.position.fill(0)
 
     def gather(self, x, y):
+        """Fill ``x`` (pixels scaled to [0, 1]) and ``y`` with the next batch in the order, and advance the position."""
         if backend.get_array_module(x) is backend.cupy:
             self.pixels_gpu(self.pixels, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
             self.labels_gpu(self.labels, self.order, self.position, y)
@@ -130,6 +132,7 @@ class BatchGather:
     advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")
 
     def state(self):
+        """The device arrays a step changes, by name, for the replay-against-eager check."""
         return {"the batch position": self.position}
 
 
@@ -155,10 +158,12 @@ class StaticBuffers:
         self.y.data[...] = y.data
 
     def gather(self):
+        """Fill the batch buffers from the source, when there is one (else ``load`` filled them)."""
         if self.source is not None:
             self.source.gather(self.x.data, self.y.data)
 
     def add_to_sums(self, loss, logits):
+        """Add a step's loss (times its batch size) and correct count to the device sums."""
         self.loss_sum += loss.data * self.dtype.type(self.batch_size)
         self.correct += correct_count(logits, self.y)
 
@@ -204,6 +209,7 @@ class StaticStep(StaticBuffers):
         self.add_to_sums(loss, logits)
 
     def state(self):
+        """The arrays a training step changes, by name: weights, momentum, sums, the dropout counter."""
         parameters = {f"parameter {name} {tuple(p.shape)}": p.data for name, p in self.model.named_parameters()}
         counter = {} if self.device == "cpu" else {"the dropout counter": dropout_stream(self.device).counter_on_device}
         return {**parameters, **counter, **super().state()}
@@ -214,6 +220,7 @@ class StaticEval(StaticBuffers):
     and correct count added to the sums."""
 
     def step(self):
+        """One evaluation step: gather, forward in eval mode without a graph, add to the sums."""
         self.gather()
         was_training = self.model.training
         self.model.eval()
@@ -323,6 +330,7 @@ class CapturedStep:
         backend.current_stream().wait_event(self.stream.record())
 
     def set_lr(self):
+        """Write the optimizer's current learning rates into the graph's device scalars, on its stream."""
         with self.stream:
             self.static.set_lr()
 
@@ -331,6 +339,7 @@ class CapturedStep:
         self.graph.launch(self.stream)
 
     def take_sums(self):
+        """(loss sum, correct count) since the last call, after the replays finish; then reset."""
         self.stream.synchronize()
         with self.stream:
             return self.static.take_sums()
@@ -431,6 +440,7 @@ class Replay:
         self.loss_sum = self.correct = self.count = 0
 
     def step(self, index):
+        """Run batch ``index``: a graph replay for a full batch, the eager static step for a smaller last one."""
         if index < self.captured.full_batches:
             self.captured.step()
             self.count += self.captured.static.batch_size

@@ -37,6 +37,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
+        """Print ``prog: error: message (see --help)`` and exit with status 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -63,6 +64,7 @@ def _number(kind, check, requirement):
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
         return value
     parse.__name__ = requirement  # argparse names the type in some messages
+    parse.__doc__ = f"Parse {name} that must be {requirement}; anything else is a one-line argparse error."
     return parse
 
 

@@ -132,6 +132,7 @@ class Stopwatch:
         self.pending = []  # GPU intervals not read yet
 
     def mark(self):
+        """A point in time: the host clock on the CPU, a recorded CUDA event on a GPU (no wait)."""
         if self.on_gpu:
             event = backend.cupy.cuda.Event()
             event.record()
@@ -139,6 +140,7 @@ class Stopwatch:
         return time.perf_counter()
 
     def interval(self, name, start, end):
+        """Record phase ``name`` from mark ``start`` to mark ``end`` (read in ``flush()`` on a GPU)."""
         if self.on_gpu:
             self.pending.append((name, start, end))
         else:
@@ -152,6 +154,7 @@ class Stopwatch:
         return seconds
 
     def flush(self):
+        """Read the pending GPU intervals (one wait for the last event)."""
         if self.pending:
             self.pending[-1][2].synchronize()
             for name, start, end in self.pending:
@@ -159,10 +162,12 @@ class Stopwatch:
             self.pending.clear()
 
     def now(self):
+        """Wait for the device, then read the host clock: for wall times such as a whole epoch."""
         backend.synchronize(self.device)
         return time.perf_counter()
 
     def add(self, name, seconds):
+        """Record ``seconds`` for phase ``name``."""
         self.durations.setdefault(name, []).append(seconds)
 
     def summary(self):
@@ -200,6 +205,7 @@ class EpochProgress:
         self.started = self.last_read = time.perf_counter()
 
     def update(self, loss, correct, batch_size):
+        """Keep one step's loss and correct count (device values; no host read here) and move the bar."""
         self.losses.append(loss)
         self.weights.append(batch_size)
         self.corrects.append(correct)
@@ -237,6 +243,7 @@ class EpochProgress:
         return loss_sum, int(correct)
 
     def check_finite(self, value):
+        """Raise TrainingDiverged if the loss read is NaN or infinite."""
         if not math.isfinite(value):
             raise TrainingDiverged(f"the loss became {value} in epoch {self.epoch} by step {self.step}; "
                                    f"try a smaller learning rate")
@@ -246,8 +253,3 @@ class EpochProgress:
         self.bar.close()
         loss_sum, correct = self.read()
         return loss_sum, correct, self.count
-
-    def close(self):
-        """Finish the bar; return the epoch's mean loss and accuracy (one host read)."""
-        loss_sum, correct, count = self.finish()
-        return loss_sum / count, correct / count

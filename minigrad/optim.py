@@ -79,6 +79,7 @@ class Optimizer:
                     parameter.grad[...] = 0
 
     def step(self):
+        """Update every parameter from its ``.grad``; subclasses define the rule."""
         raise NotImplementedError
 
     # --- saving and resuming, as PyTorch's state_dict: parameters are named by their position -------------
@@ -223,6 +224,7 @@ class LRScheduler:
         raise NotImplementedError
 
     def step(self):
+        """Advance one epoch and set each group's learning rate from the rate it has now (so schedules chain)."""
         self.last_epoch += 1
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = self.next_lr(group["lr"], base_lr, self.last_epoch)
@@ -232,6 +234,7 @@ class LRScheduler:
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
+        """The epoch count, the base rates and the last rates, for a checkpoint."""
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "last_lrs": self.get_last_lr()}
 
     def load_state_dict(self, state_dict):

@@ -155,6 +155,7 @@ class PhiloxStream:
         return sum(int(word) << (64 * k) for k, word in enumerate(words))
 
     def set_counter(self, counter):
+        """Put the stream at Philox block ``counter`` (a 256-bit integer), on the CPU or in GPU memory."""
         words = numpy.array([(counter >> (64 * k)) & 0xFFFF_FFFF_FFFF_FFFF for k in range(4)], dtype=numpy.uint64)
         if self.device == "cpu":
             self.philox.state = {"bit_generator": "Philox", "state": {"counter": words, "key": self.key},

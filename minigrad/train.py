@@ -74,6 +74,7 @@ class Trainer:
 
     @property
     def history(self):
+        """One record per epoch trained so far (loss, accuracies, times), the Monitor's."""
         return self.monitor.history
 
     @history.setter
@@ -82,6 +83,7 @@ class Trainer:
 
     @property
     def stopwatch(self):
+        """The timings of steps, epochs and evaluations, the Monitor's."""
         return self.monitor.stopwatch
 
     def train_epoch(self, loader, epoch):
@@ -118,6 +120,7 @@ class Trainer:
         print(f"capture off: {problem}; the step runs eagerly", file=sys.stderr)
 
     def fit(self, train_loader, test_loader, epochs, on_epoch_end=None):
+        """Train ``epochs`` more epochs, evaluating on ``test_loader`` after each; return the history."""
         for epoch in range(len(self.history) + 1, len(self.history) + epochs + 1):
             sums = self.train_epoch(train_loader, epoch)
             record = self.monitor.end_epoch(lambda: self.evaluate(test_loader), sums)

@@ -133,7 +133,8 @@ def test_progress_weights_each_batch_by_its_size_however_often_it_reads(refresh_
     bar = EpochProgress(3, epoch=1, device="cuda:0", enabled=False, refresh_seconds=refresh_seconds)
     for loss, correct, size in [(1.0, 10, 16), (0.5, 12, 16), (2.0, 1, 4)]:
         bar.update(np.float32(loss), np.int64(correct), size)
-    mean_loss, accuracy = bar.close()
+    loss_sum, correct, count = bar.finish()
+    mean_loss, accuracy = loss_sum / count, correct / count
     assert mean_loss == pytest.approx((1.0 * 16 + 0.5 * 16 + 2.0 * 4) / 36)
     assert accuracy == pytest.approx(23 / 36)
 
@@ -151,7 +152,7 @@ def test_progress_gives_bit_identical_means_whenever_it_reads():
             if step in reads:
                 bar.read()
             assert len(bar.losses) < EpochProgress.FOLD_EVERY  # the kept values stay few
-        results.append(bar.close())
+        results.append(bar.finish())
     assert all(result == results[0] for result in results), results
 
 
@@ -160,7 +161,7 @@ def test_progress_on_a_gpu_finds_a_nan_loss_when_it_reads():
     bar.update(np.float32(math.nan), np.int64(0), 8)  # no read yet: no sync per step on a GPU
     bar.update(np.float32(1.0), np.int64(3), 8)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan in epoch 4 by step 2"):
-        bar.close()
+        bar.finish()
 
 
 class NanWhenEvaluating(nn.Module):

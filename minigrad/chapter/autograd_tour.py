@@ -23,6 +23,7 @@ MASK_SEED = 1  # reseeded before each forward, so the tour's pass and gradcheck'
 
 
 def build(seed):
+    """The tour's 4-3-3-2 float64 network, its 3 examples and labels, seeded by ``seed``."""
     mg.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 3, dtype="float64"), nn.ReLU(), nn.Dropout(0.2),
                           nn.Linear(3, 3, dtype="float64"), nn.ReLU(), nn.Dropout(0.5),
@@ -54,6 +55,7 @@ def fmt(array):
 
 
 def main(argv=None):
+    """The command line: print the tour's four steps and write the graph; returns the exit status."""
     parser = cli.OneLineParser(prog=cli.program_name(__name__), description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "autograd_tour"))
     parser.add_argument("--seed", type=cli.seed, default=0)

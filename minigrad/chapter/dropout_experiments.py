@@ -53,6 +53,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """The command line: run the named experiments and write their reports; returns the exit status."""
     args = parse_args(argv)
     words = sys.argv[1:] if argv is None else argv
     allocator.keep_freed_memory()  # this command owns the process: keep freed memory for the next batch

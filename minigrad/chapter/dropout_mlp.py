@@ -30,6 +30,7 @@ from minigrad.train import Trainer, evaluate_predictions
 
 
 def chapter_demo(device):
+    """Section 4.6.4's demonstration: ``dropout_layer`` on ``arange(16)`` for p = 0, 0.5 and 1."""
     X = mg.arange(16.0, device=device).reshape(2, 8)
     for p in (0.0, 0.5, 1.0):
         print(f"dropout_layer(X, {p}):\n{dropout_layer(X, p).numpy()}")
@@ -72,6 +73,7 @@ OUTPUTS = ("metrics.json", "checkpoint.npz", "model.npz", "curves.png")
 
 
 def build_parser():
+    """The argument parser with every flag, its type and its default."""
     parser = cli.OneLineParser(prog=cli.program_name(__name__), description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--device", type=cli.device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -134,6 +136,7 @@ def parse_args(argv=None):
 
 
 def make_scheduler(name, optimizer, epochs):
+    """The learning-rate schedule ``--lr-schedule`` names (None for the chapter's constant rate)."""
     if name == "step":
         return mg.optim.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
     if name == "cosine":
@@ -225,6 +228,7 @@ class Run:
         return arrays, meta
 
     def remove(self, *names):
+        """Delete the named output files that exist."""
         for name in names:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path[name])
@@ -286,6 +290,7 @@ class Run:
         self.metrics["resumed_from_epoch"] = meta["epoch"]
 
     def finish(self, stopwatch):
+        """Write the completed run's weights, curves and metrics (metrics last, so "completed" means every file is there)."""
         self.metrics["timings"] = stopwatch.summary()  # of the epochs trained in this process
         self.metrics["status"] = "completed"
         save_state_dict(self.model.state_dict(), self.path["model.npz"])
@@ -293,6 +298,7 @@ class Run:
         save_json(self.metrics, self.path["metrics.json"])  # last: "completed" only once every file is there
 
     def plot(self, epochs, note=""):
+        """Draw ``curves.png`` from the epochs' records, unless ``--no-plot``."""
         args = self.args
         if not args.no_plot and epochs:
             from minigrad.viz import plot_curves

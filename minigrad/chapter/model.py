@@ -40,6 +40,7 @@ class ScratchMLP:
         self.dropout1, self.dropout2 = dropout1, dropout2
 
     def net(self, X, is_training):
+        """Eq. (4.6.2) with dropout after each hidden layer while ``is_training``: the logits for images ``X``."""
         W1, b1, W2, b2, W3, b3 = self.params
         X = X.reshape(-1, NUM_INPUTS)
         H1 = (X @ W1 + b1).relu()
@@ -57,9 +58,11 @@ class ScratchMLP:
             param.grad = None
 
     def state_dict(self):
+        """The six parameters' arrays by name (W1, b1, W2, b2, W3, b3)."""
         return {name: p.data for name, p in zip(["W1", "b1", "W2", "b2", "W3", "b3"], self.params)}
 
     def load_state_dict(self, state):
+        """Copy arrays saved by ``state_dict`` into the parameters, on their device and in their dtype."""
         for name, param in zip(["W1", "b1", "W2", "b2", "W3", "b3"], self.params):
             param.data = mg.backend.to_device(state[name], param.device).astype(param.dtype)
 
@@ -67,6 +70,7 @@ class ScratchMLP:
 # --- section 4.6.5: the concise implementation ----------------------------------------------------
 
 def concise_mlp(hidden=NUM_HIDDENS, dropout1=DROPOUT1, dropout2=DROPOUT2, device="cpu"):
+    """Section 4.6.5's model: ``nn.Sequential`` of Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
     return nn.Sequential(
         nn.Linear(NUM_INPUTS, hidden[0], device=device), nn.ReLU(), nn.Dropout(dropout1),
         nn.Linear(hidden[0], hidden[1], device=device), nn.ReLU(), nn.Dropout(dropout2),

@@ -88,6 +88,7 @@ class DataLoader:
         return {"order_generator": self.order_generator.bit_generator.state}
 
     def load_state_dict(self, state):
+        """Restore the shuffling generator saved by ``state_dict``, so a resumed run draws the same orders."""
         self.order_generator.bit_generator.state = state["order_generator"]
 
     def __len__(self):

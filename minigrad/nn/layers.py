@@ -23,6 +23,7 @@ class Linear(Module):
             init(self.weight)
 
     def forward(self, x):
+        """y = x W^T + b, for x of shape (..., in_features)."""
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -33,6 +34,7 @@ class ReLU(Module):
     """y = max(x, 0)."""
 
     def forward(self, x):
+        """max(x, 0), elementwise."""
         return F.relu(x)
 
 
@@ -49,6 +51,7 @@ class Dropout(Module):
         self.p = F.check_probability(p)
 
     def forward(self, x):
+        """Eq. (4.6.1) while training: each element 0 with probability p, else x / (1 - p); x itself in eval mode."""
         return F.dropout(x, self.p, training=self.training)
 
     def extra_repr(self):
@@ -59,6 +62,7 @@ class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...): images to vectors."""
 
     def forward(self, x):
+        """x reshaped to (batch, everything else)."""
         return x.reshape(x.shape[0], -1)
 
 
@@ -87,6 +91,7 @@ class Sequential(Module):
         return list(self.children())[index]
 
     def forward(self, x):
+        """The output of each child module fed to the next, in order."""
         for module in self.children():
             x = module(x)
         return x

@@ -3,11 +3,9 @@ from . import functional as F
 from .module import Module
 
 
-class SoftmaxCrossEntropyLoss(Module):
-    """L = mean over the batch of -log softmax(logits)_label, fused and numerically stable."""
+class CrossEntropyLoss(Module):
+    """L = mean over the batch of -log softmax(logits)_label, fused and numerically stable (``F.cross_entropy``)."""
 
     def forward(self, logits, labels):
+        """The mean cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,) in [0, C)."""
         return F.cross_entropy(logits, labels)
-
-
-CrossEntropyLoss = SoftmaxCrossEntropyLoss

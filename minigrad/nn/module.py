@@ -28,6 +28,7 @@ class RemovableHandle:
         self.hooks, self.hook = hooks, hook
 
     def remove(self):
+        """Take the hook away (nothing happens if it is gone already)."""
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
 
@@ -48,6 +49,7 @@ class Module:
     _forward_hooks = ()
 
     def forward(self, *inputs):
+        """The module's computation; subclasses define it, and ``module(x)`` calls it (then the forward hooks)."""
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *inputs):
@@ -68,11 +70,13 @@ class Module:
 
     # --- the tree of modules and parameters -------------------------------------------------
     def named_children(self):
+        """(name, module) for each direct submodule, in the order they were assigned."""
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
 
     def children(self):
+        """Each direct submodule, in the order they were assigned."""
         for _, child in self.named_children():
             yield child
 
@@ -93,6 +97,7 @@ class Module:
             stack.extend(reversed(children))
 
     def modules(self):
+        """This module and every submodule below it, each once, depth first."""
         for _, module in self.named_modules():
             yield module
 
@@ -107,6 +112,7 @@ class Module:
                     yield (f"{module_name}.{name}" if module_name else name), value
 
     def parameters(self):
+        """Every parameter of this module and its submodules, each once (what an optimizer takes)."""
         for _, parameter in self.named_parameters():
             yield parameter
 
@@ -198,4 +204,5 @@ class Module:
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
     def extra_repr(self):
+        """The settings shown in the module's ``repr`` between its parentheses (e.g. ``p=0.5``)."""
         return ""

@@ -31,6 +31,7 @@ class MultiplicativeNoise(Module):
             raise ValueError(f"{type(self).__name__} needs p < 1 (its variance p / (1 - p) is infinite at p = 1)")
 
     def forward(self, x):
+        """x times noise of mean 1 while training; x itself in eval mode or for p = 0."""
         if not self.training or self.p == 0.0:
             return x
         return x * _noise(x, self.draw)
@@ -43,6 +44,7 @@ class GaussianDropout(MultiplicativeNoise):
     """e ~ N(1, p / (1 - p)): dropout's mean and variance, without zeros (Srivastava et al., 2014, section 10)."""
 
     def draw(self, generator, shape, dtype):
+        """Noise ~ N(1, p / (1 - p)): dropout's mean and variance, without zeros."""
         std = math.sqrt(self.p / (1.0 - self.p))
         return generator.standard_normal(shape, dtype=dtype) * dtype.type(std) + 1
 
@@ -54,6 +56,7 @@ class UniformNoise(MultiplicativeNoise):
     """
 
     def draw(self, generator, shape, dtype):
+        """Noise ~ U[1 - a, 1 + a] with a = sqrt(3p / (1 - p)): dropout's mean and variance, bounded."""
         half_width = math.sqrt(3 * self.p / (1.0 - self.p))
         return (generator.random(shape, dtype=dtype) * 2 - 1) * dtype.type(half_width) + 1
 
@@ -69,6 +72,7 @@ class GaussianNoise(Module):
         self.sigma = float(sigma)
 
     def forward(self, x):
+        """x + N(0, sigma^2) noise while training; x itself in eval mode or for sigma = 0."""
         if not self.training or self.sigma == 0.0:
             return x
         return x + _noise(x, lambda g, shape, dtype: g.standard_normal(shape, dtype=dtype) * dtype.type(self.sigma))
@@ -91,6 +95,7 @@ class DropConnect(Linear):
         self.p = F.check_probability(p)
 
     def forward(self, x):
+        """x W'^T + b, with W' the weight under dropout (each weight 0 with probability p, else W / (1 - p)) while training."""
         return F.linear(x, F.dropout(self.weight, self.p, training=self.training), self.bias)
 
     def extra_repr(self):

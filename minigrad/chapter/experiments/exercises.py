@@ -22,6 +22,7 @@ DEFAULT_EPOCHS = {"with-without": 50}  # the others: the chapter's NUM_EPOCHS
 
 
 def epochs_for(name, args):
+    """The epochs experiment ``name`` trains for: ``--epochs`` if given, else its default."""
     return args.epochs or DEFAULT_EPOCHS.get(name, NUM_EPOCHS)
 
 

@@ -26,6 +26,7 @@ class Data:
         self.train_eval = DataLoader(train, 1000, device=args.device, limit=min(args.limit or 10_000, 10_000))
 
     def train_loader(self, seed):
+        """A shuffling loader over the training set, its order drawn from ``seed``."""
         return DataLoader(self.train_set, BATCH_SIZE, shuffle=True, device=self.device, limit=self.limit, seed=seed)
 
 
@@ -53,6 +54,7 @@ class Runs:
         self.histories = {}  # (setting, seed, epochs) -> history
 
     def history(self, setting, seed, epochs):
+        """The per-epoch records of ``setting`` trained from ``seed`` for ``epochs`` (trained once, then cached)."""
         key = (setting, seed, epochs)
         if key not in self.histories:
             self.histories[key] = train_run(setting, seed, self.data, self.args, epochs)[1]

@@ -28,6 +28,7 @@ class Setting:
             raise ValueError(f"unknown noise {self.noise!r}: one of {', '.join(NOISES)}")
 
     def as_dict(self):
+        """The setting's fields as a dict, for results.json."""
         return dataclasses.asdict(self)
 
 
@@ -36,6 +37,7 @@ NO_DROPOUT = Setting("no dropout")
 
 
 def dropout(p1, p2):
+    """The chapter's model with standard dropout ``p1`` after the first hidden layer and ``p2`` after the second."""
     return Setting(f"dropout ({p1}, {p2})", p1=p1, p2=p2)
 
 

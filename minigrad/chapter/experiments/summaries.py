@@ -20,6 +20,7 @@ def summarise(histories):
 
 
 def fmt(stat):
+    """``mean ± sd`` to 4 places, or the mean alone for one seed."""
     return f"{stat['mean']:.4f} ± {stat['sd']:.4f}" if stat["sd"] is not None else f"{stat['mean']:.4f} (one seed)"
 
 
