@@ -352,7 +352,7 @@ class Tensor:
             grad: dL/dself, needed unless self holds a single value (then it is 1).
             retain_graph: keep the graph so backward can run through it again.
             hook: optional ``hook(tensor, grad)``, called once per tensor with its complete
-                gradient, in the order the engine visits them (see examples/autograd_tour.py).
+                gradient, in the order the engine visits them (see minigrad/chapter/autograd_tour.py).
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "

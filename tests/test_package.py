@@ -53,3 +53,20 @@ def test_no_module_names_an_install_command_for_another_distribution():
                     text = file.read()
                 wrong += [(name, m) for m in re.findall(r'pip install "?minigrad(?!-d2l)[\w\[\]]*', text)]
     assert not wrong, wrong
+
+
+def test_help_shows_every_default():
+    """`--help` of each command says what a flag does when it is not given."""
+    import argparse
+
+    from minigrad.chapter import dropout_mlp
+    parser = dropout_mlp.build_parser()
+    formatter = parser._get_formatter()
+    silent = []
+    for action in parser._actions:
+        if not action.option_strings or action.default in (None, argparse.SUPPRESS) or action.default is False:
+            continue
+        if "default" not in formatter._expand_help(action) if action.help else True:
+            silent.append(action.option_strings[0])
+    assert not silent, f"flags whose --help does not show their default: {silent}"
+    assert "(default: 256)" in parser.format_help() and "(default: 0)" in parser.format_help()

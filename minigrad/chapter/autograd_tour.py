@@ -57,8 +57,8 @@ def fmt(array):
 def main(argv=None):
     """The command line: print the tour's four steps and write the graph; returns the exit status."""
     parser = cli.OneLineParser(prog=cli.program_name(__name__), description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join("runs", "autograd_tour"))
-    parser.add_argument("--seed", type=cli.seed, default=0)
+    parser.add_argument("--out", default=os.path.join("runs", "autograd_tour"), help="where graph.dot (and graph.svg) go")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="seeds the weights, the data and the masks")
     args = parser.parse_args(argv)
     cli.check_writable_folder(parser, args.out)
     model, X, y = build(args.seed)

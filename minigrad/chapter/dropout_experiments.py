@@ -28,16 +28,17 @@ from minigrad.monitor import TrainingDiverged
 def parse_args(argv=None):
     """The flags, every one checked (folders, device, memory, seeds) before any work starts."""
     parser = cli.OneLineParser(prog=cli.program_name(__name__), description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=[*EXPERIMENTS, "all"])
+    parser.add_argument("name", choices=[*EXPERIMENTS, "all"], help="the experiment to run, or all of them")
     parser.add_argument("--epochs", type=cli.positive_int, default=None, help="default: 10 (50 for with-without)")
-    parser.add_argument("--seeds", type=cli.seed, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--device", type=cli.device_name, default="cpu")
+    parser.add_argument("--seeds", type=cli.seed, nargs="+", default=[0, 1, 2], help="one run per seed")
+    parser.add_argument("--device", type=cli.device_name, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=cli.positive_int, default=None, help="use the first N examples of each split")
     parser.add_argument("--data-dir", default=None,
                         help="the folder with the four IDX files (the only place looked in)")
-    parser.add_argument("--lr", type=cli.positive_float, default=LR)
-    parser.add_argument("--hidden", type=cli.positive_int, nargs=2, default=list(NUM_HIDDENS), metavar=("H1", "H2"))
-    parser.add_argument("--out", default=os.path.join("runs", "dropout_experiments"))
+    parser.add_argument("--lr", type=cli.positive_float, default=LR, help="SGD learning rate")
+    parser.add_argument("--hidden", type=cli.positive_int, nargs=2, default=list(NUM_HIDDENS), metavar=("H1", "H2"),
+                        help="the two hidden layers' widths")
+    parser.add_argument("--out", default=os.path.join("runs", "dropout_experiments"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="a small synthetic dataset and 3 epochs: for tests")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):

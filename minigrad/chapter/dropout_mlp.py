@@ -80,21 +80,23 @@ def build_parser():
     add("--impl", choices=["concise", "scratch"], default="concise", help="section 4.6.5 or 4.6.4 (default: concise)")
     add("--epochs", type=cli.positive_int, default=None, help=f"default: $MAX_EPOCH or {NUM_EPOCHS}")
     add("--lr", type=cli.positive_float, default=LR, help=f"SGD learning rate (default: {LR})")
-    add("--batch-size", type=cli.positive_int, default=BATCH_SIZE)
+    add("--batch-size", type=cli.positive_int, default=BATCH_SIZE, help="examples per SGD step")
     add("--dropout1", type=cli.probability, default=DROPOUT1,
         help=f"dropout after the first hidden layer (default: {DROPOUT1})")
     add("--dropout2", type=cli.probability, default=DROPOUT2,
         help=f"dropout after the second hidden layer (default: {DROPOUT2})")
-    add("--hidden", type=cli.positive_int, nargs=2, default=list(NUM_HIDDENS), metavar=("H1", "H2"))
-    add("--weight-decay", type=cli.non_negative_float, default=0.0)
+    add("--hidden", type=cli.positive_int, nargs=2, default=list(NUM_HIDDENS), metavar=("H1", "H2"),
+        help="the two hidden layers' widths")
+    add("--weight-decay", type=cli.non_negative_float, default=0.0, help="L2 penalty on the weights (SGD's weight_decay)")
     add("--lr-schedule", choices=["constant", "step", "cosine"], default="constant",
         help="constant (the chapter), step (x0.1 after each third of the epochs) or cosine (to 0 at the last "
              "epoch); concise only")
     add("--limit", type=cli.positive_int, default=None, help="use the first N examples of each split "
                                                              "(default: $DATASET_LIMIT or all)")
-    add("--seed", type=cli.seed, default=0)
+    add("--seed", type=cli.seed, default=0, help="seeds the weights, the dropout masks and the shuffling")
     add("--data-dir", default=None, help="the folder with the four Fashion-MNIST IDX files (gzip'd or not): the only "
-                                         "place looked in (default: the search path, see the README)")
+                                         "place looked in (default: $MINIGRAD_DATA, else ./data/fashion-mnist, else Debian's "
+                                         "/usr/share/datasets/fashion-mnist, else a download into ./data/fashion-mnist)")
     add("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
     add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
