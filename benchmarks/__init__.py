@@ -2,6 +2,7 @@
 
 Every contender, minigrad's and the hand-written floor alike, runs with the same allocator settings.
 """
+
 from minigrad import allocator
 
 allocator.keep_freed_memory()

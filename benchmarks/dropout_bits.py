@@ -7,6 +7,7 @@ drawing its dropout bits from ``random.PhiloxStream``, the other from NumPy's PC
 words: U > p on 32 bits). Reported: the median epoch of each and the median over rounds of the ratio of
 the two epochs of a round; and the same for one 256x256 mask alone.
 """
+
 import statistics
 import sys
 import time
@@ -15,10 +16,10 @@ import timeit
 import numpy
 
 import minigrad as mg
-from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad import cli, ops
-from minigrad.files import save_json
+from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
+from minigrad.files import save_json
 from minigrad.random import PhiloxStream
 from minigrad.train import Trainer
 
@@ -55,14 +56,24 @@ def run(args):
                 epochs[name].append(time.perf_counter() - start)
     finally:
         ops.dropout_stream = original
-    mask_us = {name: min(timeit.repeat(lambda stream=stream: ops.keep_mask(stream, (256, 256), 0.5), number=200,
-                                       repeat=5)) / 200 * 1e6 for name, stream in streams.items()}
-    report = {"rounds": args.rounds, "examples_per_epoch": loader.num_examples,
-              "median_epoch_s": {name: statistics.median(times) for name, times in epochs.items()},
-              "paired_ratio": statistics.median(a / b for a, b in zip(epochs["philox"], epochs["pcg64"])),
-              "epochs_s": epochs, "mask_256x256_us": mask_us}
-    print(f"epoch: philox {report['median_epoch_s']['philox']:.3f} s, pcg64 {report['median_epoch_s']['pcg64']:.3f} s"
-          f" (medians of {args.rounds}); philox / pcg64, paired median: {report['paired_ratio']:.3f}")
+    mask_us = {
+        name: min(timeit.repeat(lambda stream=stream: ops.keep_mask(stream, (256, 256), 0.5), number=200, repeat=5))
+        / 200
+        * 1e6
+        for name, stream in streams.items()
+    }
+    report = {
+        "rounds": args.rounds,
+        "examples_per_epoch": loader.num_examples,
+        "median_epoch_s": {name: statistics.median(times) for name, times in epochs.items()},
+        "paired_ratio": statistics.median(a / b for a, b in zip(epochs["philox"], epochs["pcg64"])),
+        "epochs_s": epochs,
+        "mask_256x256_us": mask_us,
+    }
+    print(
+        f"epoch: philox {report['median_epoch_s']['philox']:.3f} s, pcg64 {report['median_epoch_s']['pcg64']:.3f} s"
+        f" (medians of {args.rounds}); philox / pcg64, paired median: {report['paired_ratio']:.3f}"
+    )
     print(f"one 256x256 keep mask: philox {mask_us['philox']:.0f} us, pcg64 {mask_us['pcg64']:.0f} us")
     if args.json:
         save_json(report, args.json)

@@ -9,13 +9,14 @@ time of each on the GPU over ``--repeats`` runs, timed with CUDA events, and the
 measurement the choice between the two waits on (cuBLAS through a binding of one's own is the alternative).
 Needs a GPU.
 """
+
 import statistics
 import sys
 
 import numpy
 
-from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import backend, cli
+from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad.files import save_json
 
 
@@ -60,20 +61,34 @@ def run(args):
     for name, a_spec, b_spec in step_products(args.batch):
         a, b = operand(cupy, rng, a_spec), operand(cupy, rng, b_spec)
         difference = float(abs(backend.capturable_gemm(a, b) - a @ b).max())
-        rows.append({"product": name, "shape": [a.shape[0], a.shape[1], b.shape[1]],
-                     "cublas_us": median_us(cupy, lambda: a @ b, args.repeats),
-                     "capturable_us": median_us(cupy, lambda: backend.capturable_gemm(a, b), args.repeats),
-                     "max_abs_difference": difference})
+        rows.append(
+            {
+                "product": name,
+                "shape": [a.shape[0], a.shape[1], b.shape[1]],
+                "cublas_us": median_us(cupy, lambda: a @ b, args.repeats),
+                "capturable_us": median_us(cupy, lambda: backend.capturable_gemm(a, b), args.repeats),
+                "max_abs_difference": difference,
+            }
+        )
     totals = {key: sum(row[key] for row in rows) for key in ("cublas_us", "capturable_us")}
     print(f"{'product (m x k x n)':44} {'cuBLAS us':>10} {'capturable us':>14} {'ratio':>6}")
     for row in rows:
         m, k, n = row["shape"]
-        print(f"{row['product'] + f' ({m}x{k}x{n})':44} {row['cublas_us']:10.1f} {row['capturable_us']:14.1f} "
-              f"{row['capturable_us'] / row['cublas_us']:6.2f}")
-    print(f"{'one step':44} {totals['cublas_us']:10.1f} {totals['capturable_us']:14.1f} "
-          f"{totals['capturable_us'] / totals['cublas_us']:6.2f}")
-    report = {"device": backend.gpu_name(), "batch": args.batch,
-              "repeats": args.repeats, "products": rows, "step_us": totals}
+        print(
+            f"{row['product'] + f' ({m}x{k}x{n})':44} {row['cublas_us']:10.1f} {row['capturable_us']:14.1f} "
+            f"{row['capturable_us'] / row['cublas_us']:6.2f}"
+        )
+    print(
+        f"{'one step':44} {totals['cublas_us']:10.1f} {totals['capturable_us']:14.1f} "
+        f"{totals['capturable_us'] / totals['cublas_us']:6.2f}"
+    )
+    report = {
+        "device": backend.gpu_name(),
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "products": rows,
+        "step_us": totals,
+    }
     if args.json:
         save_json(report, args.json)
     return report

@@ -6,6 +6,7 @@ Each contender runs in a fresh subprocess (so neither inherits the other's memor
 splits, trains the chapter's MLP for ``--epochs`` epochs and evaluates on the test split, then
 reports its peak resident set size (``ru_maxrss``) and, on CUDA, the bytes CuPy's memory pool holds.
 """
+
 import argparse
 import json
 import os
@@ -23,11 +24,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def child(kind, device, epochs, limit, data_dir, skip_checksum):
     """Run one contender in this process and print its peaks as JSON."""
     import minigrad as mg
+
     mg.manual_seed(0)
     if kind == "minigrad":
         from minigrad.chapter import dropout_mlp
-        argv = ["--device", device, "--epochs", str(epochs), "--no-progress",
-                "--out", tempfile.mkdtemp(prefix="minigrad-memory-")]
+
+        argv = [
+            "--device",
+            device,
+            "--epochs",
+            str(epochs),
+            "--no-progress",
+            "--out",
+            tempfile.mkdtemp(prefix="minigrad-memory-"),
+        ]
         argv += ["--limit", str(limit)] if limit else []
         argv += ["--data-dir", data_dir] if data_dir else []
         argv += ["--skip-checksum"] if skip_checksum else []
@@ -41,6 +51,7 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
         from benchmarks.numpy_floor import FloorMLP, train_epoch
         from minigrad.chapter.model import BATCH_SIZE
         from minigrad.data import DataLoader, FashionMNIST
+
         train = FashionMNIST(data_dir, train=True, verify=not skip_checksum, progress=False)
         test = FashionMNIST(data_dir, train=False, verify=not skip_checksum, progress=False)
         train_loader = DataLoader(train, BATCH_SIZE, shuffle=True, device=device, limit=limit, seed=0)
@@ -57,13 +68,23 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
     peaks = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device != "cpu":
         import cupy
+
         peaks["cupy_pool_mb"] = cupy.get_default_memory_pool().total_bytes() / 2**20
     print(json.dumps(peaks))
 
 
 def measure(kind, args):
-    command = [sys.executable, "-m", "benchmarks.memory", "--child", kind, "--device", args.device,
-               "--epochs", str(args.epochs)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory",
+        "--child",
+        kind,
+        "--device",
+        args.device,
+        "--epochs",
+        str(args.epochs),
+    ]
     command += ["--limit", str(args.limit)] if args.limit else []
     command += ["--data-dir", args.data_dir] if args.data_dir else []
     command += ["--skip-checksum"] if args.skip_checksum else []
@@ -91,8 +112,13 @@ def main(argv=None):
         cli.check_writable_file(parser, args.json)
     if args.child:
         return child(args.child, args.device, args.epochs, args.limit, args.data_dir, args.skip_checksum)
-    report = {"device": args.device, "epochs": args.epochs, "limit": args.limit,
-              "minigrad": measure("minigrad", args), "floor": measure("floor", args)}
+    report = {
+        "device": args.device,
+        "epochs": args.epochs,
+        "limit": args.limit,
+        "minigrad": measure("minigrad", args),
+        "floor": measure("floor", args),
+    }
     report["rss_ratio"] = report["minigrad"]["peak_rss_mb"] / report["floor"]["peak_rss_mb"]
     minigrad_mb, floor_mb = report["minigrad"]["peak_rss_mb"], report["floor"]["peak_rss_mb"]
     print(f"peak RSS: minigrad {minigrad_mb:.0f} MB, floor {floor_mb:.0f} MB, ratio {report['rss_ratio']:.2f}")

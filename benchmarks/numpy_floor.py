@@ -7,10 +7,11 @@ fused softmax cross-entropy, and the same SGD update. Written as a competent Num
 in-place where it saves a pass, no float64, no Python per element. ``tests/test_floor.py`` checks that
 one seeded step of the floor and of the engine give bit-identical losses and weights.
 """
+
 import numpy
 
-from minigrad.chapter.model import DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import backend
+from minigrad.chapter.model import DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad.ops import keep_mask
 from minigrad.random import dropout_stream, generator
 
@@ -23,8 +24,11 @@ class FloorMLP:
         self.xp, self.stream = backend.module_for(device), dropout_stream(device)
         sizes = [NUM_INPUTS, *hidden, NUM_OUTPUTS]
         host = generator("cpu")  # as nn.init draws: on the CPU, copied to the device
-        self.weights = [backend.to_device(host.standard_normal((fan_out, fan_in), dtype=numpy.float32), device)
-                        * numpy.float32(0.01) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+        self.weights = [
+            backend.to_device(host.standard_normal((fan_out, fan_in), dtype=numpy.float32), device)
+            * numpy.float32(0.01)
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+        ]
         self.biases = [self.xp.zeros(fan_out, dtype=numpy.float32) for fan_out in sizes[1:]]
         self.dropout, self.lr = dropout, numpy.float32(lr)
 
@@ -39,8 +43,10 @@ class FloorMLP:
         xp, (W1, W2, W3), (b1, b2, b3) = self.xp, self.weights, self.biases
         n = x.shape[0]
         # The same draws as minigrad's: U > p from the device's dropout stream, 32 bits per element
-        masks = [keep_mask(self.stream, (n, W.shape[0]), p) * numpy.float32(1 / (1 - p))
-                 for W, p in zip((W1, W2), self.dropout)]
+        masks = [
+            keep_mask(self.stream, (n, W.shape[0]), p) * numpy.float32(1 / (1 - p))
+            for W, p in zip((W1, W2), self.dropout)
+        ]
         # relu, then dropout, in place on the fresh product
         h1 = x @ W1.T
         h1 += b1

@@ -6,6 +6,7 @@ For each op: microseconds for building the graph and running backward through it
 next to the same forward computed with raw arrays. A regression in the engine's bookkeeping
 (Function.apply, the topological sort, gradient accumulation) shows up here first.
 """
+
 import time
 
 import minigrad as mg
@@ -38,8 +39,10 @@ def cases(device):
         "matmul": (lambda: (a @ b).sum(), lambda: (A @ B).sum()),
         "relu": (lambda: a.relu().sum(), lambda: (A * (A > 0)).sum()),
         "linear": (lambda: F.linear(a, b, bias).sum(), lambda: (A @ B.T + bias.data).sum()),
-        "dropout": (lambda: F.dropout(a, 0.5).sum(),
-                    lambda: (A * keep_mask(dropout_stream(device), A.shape, 0.5) * 2).sum()),
+        "dropout": (
+            lambda: F.dropout(a, 0.5).sum(),
+            lambda: (A * keep_mask(dropout_stream(device), A.shape, 0.5) * 2).sum(),
+        ),
         "cross_entropy": (lambda: F.cross_entropy(a, labels), None),
         "chain of 10 muls": (lambda: _chain(a), None),
     }

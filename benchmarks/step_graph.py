@@ -8,6 +8,7 @@ then prints the graph's nodes and its kernels by name (from CUDA's DOT dump of t
 replays, and the GPU's (CUDA events around the pass). A GPU time per replay near the host's says the step is
 still host-bound; far under it, the GPU waits for launches. Needs a GPU and Fashion-MNIST.
 """
+
 import collections
 import re
 import statistics
@@ -15,10 +16,10 @@ import sys
 import time
 
 import minigrad as mg
-from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad import backend, capture, cli
-from minigrad.files import save_json
+from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
+from minigrad.files import save_json
 
 
 def graph_contents(dot):
@@ -61,17 +62,27 @@ def run(args):
             gpu.append(cupy.cuda.get_elapsed_time(start, end) / 1000)
         replay.finish()
     host, gpu = host[1:], gpu[1:]
-    per_replay = {"host_us": statistics.median(host) / captured.full_batches * 1e6,
-                  "gpu_us": statistics.median(gpu) / captured.full_batches * 1e6}
+    per_replay = {
+        "host_us": statistics.median(host) / captured.full_batches * 1e6,
+        "gpu_us": statistics.median(gpu) / captured.full_batches * 1e6,
+    }
     print(f"the captured training step: {nodes} nodes, {sum(kernels.values())} of them these kernels:")
     for name, count in kernels.items():
         print(f"  {count:3d} x {name}")
-    print(f"{captured.full_batches} replays per pass, median of {args.passes} passes: host "
-          f"{per_replay['host_us']:.1f} us to launch one, GPU {per_replay['gpu_us']:.1f} us per replay "
-          f"({statistics.median(gpu):.4f} s per pass of full batches)")
-    report = {"device": backend.gpu_name(), "nodes": nodes,
-              "kernels": kernels, "replays_per_pass": captured.full_batches, "passes_host_s": host,
-              "passes_gpu_s": gpu, "per_replay": per_replay}
+    print(
+        f"{captured.full_batches} replays per pass, median of {args.passes} passes: host "
+        f"{per_replay['host_us']:.1f} us to launch one, GPU {per_replay['gpu_us']:.1f} us per replay "
+        f"({statistics.median(gpu):.4f} s per pass of full batches)"
+    )
+    report = {
+        "device": backend.gpu_name(),
+        "nodes": nodes,
+        "kernels": kernels,
+        "replays_per_pass": captured.full_batches,
+        "passes_host_s": host,
+        "passes_gpu_s": gpu,
+        "per_replay": per_replay,
+    }
     if args.json:
         save_json(report, args.json)
     return report

@@ -10,6 +10,7 @@ the matrix products alone: the forward's three and the backward's five (no dX fo
 at the chapter's shapes. What a contender spends over the products in a phase is its elementwise passes,
 allocation and Python. (The training run's metrics.json times whole steps; this splits them.)
 """
+
 import statistics
 import sys
 import time
@@ -19,8 +20,8 @@ import numpy
 import minigrad as mg
 import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
-from minigrad.chapter.model import BATCH_SIZE, LR, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP, concise_mlp
 from minigrad import backend, cli
+from minigrad.chapter.model import BATCH_SIZE, LR, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP, concise_mlp
 from minigrad.files import save_json
 
 PHASES = ("forward", "backward", "update")
@@ -73,8 +74,12 @@ def contenders(device):
         h1.T @ x  # dW1
         return t1 - t0, clock() - t1, 0.0
 
-    return {"minigrad concise": concise_step, "minigrad scratch": scratch_step, "floor": floor_step,
-            "products": products}
+    return {
+        "minigrad concise": concise_step,
+        "minigrad scratch": scratch_step,
+        "floor": floor_step,
+        "products": products,
+    }
 
 
 def run(args):
@@ -95,17 +100,23 @@ def run(args):
             steps[name](x, y, clock)
     rounds = {name: [] for name in names}
     for turn in range(args.rounds):
-        for name in names[turn % len(names):] + names[:turn % len(names)]:
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
             totals = numpy.zeros(3)
             for _ in range(args.steps):
                 totals += steps[name](x, y, clock)
             rounds[name].append(totals / args.steps)
-    results = {name: {phase: statistics.median(r[k] for r in rounds[name]) for k, phase in enumerate(PHASES)}
-               for name in names}
+    results = {
+        name: {phase: statistics.median(r[k] for r in rounds[name]) for k, phase in enumerate(PHASES)} for name in names
+    }
     for name in names:
         results[name]["step"] = statistics.median(sum(r) for r in rounds[name])
-    report = {"device": device, "rounds": args.rounds, "steps": args.steps, "batch_size": BATCH_SIZE,
-              "us": {name: {k: v * 1e6 for k, v in phases.items()} for name, phases in results.items()}}
+    report = {
+        "device": device,
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "batch_size": BATCH_SIZE,
+        "us": {name: {k: v * 1e6 for k, v in phases.items()} for name, phases in results.items()},
+    }
     print(format_table(report))
     if args.json:
         save_json(report, args.json)
@@ -114,12 +125,16 @@ def run(args):
 
 def format_table(report):
     us = report["us"]
-    lines = [f"{'microseconds per step':22s} " + " ".join(f"{phase:>9s}" for phase in (*PHASES, "step"))
-             + f" {'x floor':>8s}"]
+    lines = [
+        f"{'microseconds per step':22s} "
+        + " ".join(f"{phase:>9s}" for phase in (*PHASES, "step"))
+        + f" {'x floor':>8s}"
+    ]
     for name, phases in us.items():
         ratio = phases["step"] / us["floor"]["step"]
-        lines.append(f"{name:22s} " + " ".join(f"{phases[phase]:9.0f}" for phase in (*PHASES, "step"))
-                     + f" {ratio:8.2f}")
+        lines.append(
+            f"{name:22s} " + " ".join(f"{phases[phase]:9.0f}" for phase in (*PHASES, "step")) + f" {ratio:8.2f}"
+        )
     for name in ("minigrad concise", "minigrad scratch", "floor"):
         over = " ".join(f"{us[name][phase] - us['products'][phase]:9.0f}" for phase in PHASES)
         lines.append(f"{name + ' - products':22s} {over}")

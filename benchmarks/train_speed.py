@@ -16,9 +16,10 @@ inside the graph), PyTorch graph (each batch copied into static input buffers, a
 do) and PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is). A contender that fails is
 left out of the table, and the report says why.
 """
+
 import itertools
-import os
 import multiprocessing
+import os
 import platform
 import signal
 import statistics
@@ -32,12 +33,21 @@ import minigrad as mg
 import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from benchmarks.numpy_floor import train_epoch as floor_epoch
-from minigrad.chapter.model import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP,
-                              concise_mlp)
 from minigrad import backend, capture, cli
-from minigrad.files import save_json
+from minigrad.chapter.model import (
+    BATCH_SIZE,
+    DROPOUT1,
+    DROPOUT2,
+    LR,
+    NUM_HIDDENS,
+    NUM_INPUTS,
+    NUM_OUTPUTS,
+    ScratchMLP,
+    concise_mlp,
+)
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.data.loader import PIXEL_SCALE
+from minigrad.files import save_json
 from minigrad.monitor import Monitor
 from minigrad.random import generator
 from minigrad.train import Trainer
@@ -65,10 +75,11 @@ def sgemm_gflops(device, size=2048, repeats=5):
         a @ b
         backend.synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 # --- the contenders: each is (setup, one_epoch) -------------------------------------------------
+
 
 def minigrad_concise(device):
     model = concise_mlp(device=device)
@@ -77,6 +88,7 @@ def minigrad_concise(device):
     def epoch(loader, number):
         trainer.train_epoch(loader, number)
         trainer.monitor.end_epoch()
+
     return epoch
 
 
@@ -97,6 +109,7 @@ def minigrad_captured(device):
         replay.captured.wait_for_replays()  # the caller's synchronize() then waits for them too
         if batches.indices.stop == len(batches.loader):
             replay.finish()
+
     return epoch
 
 
@@ -112,6 +125,7 @@ def minigrad_scratch(device):
             model.sgd(LR)
             monitor.step(loss, y_hat, y)
         monitor.end_epoch()
+
     return epoch
 
 
@@ -122,11 +136,18 @@ def numpy_floor(device):
 
 def torch_model(device):
     import torch
+
     torch_device = "cpu" if device == "cpu" else device
     torch.manual_seed(0)
-    layers = [torch.nn.Linear(NUM_INPUTS, NUM_HIDDENS[0]), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT1),
-              torch.nn.Linear(*NUM_HIDDENS), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT2),
-              torch.nn.Linear(NUM_HIDDENS[1], NUM_OUTPUTS)]
+    layers = [
+        torch.nn.Linear(NUM_INPUTS, NUM_HIDDENS[0]),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(DROPOUT1),
+        torch.nn.Linear(*NUM_HIDDENS),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(DROPOUT2),
+        torch.nn.Linear(NUM_HIDDENS[1], NUM_OUTPUTS),
+    ]
     for layer in layers:
         if isinstance(layer, torch.nn.Linear):
             torch.nn.init.normal_(layer.weight, std=0.01)
@@ -137,6 +158,7 @@ def torch_model(device):
 
 def pytorch_eager(device):
     import torch
+
     model, optimizer = torch_model(device)
     to_torch = torch.from_numpy if device == "cpu" else torch.from_dlpack  # zero-copy views of our batches
 
@@ -144,11 +166,13 @@ def pytorch_eager(device):
         model.train()
         for x, y in loader:
             torch_train_step(model, optimizer, to_torch(x.data), to_torch(y.data))
+
     return epoch
 
 
 def torch_train_step(model, optimizer, x, y):
     import torch
+
     optimizer.zero_grad(set_to_none=True)
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
@@ -160,6 +184,7 @@ def torch_graph(step):
     """``step()`` recorded as a ``torch.cuda.CUDAGraph`` after three warm-up runs on a side stream, as PyTorch's
     notes on CUDA graphs require."""
     import torch
+
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -177,6 +202,7 @@ def pytorch_graph(device):
     PyTorch's notes on CUDA graphs: each batch is copied into the static buffers, then the graph replayed; a
     smaller last batch runs eagerly."""
     import torch
+
     model, optimizer = torch_model(device)
     static_x = torch.zeros((BATCH_SIZE, NUM_INPUTS), device=device)
     static_y = torch.zeros(BATCH_SIZE, dtype=torch.int64, device=device)
@@ -192,6 +218,7 @@ def pytorch_graph(device):
                 graph.replay()
             else:
                 torch_train_step(model, optimizer, x, y)
+
     return epoch
 
 
@@ -200,6 +227,7 @@ def pytorch_graph_gather(device):
     dataset on the GPU (the loader's arrays, shared through DLPack), by the epoch's order and a position held
     on the GPU, so the host only launches the graph. Captured on the first pass (the untimed warm-up)."""
     import torch
+
     model, optimizer = torch_model(device)
     position = torch.zeros(1, dtype=torch.int64, device=device)
     held = {}
@@ -230,6 +258,7 @@ def pytorch_graph_gather(device):
             else:
                 x, y = loader.batch(held["order now"], index)
                 torch_train_step(model, optimizer, torch.from_dlpack(x.data), torch.from_dlpack(y.data))
+
     return epoch
 
 
@@ -243,9 +272,15 @@ def torch_version():
 
 # --- the run ---------------------------------------------------------------------------------------
 
-CONTENDERS = {"minigrad concise": minigrad_concise, "minigrad scratch": minigrad_scratch, "floor": numpy_floor,
-              "pytorch eager": pytorch_eager, "minigrad captured": minigrad_captured, "pytorch graph": pytorch_graph,
-              "pytorch graph+gather": pytorch_graph_gather}
+CONTENDERS = {
+    "minigrad concise": minigrad_concise,
+    "minigrad scratch": minigrad_scratch,
+    "floor": numpy_floor,
+    "pytorch eager": pytorch_eager,
+    "minigrad captured": minigrad_captured,
+    "pytorch graph": pytorch_graph,
+    "pytorch graph+gather": pytorch_graph_gather,
+}
 
 
 class EpochSlices:
@@ -297,6 +332,7 @@ def worker(connection, name, args):
     mg.manual_seed(0)
     if name == "pytorch eager" and device == "cpu":
         import torch
+
         # Every core, as NumPy's BLAS uses, unless OMP_NUM_THREADS caps both (as when tests run in parallel)
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     try:
@@ -385,7 +421,7 @@ def run(args):
     for _ in range(args.repeats * args.epochs):
         seconds = dict.fromkeys(names, 0.0)
         for _ in range(args.slices):  # every contender trains on a slice, in a rotating order, then the next slice
-            for name in names[turn % len(names):] + names[:turn % len(names)]:
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
                 # Idle thread pools (OpenMP, OpenBLAS) spin for up to ~0.1 s after their last job; let them
                 # go to sleep so that they do not steal the cores from the next contender.
                 time.sleep(PAUSE_S)
@@ -411,21 +447,36 @@ def run(args):
     for name, times in epochs.items():
         label = name if name != "floor" else ("numpy floor" if device == "cpu" else "cupy floor")
         results[label] = {
-            "median_s": medians[name], "min_s": min(times), "max_s": max(times), "epochs_s": times,
+            "median_s": medians[name],
+            "min_s": min(times),
+            "max_s": max(times),
+            "epochs_s": times,
             "ratio_to_floor": medians[name] / medians["floor"],
             # epoch k of this contender against epoch k of the floor (the same round): less exposed to slow drift
             "paired_ratio_to_floor": statistics.median(a / b for a, b in zip(times, epochs["floor"])),
             "ratio_to_pytorch": medians[name] / medians["pytorch eager"] if "pytorch eager" in medians else None,
-            "ratio_to_pytorch_graph": (medians[name] / medians["pytorch graph"] if "pytorch graph" in medians
-                                       else None),
+            "ratio_to_pytorch_graph": (
+                medians[name] / medians["pytorch graph"] if "pytorch graph" in medians else None
+            ),
         }
     report = {
-        "device": device, "machine": platform.processor() or platform.machine(), "torch": torch_version(),
+        "device": device,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch_version(),
         "numpy": numpy.__version__,
-        "config": {"epochs": args.epochs, "repeats": args.repeats, "slices": args.slices, "limit": args.limit,
-                   "examples_per_epoch": examples, "batch_size": BATCH_SIZE},
-        "matmul_gflop_per_epoch": flops / 1e9, "sgemm_gflops": gflops,
-        "floor_gflops": flops / medians["floor"] / 1e9, "results": results, "skipped": skipped,
+        "config": {
+            "epochs": args.epochs,
+            "repeats": args.repeats,
+            "slices": args.slices,
+            "limit": args.limit,
+            "examples_per_epoch": examples,
+            "batch_size": BATCH_SIZE,
+        },
+        "matmul_gflop_per_epoch": flops / 1e9,
+        "sgemm_gflops": gflops,
+        "floor_gflops": flops / medians["floor"] / 1e9,
+        "results": results,
+        "skipped": skipped,
     }
     print(format_table(report))
     if args.json:
@@ -435,19 +486,28 @@ def run(args):
 
 def format_table(report):
     graph = any(r["ratio_to_pytorch_graph"] is not None for r in report["results"].values())
-    lines = [f"{'contender':20s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
-             f"{'x pytorch':>10s}" + (f" {'x graph':>8s}" if graph else "")]
+    lines = [
+        f"{'contender':20s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
+        f"{'x pytorch':>10s}" + (f" {'x graph':>8s}" if graph else "")
+    ]
 
     def ratio(value, width):
         return f"{value:{width}.2f}" if value is not None else f"{'-':>{width}s}"
+
     for name, r in report["results"].items():
-        lines.append(f"{name:20s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
-                     f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} {ratio(r['ratio_to_pytorch'], 10)}"
-                     + (f" {ratio(r['ratio_to_pytorch_graph'], 8)}" if graph else ""))
-    lines.append("x floor, x pytorch (eager), x graph (pytorch graph): ratios of the medians; paired: median over "
-                 "rounds of the ratio of epochs run in the same round")
-    lines.append(f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
-                 f"{report['floor_gflops']:.0f} GFLOP/s; this machine's sgemm: {report['sgemm_gflops']:.0f} GFLOP/s")
+        lines.append(
+            f"{name:20s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
+            f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} {ratio(r['ratio_to_pytorch'], 10)}"
+            + (f" {ratio(r['ratio_to_pytorch_graph'], 8)}" if graph else "")
+        )
+    lines.append(
+        "x floor, x pytorch (eager), x graph (pytorch graph): ratios of the medians; paired: median over "
+        "rounds of the ratio of epochs run in the same round"
+    )
+    lines.append(
+        f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
+        f"{report['floor_gflops']:.0f} GFLOP/s; this machine's sgemm: {report['sgemm_gflops']:.0f} GFLOP/s"
+    )
     lines += [f"left out: {line}" for line in report["skipped"]]
     return "\n".join(lines)
 
@@ -457,14 +517,22 @@ def main(argv=None):
     parser.add_argument("--device", type=cli.device_name, default="cpu")
     parser.add_argument("--epochs", type=cli.positive_int, default=3, help="timed epochs per contender per repeat")
     parser.add_argument("--repeats", type=cli.positive_int, default=3, help="rounds of the interleaved contenders")
-    parser.add_argument("--slices", type=cli.positive_int, default=5,
-                        help="the contenders take turns every 1/SLICES of an epoch (finer turns: noise hits all alike)")
+    parser.add_argument(
+        "--slices",
+        type=cli.positive_int,
+        default=5,
+        help="the contenders take turns every 1/SLICES of an epoch (finer turns: noise hits all alike)",
+    )
     parser.add_argument("--limit", type=cli.positive_int, default=None, help="train on the first N examples (quicker)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--skip", action="append", choices=["concise", "scratch", "pytorch"],
-                        help="leave out a contender (repeatable; the floor always runs: the ratios need it)")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        choices=["concise", "scratch", "pytorch"],
+        help="leave out a contender (repeatable; the floor always runs: the ratios need it)",
+    )
     args = parser.parse_args(argv)
     args.device = cli.check_device(parser, args.device)
     cli.check_data_dir(parser, args.data_dir)
@@ -474,6 +542,7 @@ def main(argv=None):
     def check_data_then_run():
         FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)  # before the workers
         run(args)
+
     return cli.exit_status(check_data_then_run, (DatasetError, IDXFormatError, OSError, RuntimeError))
 
 

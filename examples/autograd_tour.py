@@ -1,7 +1,8 @@
-"""From a clone, ``python -m examples.autograd_tour`` runs ``minigrad/chapter/autograd_tour.py``, where the code lives.
+"""From a clone, ``python -m examples.autograd_tour`` runs the code in ``minigrad/chapter/autograd_tour.py``.
 
 Installed, the same command is ``minigrad-autograd-tour`` or ``python -m minigrad.chapter.autograd_tour``.
 """
+
 import sys
 
 from minigrad.chapter.autograd_tour import main

@@ -18,36 +18,79 @@ The file map (each name says what the file holds):
 - the lesson as programs: ``chapter`` (the chapter's model, its training command, the engine tour, the
   exercises).
 """
+
 import numpy as _numpy
 
-from . import _tensor, allocator, autograd, backend  # noqa: F401 (the engine before the ops: see _tensor.py)
-from . import nn, ops, optim, random
+from . import _tensor, allocator, autograd, backend, nn, ops, optim, random  # noqa: F401 (the engine before the ops: see _tensor.py)
+from ._tensor import Function, Tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled, set_value_checks, value_checks_enabled
 from .backend import DeviceError, cuda_available
 from .creation import arange, ones, rand, randn, tensor, zeros
 from .gradcheck import GradcheckError, gradcheck
 from .random import get_rng_state, manual_seed, set_rng_state
-from ._tensor import Function, Tensor
 
 float16, float32, float64 = _numpy.float16, _numpy.float32, _numpy.float64
 int32, int64, uint8, bool_ = _numpy.int32, _numpy.int64, _numpy.uint8, _numpy.bool_
 
-__all__ = ["allocator", "autograd", "backend", "nn", "ops", "optim", "random", "Function", "Tensor",
-           "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled", "set_value_checks", "value_checks_enabled",
-           "DeviceError", "cuda_available",
-           "manual_seed", "get_rng_state", "set_rng_state", "arange", "ones", "rand", "randn", "tensor", "zeros",
-           "GradcheckError", "gradcheck", "float16", "float32", "float64", "int32", "int64", "uint8", "bool_"]
+__all__ = [
+    "allocator",
+    "autograd",
+    "backend",
+    "nn",
+    "ops",
+    "optim",
+    "random",
+    "Function",
+    "Tensor",
+    "enable_grad",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
+    "set_value_checks",
+    "value_checks_enabled",
+    "DeviceError",
+    "cuda_available",
+    "manual_seed",
+    "get_rng_state",
+    "set_rng_state",
+    "arange",
+    "ones",
+    "rand",
+    "randn",
+    "tensor",
+    "zeros",
+    "GradcheckError",
+    "gradcheck",
+    "float16",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "uint8",
+    "bool_",
+]
 __version__ = "0.1.0"
 
 # The rest of the package is imported on first use, so `import minigrad as mg; mg.data.FashionMNIST` works
 # as torch.utils.data does after `import torch`, without paying for matplotlib or tqdm at import time.
-_LAZY_SUBMODULES = ("capture", "chapter", "checkpoint", "cli", "data", "files", "monitor", "train", "uncertainty",
-                    "viz")
+_LAZY_SUBMODULES = (
+    "capture",
+    "chapter",
+    "checkpoint",
+    "cli",
+    "data",
+    "files",
+    "monitor",
+    "train",
+    "uncertainty",
+    "viz",
+)
 
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         import importlib
+
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'minigrad' has no attribute {name!r}")
 

@@ -14,14 +14,15 @@ NOTE: ``_tensor.py`` and ``ops.py`` import each other, as tinygrad's ``tensor.py
 a Tensor's operators call the ops, and the ops subclass Function. ``ops`` is imported right
 below Function, the only name it takes from here, and is used only when an operator runs.
 """
+
 import collections
 import operator
 
 from . import autograd, backend
 
-
 # ---------------------------------------------------------------------------------------
 # Function: one differentiable op.
+
 
 class Function:
     """Base class of every op. Subclasses define, on raw arrays:
@@ -59,8 +60,10 @@ class Function:
         """Run the op on Tensors and, in grad mode, record it in the graph."""
         if not all(isinstance(value, Tensor) for value in inputs):
             position, value = next((i, v) for i, v in enumerate(inputs) if not isinstance(v, Tensor))
-            raise TypeError(f"{cls.__name__}: input {position} must be a minigrad Tensor, got "
-                            f"{type(value).__name__}; wrap it first: minigrad.tensor(value)")
+            raise TypeError(
+                f"{cls.__name__}: input {position} must be a minigrad Tensor, got "
+                f"{type(value).__name__}; wrap it first: minigrad.tensor(value)"
+            )
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls(**params)
@@ -133,8 +136,10 @@ def _normalize_dim(dim, ndim, method):
     except TypeError:
         raise TypeError(f"{method}(): a dimension must be an integer, got {type(dim).__name__}") from None
     if not -size <= dim < size:
-        raise IndexError(f"{method}(): dimension {dim} is out of range for a tensor with {ndim} dimensions "
-                         f"(expected one in [{-size}, {size - 1}])")
+        raise IndexError(
+            f"{method}(): dimension {dim} is out of range for a tensor with {ndim} dimensions "
+            f"(expected one in [{-size}, {size - 1}])"
+        )
     return dim % size
 
 
@@ -144,6 +149,7 @@ MaxMin.__doc__ = "What max(dim) and min(dim) return, as in PyTorch: the values, 
 
 # ---------------------------------------------------------------------------------------
 # Tensor
+
 
 class Tensor:
     """An array with an optional gradient and a link to the op that produced it.
@@ -177,17 +183,26 @@ class Tensor:
 
     # PyTorch methods minigrad leaves out, each with what to write instead (any other missing name is a plain
     # AttributeError).
-    _INSTEAD = {"view": "reshape(...)", "flatten": "reshape(len(x), -1) or reshape(-1)",
-                "unsqueeze": "reshape(...) with a 1 where the new axis goes", "squeeze": "reshape(...)",
-                "clone": "x * 1 (a copy in the graph) or mg.tensor(x) (a copy that is a new leaf)",
-                "cpu": "to('cpu')", "cuda": "to('cuda')", "zero_": "`with mg.no_grad(): x *= 0`",
-                "add_": "`with mg.no_grad(): x += y`", "mul_": "`with mg.no_grad(): x *= y`",
-                "copy_": "`x.data[...] = y.data` under no_grad", "view_as": "reshape(other.shape)"}
+    _INSTEAD = {
+        "view": "reshape(...)",
+        "flatten": "reshape(len(x), -1) or reshape(-1)",
+        "unsqueeze": "reshape(...) with a 1 where the new axis goes",
+        "squeeze": "reshape(...)",
+        "clone": "x * 1 (a copy in the graph) or mg.tensor(x) (a copy that is a new leaf)",
+        "cpu": "to('cpu')",
+        "cuda": "to('cuda')",
+        "zero_": "`with mg.no_grad(): x *= 0`",
+        "add_": "`with mg.no_grad(): x += y`",
+        "mul_": "`with mg.no_grad(): x *= y`",
+        "copy_": "`x.data[...] = y.data` under no_grad",
+        "view_as": "reshape(other.shape)",
+    }
 
     def __getattr__(self, name):
         if name in Tensor._INSTEAD:
-            raise AttributeError(f"minigrad's Tensor has no {name}() (a PyTorch method left out); use "
-                                 f"{Tensor._INSTEAD[name]}")
+            raise AttributeError(
+                f"minigrad's Tensor has no {name}() (a PyTorch method left out); use {Tensor._INSTEAD[name]}"
+            )
         raise AttributeError(f"'Tensor' object has no attribute {name!r}")
 
     # --- what the tensor is ---------------------------------------------------------
@@ -234,8 +249,10 @@ class Tensor:
         if requires_grad and self.dtype.kind != "f":
             raise ValueError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
         if self.grad_fn is not None and not requires_grad:
-            raise RuntimeError("requires_grad can only be switched off on a leaf (a tensor made by the user): for a "
-                               "result used outside the graph, use y.detach()")
+            raise RuntimeError(
+                "requires_grad can only be switched off on a leaf (a tensor made by the user): for a "
+                "result used outside the graph, use y.detach()"
+            )
         self._requires_grad = bool(requires_grad)
 
     def requires_grad_(self, requires_grad=True):
@@ -287,8 +304,9 @@ class Tensor:
 
     def __bool__(self):
         if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} values is ambiguous: "
-                               f"use .any() or .all()")
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} values is ambiguous: use .any() or .all()"
+            )
         return bool(self.data.item())
 
     def __float__(self):
@@ -355,13 +373,16 @@ class Tensor:
                 gradient, in the order the engine visits them (see minigrad/chapter/autograd_tour.py).
         """
         if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad: "
-                               "no input of the computation had requires_grad=True")
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the computation had requires_grad=True"
+            )
         xp = backend.get_array_module(self.data)
         if grad is None:
             if self.data.size != 1:
-                raise RuntimeError(f"backward() without a gradient needs a single-value tensor, got shape "
-                                   f"{self.shape}: reduce it first (e.g. loss.mean()) or pass grad=")
+                raise RuntimeError(
+                    f"backward() without a gradient needs a single-value tensor, got shape "
+                    f"{self.shape}: reduce it first (e.g. loss.mean()) or pass grad="
+                )
             autograd.backward(self, xp.ones_like(self.data), False, retain_graph, hook)
             return
         grad = xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
@@ -443,8 +464,10 @@ class Tensor:
     # grad (the graph would need the old values); ops that used this tensor before notice (Function.apply).
     def _in_place(self, other, ufunc, symbol):
         if autograd._grad_mode.enabled and self.requires_grad:
-            raise RuntimeError(f"in-place {symbol} on a tensor that requires grad, in grad mode: for an update, "
-                               f"wrap it in `with mg.no_grad():`; in a computation, write y = x {symbol[0]} ...")
+            raise RuntimeError(
+                f"in-place {symbol} on a tensor that requires grad, in grad mode: for an update, "
+                f"wrap it in `with mg.no_grad():`; in a computation, write y = x {symbol[0]} ..."
+            )
         ufunc(self.data, self._lift(other).data, out=self.data)
         autograd.mark_changed_in_place(self)
         return self
@@ -542,12 +565,14 @@ class Tensor:
         xp = backend.get_array_module(self.data)
         indices = arg_function(axis=dim)
         # An index per axis: the picked position along dim, and every position along the others.
-        grid = [xp.arange(n).reshape([-1 if k == axis else 1 for k in range(indices.ndim)])
-                for axis, n in enumerate(indices.shape)]
+        grid = [
+            xp.arange(n).reshape([-1 if k == axis else 1 for k in range(indices.ndim)])
+            for axis, n in enumerate(indices.shape)
+        ]
         grid.insert(dim, indices)
         values = self[tuple(grid)]
         if keepdim:
-            values = values.reshape(self.shape[:dim] + (1,) + self.shape[dim + 1:])
+            values = values.reshape(self.shape[:dim] + (1,) + self.shape[dim + 1 :])
             indices = xp.expand_dims(indices, dim)
         return MaxMin(values, Tensor(indices))
 
@@ -583,15 +608,19 @@ class Tensor:
             dims = tuple(dims[0])
         axes = tuple(_normalize_dim(d, self.ndim, "permute") for d in dims)
         if sorted(axes) != list(range(self.ndim)):
-            raise ValueError(f"permute(): {dims} is not a reordering of the {self.ndim} dimensions of a tensor of "
-                             f"shape {self.shape}: name each of 0 .. {self.ndim - 1} once")
+            raise ValueError(
+                f"permute(): {dims} is not a reordering of the {self.ndim} dimensions of a tensor of "
+                f"shape {self.shape}: name each of 0 .. {self.ndim - 1} once"
+            )
         return ops.Permute.apply(self, axes=axes)
 
     def transpose(self, *dims):
         """Swap two axes, as PyTorch's ``transpose(dim0, dim1)`` (NumPy's ``transpose(axes)`` is ``permute``)."""
         if len(dims) != 2:
-            raise TypeError(f"transpose(dim0, dim1) swaps two axes, as in PyTorch, got {len(dims)} arguments; "
-                            f"to reorder all the axes (NumPy's transpose) use permute{dims or ''}")
+            raise TypeError(
+                f"transpose(dim0, dim1) swaps two axes, as in PyTorch, got {len(dims)} arguments; "
+                f"to reorder all the axes (NumPy's transpose) use permute{dims or ''}"
+            )
         dim0, dim1 = dims
         axes = list(range(self.ndim))
         dim0, dim1 = _normalize_dim(dim0, self.ndim, "transpose"), _normalize_dim(dim1, self.ndim, "transpose")
@@ -604,8 +633,10 @@ class Tensor:
     def T(self):
         """The transpose of a matrix (a 0-d or 1-D tensor is returned as it is). For stacks of matrices use ``.mT``."""
         if self.ndim > 2:
-            raise ValueError(f".T reverses the axes of a matrix only; this tensor has shape {self.shape}: use .mT to "
-                             f"transpose the last two axes or permute(...) to reorder them")
+            raise ValueError(
+                f".T reverses the axes of a matrix only; this tensor has shape {self.shape}: use .mT to "
+                f"transpose the last two axes or permute(...) to reorder them"
+            )
         return self.transpose(0, 1) if self.ndim == 2 else self
 
     @property
@@ -626,11 +657,13 @@ def _as_array(data):
         try:
             return backend.numpy.asarray(data, dtype=backend.numpy.float32)
         except (TypeError, ValueError) as error:
-            raise TypeError(f"Tensor() takes a list of numbers, an array or a Tensor; this list does not convert "
-                            f"({error})") from None
+            raise TypeError(
+                f"Tensor() takes a list of numbers, an array or a Tensor; this list does not convert ({error})"
+            ) from None
     hint = " (for a tensor holding a number, use minigrad.tensor(x))" if isinstance(data, (int, float)) else ""
-    raise TypeError(f"Tensor() takes a NumPy or CuPy array, a list of numbers or a Tensor, got "
-                    f"{type(data).__name__}{hint}")
+    raise TypeError(
+        f"Tensor() takes a NumPy or CuPy array, a list of numbers or a Tensor, got {type(data).__name__}{hint}"
+    )
 
 
 def _category(dtype):

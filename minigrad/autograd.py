@@ -12,15 +12,17 @@ an array of their own in their own dtype. The graph is freed as it is consumed.
 The engine knows tensors only by their attributes (``data``, ``grad``, ``grad_fn``,
 ``requires_grad``), so it imports nothing from ``_tensor.py``.
 """
+
 import functools
 import threading
-
 
 # ---------------------------------------------------------------------------------------
 # Modes: whether ops record a graph (per thread), and whether checks that read values run.
 
+
 class _GradMode(threading.local):
     """Whether ops record the graph, per thread as in PyTorch: a new thread starts with it on."""
+
     enabled = True
 
 
@@ -87,16 +89,19 @@ def _run_with_grad_mode(function, mode):
             return function(*args, **kwargs)
         finally:
             _grad_mode.enabled = previous
+
     return run
 
 
 class no_grad(_GradModeBlock):  # noqa: N801 (PyTorch's name)
     """No graph is recorded inside (this thread only): for evaluation and updates. Also a decorator."""
+
     mode = False
 
 
 class enable_grad(_GradModeBlock):  # noqa: N801 (PyTorch's name)
     """The graph is recorded inside, even within ``no_grad``. Also a decorator."""
+
     mode = True
 
 
@@ -128,6 +133,7 @@ _clock = 0
 
 class Version:
     """When an array (and every view of it) was last changed in place: a value of the clock, 0 for never."""
+
     __slots__ = ("changed_at",)
 
     def __init__(self):
@@ -154,13 +160,16 @@ def _check_unmodified(fn):
 
 
 def _refuse(fn, what):
-    raise RuntimeError(f"{type(fn).__name__}: {what} was modified in place (directly or through a view) after the "
-                       f"op used it, so backward would use the new values. Modify a copy (y = x + 1), or do the "
-                       f"in-place update after backward()")
+    raise RuntimeError(
+        f"{type(fn).__name__}: {what} was modified in place (directly or through a view) after the "
+        f"op used it, so backward would use the new values. Modify a copy (y = x + 1), or do the "
+        f"in-place update after backward()"
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Backward
+
 
 def unbroadcast(grad, shape, op_name="an op"):
     """Sum ``grad`` down to ``shape``: the adjoint of NumPy broadcasting.
@@ -174,8 +183,10 @@ def unbroadcast(grad, shape, op_name="an op"):
         return grad
     extra = grad.ndim - len(shape)
     if extra < 0 or any(n != 1 and n != g for n, g in zip(shape, grad.shape[extra:])):
-        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {grad.shape} for an input of shape "
-                           f"{shape}: the input does not broadcast to it (a bug in {op_name}.backward)")
+        raise RuntimeError(
+            f"{op_name}.backward returned a gradient of shape {grad.shape} for an input of shape "
+            f"{shape}: the input does not broadcast to it (a bug in {op_name}.backward)"
+        )
     stretched = tuple(extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
     grad = grad.sum(axis=tuple(range(extra)) + stretched, keepdims=True)
     return grad.reshape(shape)
@@ -202,10 +213,11 @@ def topological_order(root):
         fn = node.grad_fn
         if fn is not None:
             if fn.inputs is None:
-                raise RuntimeError("backward() through a graph that was already freed: pass "
-                                   "retain_graph=True to the first backward() to go through it twice")
-            stack.extend((parent, False) for parent in fn.inputs
-                         if parent.requires_grad and id(parent) not in visited)
+                raise RuntimeError(
+                    "backward() through a graph that was already freed: pass "
+                    "retain_graph=True to the first backward() to go through it twice"
+                )
+            stack.extend((parent, False) for parent in fn.inputs if parent.requires_grad and id(parent) not in visited)
     return order
 
 

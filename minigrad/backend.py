@@ -10,6 +10,7 @@ GPU code inside an op is a :class:`CudaKernel` declared beside the op's NumPy co
 CuPy arrays (one idiom for "on the GPU?": ``xp is cupy``, with ``xp`` the op's array module).
 The random generators live in ``random.py``.
 """
+
 import contextlib
 import functools
 
@@ -80,8 +81,9 @@ def check_device(device):
     index = int(device.split(":")[1])
     count = cupy.cuda.runtime.getDeviceCount()
     if index >= count:
-        raise DeviceError(f"device {device!r} asked for, but this machine has {count} GPU(s): "
-                          f"use cuda:0 .. cuda:{count - 1}")
+        raise DeviceError(
+            f"device {device!r} asked for, but this machine has {count} GPU(s): use cuda:0 .. cuda:{count - 1}"
+        )
     return device
 
 
@@ -215,7 +217,7 @@ extern "C" __global__ void minigrad_sgemm(const float* __restrict__ A, const flo
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gemm_kernel():
     return cupy.RawKernel(GEMM_CUDA, "minigrad_sgemm")
 
@@ -226,8 +228,20 @@ def capturable_gemm(a, b):
         raise TypeError(f"capturable_gemm multiplies float32 matrices, got {a.dtype} and {b.dtype}")
     (m, k), n = a.shape, b.shape[1]
     out = cupy.empty((m, n), dtype=numpy.float32)
-    _gemm_kernel()(((n + 15) // 16, (m + 15) // 16), (16, 16),
-                   (a, b, out, numpy.int32(m), numpy.int32(n), numpy.int32(k),
-                    numpy.int64(a.strides[0] // 4), numpy.int64(a.strides[1] // 4),
-                    numpy.int64(b.strides[0] // 4), numpy.int64(b.strides[1] // 4)))
+    _gemm_kernel()(
+        ((n + 15) // 16, (m + 15) // 16),
+        (16, 16),
+        (
+            a,
+            b,
+            out,
+            numpy.int32(m),
+            numpy.int32(n),
+            numpy.int32(k),
+            numpy.int64(a.strides[0] // 4),
+            numpy.int64(a.strides[1] // 4),
+            numpy.int64(b.strides[0] // 4),
+            numpy.int64(b.strides[1] // 4),
+        ),
+    )
     return out

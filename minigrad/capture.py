@@ -22,15 +22,16 @@ dataset once instead). A model or optimizer outside what this handles is named b
 ``Trainer`` then runs eagerly and says why. ``CapturedStep`` checks two replays against two eager steps from
 the same state and refuses a graph that disagrees (``CaptureMismatch``).
 """
+
 import contextlib
 import gc
 
 import numpy
 
 from . import autograd, backend
+from ._tensor import Tensor
 from .backend import CudaKernel
 from .data.loader import PIXEL_SCALE, scaled_pixels
-from ._tensor import Tensor
 from .monitor import correct_count
 from .nn import Dropout, Flatten, Linear, ReLU, Sequential
 from .nn import functional as F
@@ -54,8 +55,10 @@ def capture_problem(model, optimizer, loss_fn=F.cross_entropy):
         return "SGD with momentum keeps buffers that capture does not handle yet"
     for module in model.modules():
         if type(module) not in CAPTURABLE_LAYERS:  # exactly these: a subclass may do anything in its forward
-            return (f"the model holds a {type(module).__name__}, which capture does not handle (it handles "
-                    f"{', '.join(cls.__name__ for cls in CAPTURABLE_LAYERS)})")
+            return (
+                f"the model holds a {type(module).__name__}, which capture does not handle (it handles "
+                f"{', '.join(cls.__name__ for cls in CAPTURABLE_LAYERS)})"
+            )
         if module._forward_hooks:
             return "the model has forward hooks: they run Python at every step, which a replayed graph would skip"
     if any(p.dtype != numpy.float32 for p in parameters):
@@ -77,8 +80,10 @@ def loader_problem(model, loader):
     if low < 0 or high >= classes:
         return f"the labels run from {low} to {high}, outside [0, {classes - 1}]"
     if len(loader.labels) // loader.batch_size < CHECKED_STEPS:
-        return (f"the loader has fewer than {CHECKED_STEPS} full batches of {loader.batch_size} (capturing runs "
-                f"{CHECKED_STEPS} to check the graph)")
+        return (
+            f"the loader has fewer than {CHECKED_STEPS} full batches of {loader.batch_size} (capturing runs "
+            f"{CHECKED_STEPS} to check the graph)"
+        )
     return None
 
 
@@ -116,19 +121,25 @@ class BatchGather:
             self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
             return
         start = int(self.position[0])
-        rows = self.order[start:start + len(y)]
+        rows = self.order[start : start + len(y)]
         scaled_pixels(self.images[rows], out=x.reshape(len(y), -1))
         y[...] = self.labels[rows]
         self.position += len(y)
 
     # The same three acts on a GPU. x is (B, features) in C order: element i is row i / features, column
     # i % features.
-    pixels_gpu = CudaKernel("raw uint8 pixels, raw int64 order, raw int64 position, int64 features, float32 scale",
-                            "float32 x",
-                            "x = (float)pixels[order[position[0] + i / features] * features + i % features] * scale",
-                            "minigrad_gather_pixels")
-    labels_gpu = CudaKernel("raw int64 labels, raw int64 order, raw int64 position", "int64 y",
-                            "y = labels[order[position[0] + i]]", "minigrad_gather_labels")
+    pixels_gpu = CudaKernel(
+        "raw uint8 pixels, raw int64 order, raw int64 position, int64 features, float32 scale",
+        "float32 x",
+        "x = (float)pixels[order[position[0] + i / features] * features + i % features] * scale",
+        "minigrad_gather_pixels",
+    )
+    labels_gpu = CudaKernel(
+        "raw int64 labels, raw int64 order, raw int64 position",
+        "int64 y",
+        "y = labels[order[position[0] + i]]",
+        "minigrad_gather_labels",
+    )
     advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")
 
     def state(self):
@@ -176,8 +187,11 @@ class StaticBuffers:
 
     def state(self):
         """The arrays a step changes, by name (``CapturedStep`` snapshots, restores and compares them)."""
-        return {"the loss sum": self.loss_sum, "the correct count": self.correct,
-                **(self.source.state() if self.source is not None else {})}
+        return {
+            "the loss sum": self.loss_sum,
+            "the correct count": self.correct,
+            **(self.source.state() if self.source is not None else {}),
+        }
 
 
 class StaticStep(StaticBuffers):
@@ -270,8 +284,7 @@ class CapturedStep:
                 self._restore(snapshot)
                 self.stream.synchronize()
         if mismatch:
-            raise CaptureMismatch(f"after {checks} steps the replayed graph and the eager steps differ in "
-                                  f"{mismatch}")
+            raise CaptureMismatch(f"after {checks} steps the replayed graph and the eager steps differ in {mismatch}")
 
     def _warm_up_capture_and_check(self, snapshot, warmup, checks):
         """Warm up, run the eager reference, capture, replay; what differs from the reference ('' if nothing)."""
@@ -411,6 +424,7 @@ class CapturedTraining:
             if training:
                 return StaticStep(self.model, self.optimizer, shape, self.loss_fn, source)
             return StaticEval(self.model, shape, self.loss_fn, source)
+
         shape = (loader.batch_size, *loader.images.shape[1:])
         tail = 0 if loader.drop_last else len(loader.labels) % loader.batch_size
         try:
@@ -423,8 +437,11 @@ class CapturedTraining:
 
 def _same(dependencies, now):
     (objects, settings), (objects_now, settings_now) = dependencies, now
-    return len(objects) == len(objects_now) and all(a is b for a, b in zip(objects, objects_now)) and (
-        settings == settings_now)
+    return (
+        len(objects) == len(objects_now)
+        and all(a is b for a, b in zip(objects, objects_now))
+        and (settings == settings_now)
+    )
 
 
 class Replay:

@@ -3,6 +3,7 @@
 Each file is written through ``files.atomic_write``, so a crash leaves the previous checkpoint whole.
 Checkpoints are ``.npz`` files loaded with ``allow_pickle=False``: no code runs on load.
 """
+
 import json
 import os
 import zipfile
@@ -10,9 +11,8 @@ import zipfile
 import numpy
 
 from . import backend
-from .files import atomic_write, strict_json
 from ._tensor import Tensor
-
+from .files import atomic_write, strict_json
 
 # ---------------------------------------------------------------------------------------------------------
 # Training checkpoints: named arrays (weights, optimizer buffers) and a JSON record of everything else
@@ -42,8 +42,9 @@ def load_checkpoint(path):
 def save_state_dict(state_dict, path):
     """Save {name: array} (NumPy or CuPy arrays, or a Module's state_dict()) as an .npz file, atomically."""
     # (Not getattr(value, "data"): a CuPy array has a .data too, its memory pointer.)
-    arrays = {name: backend.to_numpy(value.data if isinstance(value, Tensor) else value)
-              for name, value in state_dict.items()}
+    arrays = {
+        name: backend.to_numpy(value.data if isinstance(value, Tensor) else value) for name, value in state_dict.items()
+    }
     with atomic_write(path) as file:
         numpy.savez(file, **arrays)
 
@@ -62,5 +63,6 @@ def load_state_dict(path):
     except ValueError as error:
         if "pickle" not in str(error):  # NumPy's word for bytes that are neither .npy nor .npz: never unpickle them
             raise
-        raise ValueError(f"{path}: not an .npz checkpoint (its bytes are neither an .npz archive nor an .npy "
-                         f"array)") from None
+        raise ValueError(
+            f"{path}: not an .npz checkpoint (its bytes are neither an .npz archive nor an .npy array)"
+        ) from None

@@ -5,6 +5,7 @@ the flag and says what it accepts, exit status 2, found before any work starts.
 types with their requirement in the message; ``check_*`` run after parsing, for what needs the file
 system or the device (a folder that cannot be written, a GPU that is not there, a model too big).
 """
+
 import argparse
 import math
 import os
@@ -46,8 +47,13 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default is None or action.default is False or not action.option_strings \
-                or action.default is argparse.SUPPRESS:
+        if (
+            "default" in text
+            or action.default is None
+            or action.default is False
+            or not action.option_strings
+            or action.default is argparse.SUPPRESS
+        ):
             return text
         default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
         return f"{text} (default: {default})".lstrip()
@@ -64,6 +70,7 @@ def _number(kind, check, requirement):
         if not check(value):
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
         return value
+
     parse.__name__ = requirement  # argparse names the type in some messages
     parse.__doc__ = f"Parse {name} that must be {requirement}; anything else is a one-line argparse error."
     return parse
@@ -123,8 +130,7 @@ def lock_folder(parser, path, flag="--out"):
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
-        parser.error(f"argument {flag}: {path!r} is in use by another run; wait for it to end or choose another "
-                     f"{flag}")
+        parser.error(f"argument {flag}: {path!r} is in use by another run; wait for it to end or choose another {flag}")
     return descriptor
 
 
@@ -175,8 +181,10 @@ def check_mlp_fits(parser, sizes, batch_size, device, flag="--hidden"):
     needed, available = mlp_bytes(sizes, batch_size), memory_of(device)
     if available is not None and needed > available:
         shape = "-".join(map(str, sizes))
-        parser.error(f"argument {flag}: a {shape} MLP needs about {needed / 2**30:.1f} GiB to train, more than the "
-                     f"{available / 2**30:.1f} GiB of {device}; choose smaller layers")
+        parser.error(
+            f"argument {flag}: a {shape} MLP needs about {needed / 2**30:.1f} GiB to train, more than the "
+            f"{available / 2**30:.1f} GiB of {device}; choose smaller layers"
+        )
 
 
 def exit_status(action, errors=()):

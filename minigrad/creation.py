@@ -3,11 +3,12 @@
 As in PyTorch, Python floats become float32 and Python integers int64, while an array keeps its dtype
 (``tensor(numpy_float64_array)`` is float64: pass ``dtype="float32"`` to convert).
 """
+
 import numpy
 
 from . import backend
-from .random import generator
 from ._tensor import Tensor
+from .random import generator
 
 
 def _resolve_dtype(values, dtype):

@@ -10,7 +10,8 @@ import json
 import math
 import os
 import tempfile
-from typing import IO, Any, Iterator, Union
+from collections.abc import Iterator
+from typing import IO, Any, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 

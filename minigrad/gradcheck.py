@@ -1,9 +1,10 @@
 """Check analytic gradients against central finite differences, in float64."""
+
 import numpy
 
 from . import backend
-from .autograd import no_grad
 from ._tensor import Tensor
+from .autograd import no_grad
 
 
 class GradcheckError(AssertionError):
@@ -46,8 +47,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             got = analytic.reshape(-1)[i]
             if not abs(got - numeric) <= atol + rtol * abs(numeric):
                 where = numpy.unravel_index(i, tensor.shape)
-                raise GradcheckError(f"gradient of input {position} (shape {tensor.shape}) at {where}: "
-                                     f"backward gives {got:.8g}, finite differences give {numeric:.8g}")
+                raise GradcheckError(
+                    f"gradient of input {position} (shape {tensor.shape}) at {where}: "
+                    f"backward gives {got:.8g}, finite differences give {numeric:.8g}"
+                )
     return True
 
 

@@ -15,6 +15,7 @@ Metrics stay on the device during an epoch (each step's loss and number of corre
 summed when read); the host reads them once per epoch, and for the progress bar at most a few
 times a second, since reading a GPU number waits for the GPU.
 """
+
 import math
 import time
 
@@ -42,12 +43,18 @@ def check_losses(record, loss_limit=None):
     """
     for key in ("train_loss", "test_loss"):
         if key in record and not math.isfinite(record[key]):
-            raise TrainingDiverged(f"the {key.replace('_', ' ')} became {record[key]} in epoch {record['epoch']}; "
-                                   f"try a smaller learning rate", record)
+            raise TrainingDiverged(
+                f"the {key.replace('_', ' ')} became {record[key]} in epoch {record['epoch']}; "
+                f"try a smaller learning rate",
+                record,
+            )
     if loss_limit is not None and record["train_loss"] > loss_limit:
-        raise TrainingDiverged(f"the training loss reached {record['train_loss']:.4g} in epoch {record['epoch']}, "
-                               f"above {loss_limit:.4g}, the limit past which a run counts as diverged; try a smaller "
-                               f"learning rate", record)
+        raise TrainingDiverged(
+            f"the training loss reached {record['train_loss']:.4g} in epoch {record['epoch']}, "
+            f"above {loss_limit:.4g}, the limit past which a run counts as diverged; try a smaller "
+            f"learning rate",
+            record,
+        )
 
 
 class Monitor:
@@ -103,8 +110,12 @@ class Monitor:
         loss_sum, correct, count = self._bar.finish()
         if sums is not None:
             loss_sum, correct, count = loss_sum + sums[0], correct + sums[1], count + sums[2]
-        record = {"epoch": self._epoch, "train_loss": loss_sum / count, "train_acc": correct / count,
-                  "seconds": seconds}
+        record = {
+            "epoch": self._epoch,
+            "train_loss": loss_sum / count,
+            "train_acc": correct / count,
+            "seconds": seconds,
+        }
         if evaluate is not None:
             eval_start = self.stopwatch.now()
             test = evaluate()
@@ -173,8 +184,14 @@ class Stopwatch:
     def summary(self):
         """{phase: {"p50", "p90", "count"}} in seconds."""
         self.flush()
-        return {name: {"p50": float(numpy.percentile(values, 50)), "p90": float(numpy.percentile(values, 90)),
-                       "count": len(values)} for name, values in self.durations.items()}
+        return {
+            name: {
+                "p50": float(numpy.percentile(values, 50)),
+                "p90": float(numpy.percentile(values, 90)),
+                "count": len(values),
+            }
+            for name, values in self.durations.items()
+        }
 
 
 def correct_count(logits, labels):
@@ -221,8 +238,12 @@ class EpochProgress:
         if now - self.last_read >= self.refresh_seconds:
             self.last_read = now
             loss_sum, correct = self.read()
-            self.bar.set_postfix(loss=f"{loss_sum / self.count:.3f}", acc=f"{correct / self.count:.3f}",
-                                 ex_per_s=f"{self.count / (now - self.started):.0f}", refresh=False)
+            self.bar.set_postfix(
+                loss=f"{loss_sum / self.count:.3f}",
+                acc=f"{correct / self.count:.3f}",
+                ex_per_s=f"{self.count / (now - self.started):.0f}",
+                refresh=False,
+            )
 
     def _kept_sums(self):
         """(sum of loss x batch size, sum of correct) of the steps kept since the last fold: device scalars."""
@@ -245,8 +266,9 @@ class EpochProgress:
     def check_finite(self, value):
         """Raise TrainingDiverged if the loss read is NaN or infinite."""
         if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss became {value} in epoch {self.epoch} by step {self.step}; "
-                                   f"try a smaller learning rate")
+            raise TrainingDiverged(
+                f"the loss became {value} in epoch {self.epoch} by step {self.step}; try a smaller learning rate"
+            )
 
     def finish(self):
         """Finish the bar; return (loss sum, correct count, examples) of the updates it got (one host read)."""

@@ -11,6 +11,7 @@ The chapter's ops (ReLU, Dropout, SoftmaxCrossEntropy) keep their NumPy code and
 CUDA kernel that replaces it on a GPU (``backend.CudaKernel``): one pass over memory instead of
 one per NumPy operation. ``tests/test_op_kernels.py`` checks that the two agree.
 """
+
 import math
 
 import numpy
@@ -19,8 +20,8 @@ from ._tensor import Function
 from .backend import CudaKernel, cupy, device_of, matmul
 from .random import PHILOX_CUDA, dropout_stream
 
-
 # --- arithmetic ------------------------------------------------------------------------
+
 
 class Add(Function):
     """y = a + b.   dy/da = 1, dy/db = 1."""
@@ -86,7 +87,7 @@ class Pow(Function):
 
     def forward(self, x):
         self.x = x
-        return x ** self.exponent
+        return x**self.exponent
 
     def backward(self, gy):
         n = self.exponent
@@ -137,6 +138,7 @@ class ReLU(Function):
 
 
 # --- matrix products ---------------------------------------------------------------------
+
 
 class MatMul(Function):
     """Y = A @ B.   dL/dA = dL/dY @ B^T,  dL/dB = A^T @ dL/dY.
@@ -197,6 +199,7 @@ class Linear(Function):
 
 
 # --- reductions ---------------------------------------------------------------------------
+
 
 def _grad_to_input_shape(xp, gy, shape, axis, keepdims):
     """Spread the gradient of a reduction back over the axes it reduced (a fresh, writable array)."""
@@ -277,6 +280,7 @@ class Cast(Function):
 
 # --- shape ---------------------------------------------------------------------------------
 
+
 class Reshape(Function):
     """y = x with a new shape (same values, row-major order).   dL/dx = dL/dy reshaped back."""
 
@@ -290,8 +294,9 @@ class Reshape(Function):
         try:
             return x.reshape(self.new_shape)
         except ValueError:
-            raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} values) "
-                             f"into shape {self.new_shape}") from None
+            raise ValueError(
+                f"cannot reshape a tensor of shape {x.shape} ({x.size} values) into shape {self.new_shape}"
+            ) from None
 
     def backward(self, gy):
         return (gy.reshape(self.shape),)
@@ -352,6 +357,7 @@ def _index_for(xp, index):
 
 # --- the chapter's two special ops -----------------------------------------------------------
 
+
 class Dropout(Function):
     """Eq. (4.6.1): y = x * mask, mask = keep / (1 - p), keep = [U > p], U uniform on [0, 1) per element.
 
@@ -362,12 +368,17 @@ class Dropout(Function):
     handles p = 0 and p = 1 without drawing. On a GPU one kernel draws, compares, scales and multiplies.
     """
 
-    forward_gpu = CudaKernel("T x, raw uint64 key, raw uint64 counter, uint32 threshold, T scale", "T y, T mask",
-                             """
+    forward_gpu = CudaKernel(
+        "T x, raw uint64 key, raw uint64 counter, uint32 threshold, T scale",
+        "T y, T mask",
+        """
                              unsigned int u = minigrad_philox_u32(&key[0], &counter[0], (unsigned long long)i);
                              mask = u > threshold ? scale : (T)0;
                              y = x * mask;
-                             """, "minigrad_dropout", preamble=PHILOX_CUDA)
+                             """,
+        "minigrad_dropout",
+        preamble=PHILOX_CUDA,
+    )
 
     def __init__(self, p):
         self.p = p
@@ -377,8 +388,9 @@ class Dropout(Function):
         stream = dropout_stream(device_of(x))
         if self.xp is cupy:  # i is the flat C-order index, as in keep_mask's reshape
             x = self.xp.ascontiguousarray(x)
-            y, self.mask = self.forward_gpu(x, stream.key_on_device, stream.counter_on_device,
-                                            keep_threshold(self.p), scale)
+            y, self.mask = self.forward_gpu(
+                x, stream.key_on_device, stream.counter_on_device, keep_threshold(self.p), scale
+            )
             stream.advance_on_device(x.size)
             return y
         self.mask = keep_mask(stream, x.shape, self.p) * scale
@@ -393,7 +405,7 @@ def keep_threshold(p):
     k > floor(p * 2**32). 0 <= p < 1, so it fits in 32 bits."""
     if not 0 <= p < 1:
         raise ValueError(f"keep_mask needs 0 <= p < 1, got {p} (p = 1 keeps nothing: no draws are needed)")
-    return numpy.uint32(math.floor(p * 2 ** 32))
+    return numpy.uint32(math.floor(p * 2**32))
 
 
 def keep_mask(stream, shape, p):
@@ -417,7 +429,8 @@ class SoftmaxCrossEntropy(Function):
     """
 
     forward_gpu = CudaKernel(
-        "raw T logits, I label, int64 classes", "T loss, raw T probs",
+        "raw T logits, I label, int64 classes",
+        "T loss, raw T probs",
         """
         const ptrdiff_t row = i * classes;
         T m = logits[row];
@@ -428,10 +441,15 @@ class SoftmaxCrossEntropy(Function):
         // A label outside [0, C) (possible only with value checks off) gives NaN, never a read outside the row.
         loss = (label >= 0 && label < classes) ? log(total) - (logits[row + label] - m)
                                                : (T)__longlong_as_double(0x7ff8000000000000LL);
-        """, "minigrad_softmax_cross_entropy")
+        """,
+        "minigrad_softmax_cross_entropy",
+    )
     backward_gpu = CudaKernel(
-        "T probs, raw I labels, int64 classes, T gy, T n", "T grad",
-        "grad = (probs - (T)((i % classes) == labels[i / classes])) * (gy / n)", "minigrad_cross_entropy_backward")
+        "T probs, raw I labels, int64 classes, T gy, T n",
+        "T grad",
+        "grad = (probs - (T)((i % classes) == labels[i / classes])) * (gy / n)",
+        "minigrad_cross_entropy_backward",
+    )
 
     def forward(self, logits, labels):
         xp, self.labels = self.xp, labels

@@ -5,14 +5,15 @@ SGD, with g = dL/dw + weight_decay * w, and with momentum mu > 0 a velocity b pe
     w <- w - lr * (g + mu b) with Nesterov momentum, else w - lr * b;
 and without momentum simply w <- w - lr * g. Each update is applied in place to the parameter's array.
 """
+
 import math
 
 import numpy
 
 from . import backend
+from ._tensor import Tensor
 from .autograd import mark_changed_in_place
 from .backend import CudaKernel, cupy
-from ._tensor import Tensor
 
 
 class Optimizer:
@@ -26,8 +27,10 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
-                            "but got a Tensor: pass [tensor] or model.parameters()")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                "but got a Tensor: pass [tensor] or model.parameters()"
+            )
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list: pass model.parameters()")
@@ -41,25 +44,34 @@ class Optimizer:
     def add_param_group(self, group):
         """Add a group ``{"params": [...], **settings}``; settings not given take the defaults."""
         if not isinstance(group, dict) or "params" not in group:
-            raise TypeError(f"a parameter group is a dict with a 'params' entry, got {type(group).__name__}; "
-                            "give either tensors or groups, not both")
+            raise TypeError(
+                f"a parameter group is a dict with a 'params' entry, got {type(group).__name__}; "
+                "give either tensors or groups, not both"
+            )
         unknown = sorted(set(group) - set(self.defaults) - {"params"})
         if unknown:
-            raise ValueError(f"{type(self).__name__} has no setting {', '.join(map(repr, unknown))}; its settings "
-                             f"are {', '.join(sorted(self.defaults))}")
+            raise ValueError(
+                f"{type(self).__name__} has no setting {', '.join(map(repr, unknown))}; its settings "
+                f"are {', '.join(sorted(self.defaults))}"
+            )
         params = group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for parameter in params:
             if not isinstance(parameter, Tensor):
-                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is "
-                                f"{type(parameter).__name__}")
+                raise TypeError(
+                    f"optimizer can only optimize Tensors, but one of the params is {type(parameter).__name__}"
+                )
             if not parameter.is_leaf:
-                raise ValueError("can't optimize a non-leaf Tensor (one made by an op): optimize the tensors "
-                                 "the computation starts from")
+                raise ValueError(
+                    "can't optimize a non-leaf Tensor (one made by an op): optimize the tensors "
+                    "the computation starts from"
+                )
             if id(parameter) in seen:
-                raise ValueError(f"a parameter of shape {parameter.shape} is listed twice (in one group or in two): "
-                                 f"it would be updated twice per step")
+                raise ValueError(
+                    f"a parameter of shape {parameter.shape} is listed twice (in one group or in two): "
+                    f"it would be updated twice per step"
+                )
             seen.add(id(parameter))
         group = {**self.defaults, **group, "params": params}
         self._check(group)
@@ -86,8 +98,10 @@ class Optimizer:
     def state_dict(self):
         """{"state": {index: {name: array}}, "param_groups": [settings with "params": [indices]]}."""
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
-                  for g in self.param_groups]
+        groups = [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+            for g in self.param_groups
+        ]
         state = {index[key]: dict(value) for key, value in self.state.items() if key in index}
         return {"state": state, "param_groups": groups}
 
@@ -103,8 +117,10 @@ class Optimizer:
         self.state = {}
         for position, entries in state_dict["state"].items():
             parameter = parameters[int(position)]
-            self.state[id(parameter)] = {name: backend.to_device(value, parameter.device).astype(parameter.dtype)
-                                         for name, value in entries.items()}
+            self.state[id(parameter)] = {
+                name: backend.to_device(value, parameter.device).astype(parameter.dtype)
+                for name, value in entries.items()
+            }
 
 
 class SGD(Optimizer):
@@ -115,14 +131,23 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
-                                  "weight_decay": weight_decay, "nesterov": nesterov})
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "momentum": momentum,
+                "dampening": dampening,
+                "weight_decay": weight_decay,
+                "nesterov": nesterov,
+            },
+        )
 
     def _check(self, group):
         for name in ("lr", "momentum", "dampening", "weight_decay"):
             value = group[name]
-            if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, float, numpy.integer,
-                                                                                numpy.floating)):
+            if isinstance(value, (bool, numpy.bool_)) or not isinstance(
+                value, (int, float, numpy.integer, numpy.floating)
+            ):
                 raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -132,8 +157,9 @@ class SGD(Optimizer):
         if not group["lr"] > 0:
             raise ValueError(f"learning rate must be > 0, got {group['lr']}")
         if group["momentum"] < 0 or group["weight_decay"] < 0:
-            raise ValueError(f"momentum and weight_decay must be >= 0, got {group['momentum']} and "
-                             f"{group['weight_decay']}")
+            raise ValueError(
+                f"momentum and weight_decay must be >= 0, got {group['momentum']} and {group['weight_decay']}"
+            )
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
@@ -160,10 +186,15 @@ class SGD(Optimizer):
 
     # The chapter's update, in place: w <- w - lr * (g + weight_decay * w). One fused pass on a GPU, with lr a
     # number (fixed when a graph is captured) or a 1-element array read when the kernel runs.
-    plain_step_gpu = CudaKernel("T grad, T lr, T weight_decay", "T param",
-                                "param -= lr * (grad + weight_decay * param)", "minigrad_sgd")
-    plain_step_gpu_lr_array = CudaKernel("T grad, raw T lr, T weight_decay", "T param",
-                                         "param -= lr[0] * (grad + weight_decay * param)", "minigrad_sgd_lr_array")
+    plain_step_gpu = CudaKernel(
+        "T grad, T lr, T weight_decay", "T param", "param -= lr * (grad + weight_decay * param)", "minigrad_sgd"
+    )
+    plain_step_gpu_lr_array = CudaKernel(
+        "T grad, raw T lr, T weight_decay",
+        "T param",
+        "param -= lr[0] * (grad + weight_decay * param)",
+        "minigrad_sgd_lr_array",
+    )
 
     def _plain_step(self, w, g, lr, weight_decay):
         dtype = w.dtype.type
@@ -197,6 +228,7 @@ class SGD(Optimizer):
 # alone, a schedule follows its closed form (up to float rounding); a resumed one continues from the rate the
 # optimizer's state_dict restored.
 
+
 def _is_count(value):
     """An integer >= 1 (a NumPy integer too), not a bool: a schedule's step_size or T_max."""
     return isinstance(value, (int, numpy.integer)) and not isinstance(value, (bool, numpy.bool_)) and value >= 1
@@ -211,8 +243,9 @@ class LRScheduler:
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__} takes an optimizer (e.g. optim.SGD), got "
-                            f"{type(optimizer).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} takes an optimizer (e.g. optim.SGD), got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -278,5 +311,6 @@ class CosineAnnealingLR(LRScheduler):
         T, eta_min = self.T_max, self.eta_min
         if (epoch - 1 - T) % (2 * T) == 0:
             return lr + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
-        return ((1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T))
-                * (lr - eta_min) + eta_min)
+        return (1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T)) * (
+            lr - eta_min
+        ) + eta_min

@@ -11,6 +11,7 @@ Two kinds of stream, both seeded by :func:`manual_seed`:
   same ones as NumPy from a counter kept in GPU memory: the same seed gives the same dropout masks
   on the CPU and on a GPU, and a step captured as a CUDA graph can be replayed without the host.
 """
+
 import math
 import operator
 import os
@@ -39,9 +40,9 @@ def manual_seed(seed):
         seed = operator.index(seed)
     except TypeError:
         raise TypeError(f"manual_seed() takes an integer, got {type(seed).__name__}") from None
-    if not -2**63 <= seed < 2**64:
+    if not -(2**63) <= seed < 2**64:
         raise ValueError(f"manual_seed(): the seed must lie in [-2**63, 2**64 - 1], got {seed}")
-    _seed = seed if seed >= 0 else 0xffff_ffff_ffff_ffff + seed
+    _seed = seed if seed >= 0 else 0xFFFF_FFFF_FFFF_FFFF + seed
     _generators.clear()  # rebuilt lazily from _seed, so GPUs first used later are seeded too
     _dropout_streams.clear()
 
@@ -85,10 +86,12 @@ def get_rng_state():
     lives there). CuPy's generators keep their state on the GPU and cannot export it, so a GPU
     generator in use is listed under ``"unsaved"``.
     """
-    return {"seed": _seed,
-            "cpu": _generators["cpu"].bit_generator.state if "cpu" in _generators else None,
-            "dropout": {device: str(stream.counter) for device, stream in _dropout_streams.items()},
-            "unsaved": sorted(device for device in _generators if device != "cpu")}
+    return {
+        "seed": _seed,
+        "cpu": _generators["cpu"].bit_generator.state if "cpu" in _generators else None,
+        "dropout": {device: str(stream.counter) for device, stream in _dropout_streams.items()},
+        "unsaved": sorted(device for device in _generators if device != "cpu"),
+    }
 
 
 def set_rng_state(state):
@@ -105,6 +108,7 @@ def set_rng_state(state):
 
 # ---------------------------------------------------------------------------------------
 # The dropout stream
+
 
 class PhiloxStream:
     """32-bit random words from NumPy's Philox4x64-10 (key = ``SeedSequence(seed).generate_state(2)``), drawn
@@ -158,9 +162,14 @@ class PhiloxStream:
         """Put the stream at Philox block ``counter`` (a 256-bit integer), on the CPU or in GPU memory."""
         words = numpy.array([(counter >> (64 * k)) & 0xFFFF_FFFF_FFFF_FFFF for k in range(4)], dtype=numpy.uint64)
         if self.device == "cpu":
-            self.philox.state = {"bit_generator": "Philox", "state": {"counter": words, "key": self.key},
-                                 "buffer": numpy.zeros(4, dtype=numpy.uint64), "buffer_pos": 4,
-                                 "has_uint32": 0, "uinteger": 0}
+            self.philox.state = {
+                "bit_generator": "Philox",
+                "state": {"counter": words, "key": self.key},
+                "buffer": numpy.zeros(4, dtype=numpy.uint64),
+                "buffer_pos": 4,
+                "has_uint32": 0,
+                "uinteger": 0,
+            }
         else:
             with on_device(self.device):
                 self.counter_on_device[...] = cupy.asarray(words)
@@ -220,8 +229,17 @@ __device__ __forceinline__ unsigned int minigrad_philox_u32(const unsigned long 
 }
 """
 
-_philox_words_gpu = CudaKernel("raw uint64 key, raw uint64 counter", "uint32 word",
-                               "word = minigrad_philox_u32(&key[0], &counter[0], (unsigned long long)i)",
-                               "minigrad_philox_words", preamble=PHILOX_CUDA)
-_philox_advance_gpu = CudaKernel("uint64 blocks", "raw uint64 counter", "minigrad_philox_advance(&counter[0], blocks)",
-                                 "minigrad_philox_advance_kernel", preamble=PHILOX_CUDA)
+_philox_words_gpu = CudaKernel(
+    "raw uint64 key, raw uint64 counter",
+    "uint32 word",
+    "word = minigrad_philox_u32(&key[0], &counter[0], (unsigned long long)i)",
+    "minigrad_philox_words",
+    preamble=PHILOX_CUDA,
+)
+_philox_advance_gpu = CudaKernel(
+    "uint64 blocks",
+    "raw uint64 counter",
+    "minigrad_philox_advance(&counter[0], blocks)",
+    "minigrad_philox_advance_kernel",
+    preamble=PHILOX_CUDA,
+)

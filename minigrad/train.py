@@ -4,10 +4,11 @@
 progress bar and each epoch's record come from a ``monitor.Monitor``, one call per step. On a GPU the
 same step can instead be captured once as a CUDA graph and replayed (``capture.py``).
 """
+
 import sys
 
-from .capture import CapturedTraining, CaptureProblem
 from .autograd import no_grad
+from .capture import CapturedTraining, CaptureProblem
 from .monitor import Monitor, correct_count
 from .nn import functional as F
 
@@ -59,8 +60,9 @@ class Trainer:
     or infinite loss always does.
     """
 
-    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=None,
-                 loss_limit=None):
+    def __init__(
+        self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=None, loss_limit=None
+    ):
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
         parameter = next(iter(model.parameters()), None)
         device = parameter.device if parameter is not None else "cpu"

@@ -5,6 +5,7 @@ model is put in eval mode except for its stochastic layers (those with ``stochas
 Dropout and its cousins), T forward passes are averaged in probability space, and the predictive
 entropy measures the uncertainty. ``calibration`` says whether the confidence can be trusted.
 """
+
 from . import backend
 from .autograd import no_grad
 from .nn import functional as F
@@ -50,11 +51,16 @@ def calibration(probabilities, labels, bins=10):
     """
     probabilities, labels = backend.to_numpy(probabilities), backend.to_numpy(labels)
     if probabilities.ndim != 2 or labels.shape != probabilities.shape[:1] or not len(labels):
-        raise ValueError(f"calibration needs probabilities (N, C) and labels (N,) with N > 0, got shapes "
-                         f"{probabilities.shape} and {labels.shape}")
+        raise ValueError(
+            f"calibration needs probabilities (N, C) and labels (N,) with N > 0, got shapes "
+            f"{probabilities.shape} and {labels.shape}"
+        )
     confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
     which = (confidence * bins).astype(int).clip(0, bins - 1)  # confidence 1.0 goes in the last bin
-    reliability = [(float(confidence[which == b].mean()), float(correct[which == b].mean()), int((which == b).sum()))
-                   for b in range(bins) if (which == b).any()]
+    reliability = [
+        (float(confidence[which == b].mean()), float(correct[which == b].mean()), int((which == b).sum()))
+        for b in range(bins)
+        if (which == b).any()
+    ]
     ece = sum(rows * abs(accuracy - conf) for conf, accuracy, rows in reliability) / len(labels)
     return {"ece": float(ece), "reliability": reliability}

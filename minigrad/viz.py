@@ -8,6 +8,7 @@ ellipses named after their Function (MatMul, ReLU, Sum, ...). Edges follow the d
 The curves: train loss, train accuracy and test accuracy against the epoch, as the chapter draws
 them. matplotlib is imported only when a figure is drawn.
 """
+
 import io
 import shutil
 import subprocess
@@ -89,8 +90,10 @@ def draw(root, fmt="svg", names=None):
     ``IPython.display.SVG(draw(loss))``)."""
     dot = shutil.which("dot")
     if dot is None:
-        raise RuntimeError("drawing the graph needs Graphviz's `dot` program: apt-get install graphviz "
-                           "(Debian/Ubuntu) or brew install graphviz (macOS); or save to_dot(tensor) to a .dot file")
+        raise RuntimeError(
+            "drawing the graph needs Graphviz's `dot` program: apt-get install graphviz "
+            "(Debian/Ubuntu) or brew install graphviz (macOS); or save to_dot(tensor) to a .dot file"
+        )
     result = subprocess.run([dot, f"-T{fmt}"], input=to_dot(root, names).encode(), capture_output=True, check=False)
     if result.returncode:
         raise RuntimeError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
@@ -100,11 +103,14 @@ def draw(root, fmt="svg", names=None):
 # ---------------------------------------------------------------------------------------------------------
 # The chapter's figure
 
+
 def pyplot():
     """matplotlib's pyplot, drawing off screen (no display needed)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the devices to run on (CPU always, CUDA where CuPy sees a GPU) and hypothesis settings."""
+
 import os
 
 import pytest
@@ -33,6 +34,7 @@ def fake_data(tmp_path, monkeypatch):
     from minigrad.data import fashion_mnist
 
     from .fakedata import write_fake_fashion
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MINIGRAD_DATA", raising=False)
     monkeypatch.delenv("MAX_EPOCH", raising=False)

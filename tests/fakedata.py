@@ -1,4 +1,5 @@
 """A small synthetic Fashion-MNIST look-alike, written as the four IDX files, for fast tests."""
+
 import hashlib
 
 from minigrad.data import fashion_mnist, write_idx

@@ -12,6 +12,7 @@ A case is ``Case(name, draw, minigrad, torch)``: ``draw(data)`` returns ``(input
 ``inputs`` is a list of ``Input(shape, domain, grad)``, and both functions take the tensors
 followed by ``**params``. ``torch`` is None where PyTorch has no counterpart (dropout's masks).
 """
+
 import collections
 
 import numpy as np
@@ -58,15 +59,19 @@ matrices = hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=4)
 def unary(domain="real", shape_strategy=shapes):
     def draw(data):
         return [Input(data.draw(shape_strategy, label="shape"), domain)], {}
+
     return draw
 
 
 def binary(domain_b="real", domain_a="real"):
     """Two inputs whose shapes broadcast against each other, in either direction."""
+
     def draw(data):
-        a, b = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
-                         label="shapes").input_shapes
+        a, b = data.draw(
+            hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3), label="shapes"
+        ).input_shapes
         return [Input(a, domain_a), Input(b, domain_b)], {}
+
     return draw
 
 
@@ -74,26 +79,32 @@ def with_scalar(domain="real"):
     def draw(data):
         scalar = data.draw(st.sampled_from([-1.5, 0.5, 2.0, 3]), label="scalar")
         return [Input(data.draw(shapes, label="shape"), domain)], {"scalar": scalar}
+
     return draw
 
 
 def reduction(domain="real", single_dim=False):
     """A reduction over None, one dim (negative too) or a tuple of dims, with or without keepdim."""
+
     def draw(data):
         shape = data.draw(shapes, label="shape")
         ndim = len(shape)
         one = st.integers(-ndim, ndim - 1)
         dims = one if single_dim else st.one_of(st.none(), one, hnp.valid_tuple_axes(ndim, min_size=1))
-        return [Input(shape, domain)], {"dim": data.draw(dims, label="dim"),
-                                        "keepdim": data.draw(st.booleans(), label="keepdim")}
+        return [Input(shape, domain)], {
+            "dim": data.draw(dims, label="dim"),
+            "keepdim": data.draw(st.booleans(), label="keepdim"),
+        }
+
     return draw
 
 
 def matmul_draw(data):
     """Every rank combination: 1-D, 2-D and stacks of matrices, with broadcast batch axes."""
     n, k, m = (data.draw(st.integers(1, 4), label=label) for label in "nkm")
-    batch_a, batch_b = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=2, max_side=3),
-                                 label="batch").input_shapes
+    batch_a, batch_b = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=2, max_side=3), label="batch"
+    ).input_shapes
     a = (k,) if data.draw(st.booleans(), label="a is a vector") else batch_a + (n, k)
     b = (k,) if data.draw(st.booleans(), label="b is a vector") else batch_b + (k, m)
     return [Input(a), Input(b)], {}
@@ -131,12 +142,22 @@ def basic_index_draw(data):
     shape = data.draw(shapes, label="shape")
     count = data.draw(st.integers(1, len(shape)), label="axes indexed")
     ellipsis = count < len(shape) and data.draw(st.booleans(), label="Ellipsis first")
-    indexed = shape[len(shape) - count:] if ellipsis else shape[:count]
-    parts = [data.draw(st.one_of(st.integers(-side, side - 1),
-                                 st.builds(slice, st.none() | st.integers(-side, side),
-                                           st.none() | st.integers(-side, side), st.none() | st.integers(1, 3))),
-                       label="index part")
-             for side in indexed]
+    indexed = shape[len(shape) - count :] if ellipsis else shape[:count]
+    parts = [
+        data.draw(
+            st.one_of(
+                st.integers(-side, side - 1),
+                st.builds(
+                    slice,
+                    st.none() | st.integers(-side, side),
+                    st.none() | st.integers(-side, side),
+                    st.none() | st.integers(1, 3),
+                ),
+            ),
+            label="index part",
+        )
+        for side in indexed
+    ]
     if data.draw(st.booleans(), label="with None"):
         parts.insert(data.draw(st.integers(0, len(parts)), label="None at"), None)
     return [Input(shape)], {"index": (Ellipsis, *parts) if ellipsis else tuple(parts)}
@@ -228,11 +249,13 @@ def mask_of(shape, mask_seed):
 
 def _torch():
     import torch
+
     return torch
 
 
 # --- the table ------------------------------------------------------------------------------------------
 # (name, draw, minigrad, torch). The torch function receives torch tensors; `torch` is imported lazily.
+
 
 def _t(fn):
     """A PyTorch-side function that also receives the torch module: fn(torch, *tensors, **params)."""
@@ -249,64 +272,151 @@ CASES = [
     Case("a * scalar", with_scalar(), lambda a, scalar: a * scalar, lambda a, scalar: a * scalar),
     Case("scalar / a", with_scalar("away_from_zero"), lambda a, scalar: scalar / a, lambda a, scalar: scalar / a),
     Case("-a", unary(), lambda a: -a, lambda a: -a),
-    Case("Cast (a.double(), a.float(), 0-d promotion), float64 to float64 here", unary(),
-         lambda a: mg.ops.Cast.apply(a, dtype=np.float64) * a, lambda a: a.to(a.dtype) * a),
-    Case("a ** n (integer n, any sign of a)", lambda data: (
-        [Input(data.draw(shapes, label="shape"))], {"n": data.draw(st.sampled_from([0, 1, 2, 3]), label="n")}),
-        lambda a, n: a ** n, lambda a, n: a ** n),
-    Case("a ** n (a > 0)", lambda data: (
-        [Input(data.draw(shapes, label="shape"), "positive")],
-        {"n": data.draw(st.sampled_from([-2, -1, -0.5, 0, 0.5, 1.5, 2.5]), label="n")}),
-        lambda a, n: a ** n, lambda a, n: a ** n),
+    Case(
+        "Cast (a.double(), a.float(), 0-d promotion), float64 to float64 here",
+        unary(),
+        lambda a: mg.ops.Cast.apply(a, dtype=np.float64) * a,
+        lambda a: a.to(a.dtype) * a,
+    ),
+    Case(
+        "a ** n (integer n, any sign of a)",
+        lambda data: (
+            [Input(data.draw(shapes, label="shape"))],
+            {"n": data.draw(st.sampled_from([0, 1, 2, 3]), label="n")},
+        ),
+        lambda a, n: a**n,
+        lambda a, n: a**n,
+    ),
+    Case(
+        "a ** n (a > 0)",
+        lambda data: (
+            [Input(data.draw(shapes, label="shape"), "positive")],
+            {"n": data.draw(st.sampled_from([-2, -1, -0.5, 0, 0.5, 1.5, 2.5]), label="n")},
+        ),
+        lambda a, n: a**n,
+        lambda a, n: a**n,
+    ),
     Case("a.exp()", unary(), lambda a: a.exp(), lambda a: a.exp()),
     Case("a.log()", unary("positive"), lambda a: a.log(), lambda a: a.log()),
     Case("a.relu()", unary("away_from_zero"), lambda a: a.relu(), lambda a: a.relu()),
     Case("F.relu(a)", unary("away_from_zero"), F.relu, _t(lambda torch, a: torch.nn.functional.relu(a))),
     Case("a @ b", matmul_draw, lambda a, b: a @ b, lambda a, b: a @ b),
-    Case("a.sum(dim, keepdim)", reduction(), lambda a, dim, keepdim: a.sum(dim, keepdim),
-         lambda a, dim, keepdim: a.sum(dim, keepdim)),
-    Case("a.sum(axis=, keepdims=)", reduction(), lambda a, dim, keepdim: a.sum(axis=dim, keepdims=keepdim),
-         lambda a, dim, keepdim: a.sum(axis=dim, keepdims=keepdim)),
-    Case("a.mean(dim, keepdim)", reduction(), lambda a, dim, keepdim: a.mean(dim, keepdim),
-         lambda a, dim, keepdim: a.mean(dim, keepdim)),
-    Case("a.amax(dim, keepdim)", reduction("distinct"), lambda a, dim, keepdim: a.amax(dim, keepdim),
-         lambda a, dim, keepdim: a.amax(dim if dim is not None else (), keepdim)),
-    Case("a.amin(dim, keepdim)", reduction("distinct"), lambda a, dim, keepdim: a.amin(dim, keepdim),
-         lambda a, dim, keepdim: a.amin(dim if dim is not None else (), keepdim)),
+    Case(
+        "a.sum(dim, keepdim)",
+        reduction(),
+        lambda a, dim, keepdim: a.sum(dim, keepdim),
+        lambda a, dim, keepdim: a.sum(dim, keepdim),
+    ),
+    Case(
+        "a.sum(axis=, keepdims=)",
+        reduction(),
+        lambda a, dim, keepdim: a.sum(axis=dim, keepdims=keepdim),
+        lambda a, dim, keepdim: a.sum(axis=dim, keepdims=keepdim),
+    ),
+    Case(
+        "a.mean(dim, keepdim)",
+        reduction(),
+        lambda a, dim, keepdim: a.mean(dim, keepdim),
+        lambda a, dim, keepdim: a.mean(dim, keepdim),
+    ),
+    Case(
+        "a.amax(dim, keepdim)",
+        reduction("distinct"),
+        lambda a, dim, keepdim: a.amax(dim, keepdim),
+        lambda a, dim, keepdim: a.amax(dim if dim is not None else (), keepdim),
+    ),
+    Case(
+        "a.amin(dim, keepdim)",
+        reduction("distinct"),
+        lambda a, dim, keepdim: a.amin(dim, keepdim),
+        lambda a, dim, keepdim: a.amin(dim if dim is not None else (), keepdim),
+    ),
     Case("a.max()", unary("distinct"), lambda a: a.max(), lambda a: a.max()),
     Case("a.min()", unary("distinct"), lambda a: a.min(), lambda a: a.min()),
-    Case("a.max(dim, keepdim) -> (values, indices)", reduction("distinct", single_dim=True),
-         lambda a, dim, keepdim: a.max(dim, keepdim), lambda a, dim, keepdim: a.max(dim, keepdim)),
-    Case("a.min(dim, keepdim) -> (values, indices)", reduction("distinct", single_dim=True),
-         lambda a, dim, keepdim: a.min(dim, keepdim), lambda a, dim, keepdim: a.min(dim, keepdim)),
-    Case("a.reshape(n, -1)", reshape_draw, lambda a, new_shape: a.reshape(new_shape),
-         lambda a, new_shape: a.reshape(new_shape)),
+    Case(
+        "a.max(dim, keepdim) -> (values, indices)",
+        reduction("distinct", single_dim=True),
+        lambda a, dim, keepdim: a.max(dim, keepdim),
+        lambda a, dim, keepdim: a.max(dim, keepdim),
+    ),
+    Case(
+        "a.min(dim, keepdim) -> (values, indices)",
+        reduction("distinct", single_dim=True),
+        lambda a, dim, keepdim: a.min(dim, keepdim),
+        lambda a, dim, keepdim: a.min(dim, keepdim),
+    ),
+    Case(
+        "a.reshape(n, -1)",
+        reshape_draw,
+        lambda a, new_shape: a.reshape(new_shape),
+        lambda a, new_shape: a.reshape(new_shape),
+    ),
     Case("a.permute(dims)", permute_draw, lambda a, dims: a.permute(*dims), lambda a, dims: a.permute(*dims)),
-    Case("a.transpose(dim0, dim1)", two_dims_draw, lambda a, dim0, dim1: a.transpose(dim0, dim1),
-         lambda a, dim0, dim1: a.transpose(dim0, dim1)),
-    Case("a.swapaxes(dim0, dim1)", two_dims_draw, lambda a, dim0, dim1: a.swapaxes(dim0, dim1),
-         lambda a, dim0, dim1: a.swapaxes(dim0, dim1)),
+    Case(
+        "a.transpose(dim0, dim1)",
+        two_dims_draw,
+        lambda a, dim0, dim1: a.transpose(dim0, dim1),
+        lambda a, dim0, dim1: a.transpose(dim0, dim1),
+    ),
+    Case(
+        "a.swapaxes(dim0, dim1)",
+        two_dims_draw,
+        lambda a, dim0, dim1: a.swapaxes(dim0, dim1),
+        lambda a, dim0, dim1: a.swapaxes(dim0, dim1),
+    ),
     Case("a.T (matrix)", unary(shape_strategy=matrices), lambda a: a.T, lambda a: a.T),
     Case("a.mT", stack_draw, lambda a: a.mT, lambda a: a.mT),
     Case("a[ints, slices, None, ...]", basic_index_draw, lambda a, index: a[index], lambda a, index: a[index]),
-    Case("a[..., integer array with repeats]", integer_array_index_draw, lambda a, index: a[index],
-         _t(lambda torch, a, index: a[tuple(part if isinstance(part, slice) else torch.as_tensor(np.asarray(part))
-                                            for part in index)])),
-    Case("a[boolean mask]", mask_index_draw, lambda a, mask_seed: a[mg.tensor(mask_of(a.shape, mask_seed))],
-         _t(lambda torch, a, mask_seed: a[torch.as_tensor(mask_of(tuple(a.shape), mask_seed))])),
+    Case(
+        "a[..., integer array with repeats]",
+        integer_array_index_draw,
+        lambda a, index: a[index],
+        _t(
+            lambda torch, a, index: a[
+                tuple(part if isinstance(part, slice) else torch.as_tensor(np.asarray(part)) for part in index)
+            ]
+        ),
+    ),
+    Case(
+        "a[boolean mask]",
+        mask_index_draw,
+        lambda a, mask_seed: a[mg.tensor(mask_of(a.shape, mask_seed))],
+        _t(lambda torch, a, mask_seed: a[torch.as_tensor(mask_of(tuple(a.shape), mask_seed))]),
+    ),
     Case("F.linear(x, W, b)", linear_draw, F.linear, _t(lambda torch, *args: torch.nn.functional.linear(*args))),
-    Case("F.cross_entropy(logits, labels)", cross_entropy_draw, F.cross_entropy,
-         _t(lambda torch, logits, labels: torch.nn.functional.cross_entropy(logits, labels))),
-    Case("F.softmax(a, dim)", softmax_draw, lambda a, dim: F.softmax(a, dim=dim),
-         _t(lambda torch, a, dim: torch.nn.functional.softmax(a, dim=dim))),
+    Case(
+        "F.cross_entropy(logits, labels)",
+        cross_entropy_draw,
+        F.cross_entropy,
+        _t(lambda torch, logits, labels: torch.nn.functional.cross_entropy(logits, labels)),
+    ),
+    Case(
+        "F.softmax(a, dim)",
+        softmax_draw,
+        lambda a, dim: F.softmax(a, dim=dim),
+        _t(lambda torch, a, dim: torch.nn.functional.softmax(a, dim=dim)),
+    ),
     Case("F.dropout(a, p), one seeded mask", dropout_draw, seeded_dropout, None),
-    Case("F.dropout(a, p, training=False)", dropout_draw,
-         lambda a, p, seed: F.dropout(a, p, training=False),
-         _t(lambda torch, a, p, seed: torch.nn.functional.dropout(a, p, training=False))),
-    Case("the chapter's MLP and loss, dropout on (seeded)", mlp_draw,
-         lambda *tensors: (mg.manual_seed(7), mlp(*tensors))[1], None, mlp_away_from_kinks),
-    Case("the chapter's MLP and loss, evaluation", mlp_draw, lambda *tensors: mlp(*tensors, training=False),
-         _t(torch_mlp), mlp_away_from_kinks),
+    Case(
+        "F.dropout(a, p, training=False)",
+        dropout_draw,
+        lambda a, p, seed: F.dropout(a, p, training=False),
+        _t(lambda torch, a, p, seed: torch.nn.functional.dropout(a, p, training=False)),
+    ),
+    Case(
+        "the chapter's MLP and loss, dropout on (seeded)",
+        mlp_draw,
+        lambda *tensors: (mg.manual_seed(7), mlp(*tensors))[1],
+        None,
+        mlp_away_from_kinks,
+    ),
+    Case(
+        "the chapter's MLP and loss, evaluation",
+        mlp_draw,
+        lambda *tensors: mlp(*tensors, training=False),
+        _t(torch_mlp),
+        mlp_away_from_kinks,
+    ),
     Case("reuse: b = a + a; b * b", unary(), lambda a: (a + a) * (a + a), lambda a: (a + a) * (a + a)),
 ]
 
@@ -314,12 +424,26 @@ CASES = [
 # Comparisons and argmax: values only (they are outside the graph), against PyTorch.
 VALUE_CASES = [
     Case(f"a {symbol} b", binary("small_integers", "small_integers"), function, function)
-    for symbol, function in [("==", lambda a, b: a == b), ("!=", lambda a, b: a != b), ("<", lambda a, b: a < b),
-                             ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b), (">=", lambda a, b: a >= b)]
+    for symbol, function in [
+        ("==", lambda a, b: a == b),
+        ("!=", lambda a, b: a != b),
+        ("<", lambda a, b: a < b),
+        ("<=", lambda a, b: a <= b),
+        (">", lambda a, b: a > b),
+        (">=", lambda a, b: a >= b),
+    ]
 ] + [
-    Case("a.argmax(dim, keepdim)", reduction("distinct", single_dim=True),
-         lambda a, dim, keepdim: a.argmax(dim, keepdim), lambda a, dim, keepdim: a.argmax(dim, keepdim)),
-    Case("a.argmin(dim, keepdim)", reduction("distinct", single_dim=True),
-         lambda a, dim, keepdim: a.argmin(dim, keepdim), lambda a, dim, keepdim: a.argmin(dim, keepdim)),
+    Case(
+        "a.argmax(dim, keepdim)",
+        reduction("distinct", single_dim=True),
+        lambda a, dim, keepdim: a.argmax(dim, keepdim),
+        lambda a, dim, keepdim: a.argmax(dim, keepdim),
+    ),
+    Case(
+        "a.argmin(dim, keepdim)",
+        reduction("distinct", single_dim=True),
+        lambda a, dim, keepdim: a.argmin(dim, keepdim),
+        lambda a, dim, keepdim: a.argmin(dim, keepdim),
+    ),
     Case("a.argmax()", unary("distinct"), lambda a: a.argmax(), lambda a: a.argmax()),
 ]

@@ -1,4 +1,5 @@
 """minigrad.allocator: freed CPU memory is kept for the next batch when a program asks, never on import."""
+
 import os
 import subprocess
 import sys
@@ -27,8 +28,14 @@ print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 2
 
 
 def run_python(code, mode, **env):
-    result = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, **env},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, mode],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
 

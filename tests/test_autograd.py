@@ -1,4 +1,5 @@
 """The engine: graph building, backward order, accumulation, freeing, dtypes, and its errors."""
+
 import gc
 import weakref
 
@@ -10,7 +11,7 @@ import minigrad as mg
 
 def test_reused_node_accumulates(device):
     a = mg.tensor([1.0, 2.0, 3.0], requires_grad=True, device=device)
-    b = a + a          # db/da = 2
+    b = a + a  # db/da = 2
     c = (b * b).sum()  # dc/da = 2 b * 2 = 8 a
     c.backward()
     np.testing.assert_allclose(mg.tensor(a.grad).numpy(), 8 * a.numpy())
@@ -36,7 +37,7 @@ def test_deep_chain_of_10000_ops_has_no_recursion_limit():
     for _ in range(10_000):
         y = y * 1.0001
     y.backward()
-    assert float(x.grad) == pytest.approx(1.0001 ** 10_000, rel=1e-3)
+    assert float(x.grad) == pytest.approx(1.0001**10_000, rel=1e-3)
 
 
 def test_graph_is_freed_after_backward():
@@ -98,14 +99,29 @@ def test_backward_without_requires_grad_is_an_error():
         mg.tensor(1.0).backward()
 
 
-@pytest.mark.parametrize("op", [
-    lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b, lambda a, b: a / (b * b + 1.0),
-    lambda a, b: a @ b.T, lambda a, b: (a ** 2).sum(axis=1), lambda a, b: a.mean(axis=0),
-    lambda a, b: a.exp(), lambda a, b: (a * a + 1.0).log(), lambda a, b: a.relu(), lambda a, b: -a,
-    lambda a, b: a.amax(axis=1), lambda a, b: a.reshape(-1), lambda a, b: a.T, lambda a, b: a[np.array([0, 0])],
-    lambda a, b: 2.0 * a - 1 + a / 3, lambda a, b: mg.nn.functional.dropout(a, 0.3),
-    lambda a, b: mg.nn.functional.linear(a, b, mg.zeros(3, device=a.device)),
-])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda a, b: a + b,
+        lambda a, b: a - b,
+        lambda a, b: a * b,
+        lambda a, b: a / (b * b + 1.0),
+        lambda a, b: a @ b.T,
+        lambda a, b: (a**2).sum(axis=1),
+        lambda a, b: a.mean(axis=0),
+        lambda a, b: a.exp(),
+        lambda a, b: (a * a + 1.0).log(),
+        lambda a, b: a.relu(),
+        lambda a, b: -a,
+        lambda a, b: a.amax(axis=1),
+        lambda a, b: a.reshape(-1),
+        lambda a, b: a.T,
+        lambda a, b: a[np.array([0, 0])],
+        lambda a, b: 2.0 * a - 1 + a / 3,
+        lambda a, b: mg.nn.functional.dropout(a, 0.3),
+        lambda a, b: mg.nn.functional.linear(a, b, mg.zeros(3, device=a.device)),
+    ],
+)
 def test_float32_in_float32_out_forward_and_backward(op, device):
     a = mg.randn(3, 4, requires_grad=True, device=device)
     b = mg.randn(3, 4, requires_grad=True, device=device)
@@ -138,7 +154,7 @@ def test_broadcast_bias_gradient_sums_over_batch():
 
 def test_scalar_operand_keeps_float32():
     x = mg.tensor([1.0, 2.0])
-    assert (x * 0.5).dtype == np.float32 and (1 / x).dtype == np.float32 and (x ** 2).dtype == np.float32
+    assert (x * 0.5).dtype == np.float32 and (1 / x).dtype == np.float32 and (x**2).dtype == np.float32
 
 
 def test_pow_rejects_tensor_exponent():
@@ -166,6 +182,7 @@ def test_detach_cuts_the_graph():
 
 
 # --- the trust pass (issue 13): each of these gave a wrong number, or a crash, before -------------------------
+
 
 def random_grad(shape, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
@@ -203,8 +220,11 @@ def test_unbroadcast_refuses_a_gradient_of_the_wrong_shape():
             return (gy.T,)
 
     x = mg.randn(2, 3, requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"WrongShape.backward returned a gradient of shape \(3, 2\) for an input "
-                                           r"of shape \(2, 3\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"WrongShape.backward returned a gradient of shape \(3, 2\) for an input "
+        r"of shape \(2, 3\)",
+    ):
         WrongShape.apply(x).backward(random_grad((2, 3)))
 
 
@@ -215,10 +235,21 @@ def test_a_gradient_has_its_leafs_dtype():
     np.testing.assert_array_equal(x.grad, [3.0, 4.0])
 
 
-@pytest.mark.parametrize("a_shape, b_shape", [
-    ((4,), (4,)), ((4,), (4, 3)), ((2, 4), (4,)), ((2, 4), (4, 3)), ((5, 2, 4), (4, 3)), ((2, 4), (5, 4, 3)),
-    ((5, 2, 4), (5, 4, 3)), ((5, 1, 2, 4), (3, 4, 6)), ((4,), (5, 4, 3)), ((5, 2, 4), (4,)),
-])
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [
+        ((4,), (4,)),
+        ((4,), (4, 3)),
+        ((2, 4), (4,)),
+        ((2, 4), (4, 3)),
+        ((5, 2, 4), (4, 3)),
+        ((2, 4), (5, 4, 3)),
+        ((5, 2, 4), (5, 4, 3)),
+        ((5, 1, 2, 4), (3, 4, 6)),
+        ((4,), (5, 4, 3)),
+        ((5, 2, 4), (4,)),
+    ],
+)
 def test_matmul_every_rank_combination_against_central_differences(a_shape, b_shape):
     a = mg.randn(*a_shape, dtype="float64", requires_grad=True)
     b = mg.randn(*b_shape, dtype="float64", requires_grad=True)
@@ -228,7 +259,7 @@ def test_matmul_every_rank_combination_against_central_differences(a_shape, b_sh
 
 def test_pow_zero_has_zero_gradient_even_at_zero():
     x = mg.tensor([0.0, 2.0, -1.0], requires_grad=True)
-    (x ** 0).backward(random_grad(3))
+    (x**0).backward(random_grad(3))
     np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])
 
 

@@ -1,4 +1,5 @@
 """Devices, generators, tensor creation."""
+
 import types
 
 import numpy as np
@@ -65,6 +66,7 @@ def test_mixing_devices_is_a_clear_error(monkeypatch):
 
     class FakeCupy:
         ndarray = FakeGpuArray
+
     monkeypatch.setattr(backend, "cupy", FakeCupy)
     a, b = mg.ones(2), mg.ones(2)
     b.data = b.data.view(FakeGpuArray)
@@ -75,5 +77,6 @@ def test_mixing_devices_is_a_clear_error(monkeypatch):
 @pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
 def test_cuda_the_gpus_name_is_text_for_the_reports():
     from minigrad import backend
+
     name = backend.gpu_name()
     assert isinstance(name, str) and name.strip()

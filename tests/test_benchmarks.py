@@ -2,6 +2,7 @@
 
 They assert the schema, never a time: CI machines are shared and noisy.
 """
+
 import json
 import os
 import subprocess
@@ -18,8 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_module(module, *args, cwd):
     env = {**os.environ, "PYTHONPATH": ROOT}
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -28,11 +30,25 @@ def test_train_speed_writes_its_table_and_json(tmp_path):
     data = tmp_path / "fake"
     write_fake_fashion(data, train=600, test=100)
     out = tmp_path / "speed.json"
-    printed = run_module("benchmarks.train_speed", "--epochs", "1", "--repeats", "2", "--limit", "512",
-                         "--data-dir", str(data), "--skip-checksum", "--json", str(out), cwd=ROOT)
+    printed = run_module(
+        "benchmarks.train_speed",
+        "--epochs",
+        "1",
+        "--repeats",
+        "2",
+        "--limit",
+        "512",
+        "--data-dir",
+        str(data),
+        "--skip-checksum",
+        "--json",
+        str(out),
+        cwd=ROOT,
+    )
     report = json.loads(out.read_text())
-    assert {"device", "config", "sgemm_gflops", "floor_gflops", "matmul_gflop_per_epoch", "results",
-            "skipped"} <= set(report)
+    assert {"device", "config", "sgemm_gflops", "floor_gflops", "matmul_gflop_per_epoch", "results", "skipped"} <= set(
+        report
+    )
     assert report["config"]["examples_per_epoch"] == 512
     names = set(report["results"])
     assert {"minigrad concise", "minigrad scratch", "numpy floor"} <= names
@@ -48,8 +64,25 @@ def test_train_speed_skips_the_contenders_it_is_told_to(tmp_path):
     data = tmp_path / "fake"
     write_fake_fashion(data, train=300, test=100)
     out = tmp_path / "speed.json"
-    run_module("benchmarks.train_speed", "--epochs", "1", "--repeats", "1", "--limit", "256", "--skip", "scratch",
-               "--skip", "pytorch", "--data-dir", str(data), "--skip-checksum", "--json", str(out), cwd=ROOT)
+    run_module(
+        "benchmarks.train_speed",
+        "--epochs",
+        "1",
+        "--repeats",
+        "1",
+        "--limit",
+        "256",
+        "--skip",
+        "scratch",
+        "--skip",
+        "pytorch",
+        "--data-dir",
+        str(data),
+        "--skip-checksum",
+        "--json",
+        str(out),
+        cwd=ROOT,
+    )
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"minigrad concise", "numpy floor"}
     assert report["results"]["minigrad concise"]["ratio_to_pytorch"] is None
@@ -60,8 +93,9 @@ def test_memory_benchmark_reports_both_peaks(tmp_path):
     data = tmp_path / "fake"
     write_fake_fashion(data, train=300, test=100)
     out = tmp_path / "memory.json"
-    run_module("benchmarks.memory", "--epochs", "1", "--data-dir", str(data), "--skip-checksum", "--json", str(out),
-               cwd=ROOT)
+    run_module(
+        "benchmarks.memory", "--epochs", "1", "--data-dir", str(data), "--skip-checksum", "--json", str(out), cwd=ROOT
+    )
     report = json.loads(out.read_text())
     assert report["minigrad"]["peak_rss_mb"] > 0 and report["floor"]["peak_rss_mb"] > 0 and report["rss_ratio"] > 0
 
@@ -89,8 +123,17 @@ def test_dropout_bits_reports_both_generators(tmp_path):
     data = tmp_path / "fake"
     write_fake_fashion(data, train=600, test=100)
     out = tmp_path / "bits.json"
-    printed = run_module("benchmarks.dropout_bits", "--rounds", "2", "--data-dir", str(data), "--skip-checksum",
-                         "--json", str(out), cwd=ROOT)
+    printed = run_module(
+        "benchmarks.dropout_bits",
+        "--rounds",
+        "2",
+        "--data-dir",
+        str(data),
+        "--skip-checksum",
+        "--json",
+        str(out),
+        cwd=ROOT,
+    )
     report = json.loads(out.read_text())
     assert set(report["median_epoch_s"]) == set(report["mask_256x256_us"]) == {"philox", "pcg64"}
     assert all(len(times) == 2 for times in report["epochs_s"].values()) and report["paired_ratio"] > 0
@@ -119,27 +162,31 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
     assert [len(EpochSlices(Loader(), 20).next_slice())] == [1]  # never an empty slice
 
 
-@pytest.mark.parametrize("module, flags, message", [
-    ("benchmarks.train_speed", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
-    ("benchmarks.train_speed", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
-    ("benchmarks.train_speed", ["--repeats", "-2"], "argument --repeats: must be at least 1, got -2"),
-    ("benchmarks.train_speed", ["--limit", "x"], "argument --limit: expected an integer, got 'x'"),
-    ("benchmarks.train_speed", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
-    ("benchmarks.train_speed", ["--json", "README.md/x.json"], "argument --json: cannot write into"),
-    ("benchmarks.train_speed", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
-    ("benchmarks.memory", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
-    ("benchmarks.memory", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
-    ("benchmarks.op_overhead", ["--number", "0"], "argument --number: must be at least 1, got 0"),
-    ("benchmarks.op_overhead", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
-    ("benchmarks.step_phases", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
-    ("benchmarks.dropout_bits", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
-    ("benchmarks.dropout_bits", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
-    ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
-    ("benchmarks.gemm_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
-    ("benchmarks.step_graph", ["--passes", "0"], "argument --passes: must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "module, flags, message",
+    [
+        ("benchmarks.train_speed", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        ("benchmarks.train_speed", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        ("benchmarks.train_speed", ["--repeats", "-2"], "argument --repeats: must be at least 1, got -2"),
+        ("benchmarks.train_speed", ["--limit", "x"], "argument --limit: expected an integer, got 'x'"),
+        ("benchmarks.train_speed", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
+        ("benchmarks.train_speed", ["--json", "README.md/x.json"], "argument --json: cannot write into"),
+        ("benchmarks.train_speed", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
+        ("benchmarks.memory", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        ("benchmarks.memory", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        ("benchmarks.op_overhead", ["--number", "0"], "argument --number: must be at least 1, got 0"),
+        ("benchmarks.op_overhead", ["--json", "benchmarks"], "argument --json: 'benchmarks' is a folder"),
+        ("benchmarks.step_phases", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+        ("benchmarks.dropout_bits", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+        ("benchmarks.dropout_bits", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
+        ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        ("benchmarks.gemm_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+        ("benchmarks.step_graph", ["--passes", "0"], "argument --passes: must be at least 1, got 0"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
     import importlib
+
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit) as caught:
         importlib.import_module(module).main(flags)
@@ -151,6 +198,7 @@ def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypa
 @pytest.mark.parametrize("module", ["gemm_speed", "step_graph"])
 def test_the_gpu_benchmarks_say_they_need_a_gpu(module, capsys):
     import importlib
+
     with pytest.raises(SystemExit) as caught:
         importlib.import_module(f"benchmarks.{module}").main([])
     err = capsys.readouterr().err
@@ -159,21 +207,28 @@ def test_the_gpu_benchmarks_say_they_need_a_gpu(module, capsys):
 
 def test_the_graph_benchmark_reads_a_dot_dump():
     from benchmarks.step_graph import graph_contents
+
     # The start of the dump an H100 gave (benchmarks.step_graph --dot), one mangled CUB kernel added
-    dot = ('digraph dot {\nsubgraph cluster_1 {\nlabel="graph_1" graph[style="dashed"];\n'
-           '"graph_1_node_0"[style="bold" shape="octagon" label="0\nminigrad_gather_pixels\n"];\n\n'
-           '"graph_1_node_1"[style="bold" shape="octagon" label="1\ncupy_add__float32_float32_float32\n"];\n\n'
-           '"graph_1_node_2"[style="bold" shape="octagon" label="2\n_ZN3cub6detail6reduce11DeviceReduceKernel\n"];\n\n'
-           '"graph_1_node_3"[style="bold" shape="octagon" label="3\ncupy_add__float32_float32_float32\n"];\n'
-           '"graph_1_node_0" -> "graph_1_node_1";\n}\n}')
+    dot = (
+        'digraph dot {\nsubgraph cluster_1 {\nlabel="graph_1" graph[style="dashed"];\n'
+        '"graph_1_node_0"[style="bold" shape="octagon" label="0\nminigrad_gather_pixels\n"];\n\n'
+        '"graph_1_node_1"[style="bold" shape="octagon" label="1\ncupy_add__float32_float32_float32\n"];\n\n'
+        '"graph_1_node_2"[style="bold" shape="octagon" label="2\n_ZN3cub6detail6reduce11DeviceReduceKernel\n"];\n\n'
+        '"graph_1_node_3"[style="bold" shape="octagon" label="3\ncupy_add__float32_float32_float32\n"];\n'
+        '"graph_1_node_0" -> "graph_1_node_1";\n}\n}'
+    )
     nodes, kernels = graph_contents(dot)
     assert nodes == 4
-    assert kernels == {"cupy_add__float32_float32_float32": 2, "minigrad_gather_pixels": 1,
-                       "_ZN3cub6detail6reduce11DeviceReduceKernel": 1}
+    assert kernels == {
+        "cupy_add__float32_float32_float32": 2,
+        "minigrad_gather_pixels": 1,
+        "_ZN3cub6detail6reduce11DeviceReduceKernel": 1,
+    }
 
 
 def test_the_gemm_benchmark_lists_every_product_of_a_step():
     from benchmarks.gemm_speed import step_products
+
     products = step_products(256)
     assert len(products) == 8  # forward and gy^T @ x for 3 layers, gy @ W for the last two
     assert products[0] == ("layer 1 forward x @ W^T", (256, 784), ("T", 256, 784))
@@ -184,9 +239,14 @@ def test_train_speed_with_broken_data_is_one_line(tmp_path):
     data = tmp_path / "broken"
     write_fake_fashion(data, train=30, test=10)
     (data / "train-images-idx3-ubyte.gz").write_bytes(b"<html>404</html>")
-    result = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--data-dir", str(data)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_speed", "--data-dir", str(data)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "is not the official" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
@@ -200,10 +260,10 @@ def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(
     import minigrad as mg
     from benchmarks import train_speed
     from minigrad import capture
-
     from minigrad.chapter.model import concise_mlp
 
     from .test_capture import EagerStandIn, loader
+
     monkeypatch.setattr(capture, "CapturedStep", EagerStandIn)
     monkeypatch.setattr(capture, "capture_problem", lambda *args: None)
     made = []
@@ -211,6 +271,7 @@ def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(
     def recording_concise_mlp(device):
         made.append(concise_mlp(device=device))
         return made[-1]
+
     monkeypatch.setattr(train_speed, "concise_mlp", recording_concise_mlp)
     for contender in (train_speed.minigrad_captured, train_speed.minigrad_concise):
         mg.manual_seed(0)
@@ -232,11 +293,13 @@ def test_the_pytorch_contender_that_gathers_in_its_graph_trains_on_the_loaders_b
     from benchmarks import train_speed
 
     from .test_capture import loader
+
     made = []
 
     def recording_torch_model(device):
         made.append(real_torch_model(device))
         return made[-1]
+
     real_torch_model = train_speed.torch_model
     monkeypatch.setattr(train_speed, "torch_model", recording_torch_model)
     monkeypatch.setattr(train_speed, "torch_graph", lambda step: types.SimpleNamespace(replay=step))
@@ -264,6 +327,7 @@ def fails_at_second_slice(device):
         slices.append(number)
         if len(slices) == 3:  # the warm-up, one timed slice, then this one
             raise Boom("the replay broke")
+
     return epoch
 
 
@@ -272,6 +336,7 @@ def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatc
     import multiprocessing
 
     from benchmarks import train_speed
+
     fork = multiprocessing.get_context("fork")
     monkeypatch.setattr(train_speed.multiprocessing, "get_context", lambda method: fork)
     monkeypatch.setitem(train_speed.CONTENDERS, "minigrad concise", fails_at_setup)
@@ -280,8 +345,28 @@ def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatc
     data = tmp_path / "fake"
     write_fake_fashion(data, train=300, test=100)
     out = tmp_path / "speed.json"
-    assert train_speed.main(["--epochs", "1", "--repeats", "2", "--slices", "2", "--limit", "256", "--skip",
-                             "pytorch", "--data-dir", str(data), "--skip-checksum", "--json", str(out)]) == 0
+    assert (
+        train_speed.main(
+            [
+                "--epochs",
+                "1",
+                "--repeats",
+                "2",
+                "--slices",
+                "2",
+                "--limit",
+                "256",
+                "--skip",
+                "pytorch",
+                "--data-dir",
+                str(data),
+                "--skip-checksum",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"numpy floor"}
     assert len(report["results"]["numpy floor"]["epochs_s"]) == 2

@@ -1,15 +1,16 @@
 """The static-buffer step that a GPU captures as a CUDA graph: on the CPU it runs eagerly and must equal the
 Trainer's eager step bit for bit; the learning rate is read when the step runs; what capture cannot handle is
 named. The CUDA tests (replay against eager, the fallback, the accumulators) run where CuPy finds a GPU."""
+
 import contextlib
 
 import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad.chapter.model import concise_mlp
 from minigrad import capture, nn
 from minigrad.capture import BatchGather, StaticEval, StaticStep, capture_problem, loader_problem
+from minigrad.chapter.model import concise_mlp
 from minigrad.data import ArrayDataset, DataLoader
 from minigrad.monitor import TrainingDiverged
 from minigrad.train import Trainer, evaluate
@@ -35,7 +36,7 @@ def test_the_gather_gives_the_loaders_batches_bit_for_bit(device, shuffle, flatt
     xp = mg.backend.module_for(device)
     with mg.backend.on_device(device):
         x, y = xp.zeros((64, *batches.images.shape[1:]), np.float32), xp.zeros(64, np.int64)
-    for epoch in range(2):  # a fresh order each epoch, as iter(loader) draws
+    for _epoch in range(2):  # a fresh order each epoch, as iter(loader) draws
         order = batches.epoch_order()
         gather.start_epoch(order)
         for index in range(gather.full_batches):
@@ -124,8 +125,13 @@ def fit_with_stand_in(monkeypatch, stand_in, captured, train_loader, test_loader
         mg.manual_seed(0)
         model = concise_mlp(hidden=hidden)
         optimizer = mg.optim.SGD(model.parameters(), lr=0.5, weight_decay=1e-3)
-        trainer = Trainer(model, optimizer, progress=False, capture=captured,
-                          scheduler=mg.optim.StepLR(optimizer, step_size=1, gamma=0.5))
+        trainer = Trainer(
+            model,
+            optimizer,
+            progress=False,
+            capture=captured,
+            scheduler=mg.optim.StepLR(optimizer, step_size=1, gamma=0.5),
+        )
         trainer.fit(train_loader, test_loader, epochs=3)
     return trainer, model
 
@@ -136,11 +142,13 @@ def test_the_trainers_captured_path_equals_its_eager_path(monkeypatch):
     dropout counter."""
     results = []
     for captured in (True, False):
-        trainer, model = fit_with_stand_in(monkeypatch, EagerStandIn, captured, loader(count=300),
-                                           loader(count=200, seed=1))
+        trainer, model = fit_with_stand_in(
+            monkeypatch, EagerStandIn, captured, loader(count=300), loader(count=200, seed=1)
+        )
         assert (trainer.captured is not None) == captured
-        results.append((trainer.history, [p.data.copy() for p in model.parameters()],
-                        mg.random.dropout_stream("cpu").counter))
+        results.append(
+            (trainer.history, [p.data.copy() for p in model.parameters()], mg.random.dropout_stream("cpu").counter)
+        )
     (history, weights, counter), (eager_history, eager_weights, eager_counter) = results
     for ours, theirs in zip(weights, eager_weights):
         np.testing.assert_array_equal(ours, theirs)
@@ -154,14 +162,16 @@ def test_the_trainers_captured_path_equals_its_eager_path(monkeypatch):
 def test_a_failed_capture_says_why_and_trains_eagerly_from_where_it_was(monkeypatch, capsys):
     def refuse(static):
         raise RuntimeError("cuBLAS is not allowed while capturing")
+
     histories = []
     for captured in (True, False):
         trainer, _ = fit_with_stand_in(monkeypatch, refuse, captured, loader(), loader(seed=1), hidden=(16, 16))
         assert trainer.captured is None
         histories.append([{k: v for k, v in r.items() if "seconds" not in k} for r in trainer.history])
     assert histories[0] == histories[1]
-    assert capsys.readouterr().err == ("capture off: capturing failed (RuntimeError: cuBLAS is not allowed while "
-                                       "capturing); the step runs eagerly\n")
+    assert capsys.readouterr().err == (
+        "capture off: capturing failed (RuntimeError: cuBLAS is not allowed while capturing); the step runs eagerly\n"
+    )
 
 
 def test_a_graph_is_captured_again_when_what_it_holds_fixed_changes(monkeypatch):
@@ -183,10 +193,12 @@ def test_a_graph_is_captured_again_when_what_it_holds_fixed_changes(monkeypatch)
     trainer.fit(train, test, epochs=2)
     assert captured == ["StaticStep", "StaticEval"]  # once per loader and kind, however many epochs
     # (load_state_dict and nn.init fill the arrays in place, as in PyTorch: a graph reads the new values.)
-    changes = [lambda: setattr(model[0].weight, "data", model[0].weight.data.copy()),
-               lambda: optimizer.param_groups[0].update(weight_decay=1e-4),
-               lambda: setattr(model[2], "p", 0.3),
-               lambda: mg.manual_seed(1)]
+    changes = [
+        lambda: setattr(model[0].weight, "data", model[0].weight.data.copy()),
+        lambda: optimizer.param_groups[0].update(weight_decay=1e-4),
+        lambda: setattr(model[2], "p", 0.3),
+        lambda: mg.manual_seed(1),
+    ]
     for number, change in enumerate(changes, start=2):
         change()
         trainer.fit(train, test, epochs=1)
@@ -298,6 +310,7 @@ def test_a_graph_that_disagrees_with_the_eager_steps_is_refused_and_the_state_re
     def stuck():
         static.step()
         static.source.position -= 64
+
     fake_cupy(monkeypatch, static, replay=stuck)
     with pytest.raises(capture.CaptureMismatch, match="differ in parameter 0.weight .*the batch position$"):
         capture.CapturedStep(static)
@@ -365,14 +378,22 @@ class Doubler(nn.Module):
         return x * 2
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda: (concise_mlp(hidden=(8, 8)), dict(momentum=0.9)), "SGD with momentum"),
-    (lambda: (nn.Sequential(nn.Linear(784, 8), Doubler(), nn.Linear(8, 10)), {}), "holds a Doubler"),
-    (lambda: (nn.Sequential(nn.Linear(784, 8), nn.GaussianNoise(0.1), nn.Linear(8, 10)), {}), "holds a GaussianNoise"),
-    (lambda: (nn.Sequential(nn.Linear(784, 8, dtype="float64"), nn.Linear(8, 10, dtype="float64")), {}),
-     "float32 parameters"),
-    (lambda: (concise_mlp(hidden=(8, 8)), {}), "needs a model on a GPU"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda: (concise_mlp(hidden=(8, 8)), dict(momentum=0.9)), "SGD with momentum"),
+        (lambda: (nn.Sequential(nn.Linear(784, 8), Doubler(), nn.Linear(8, 10)), {}), "holds a Doubler"),
+        (
+            lambda: (nn.Sequential(nn.Linear(784, 8), nn.GaussianNoise(0.1), nn.Linear(8, 10)), {}),
+            "holds a GaussianNoise",
+        ),
+        (
+            lambda: (nn.Sequential(nn.Linear(784, 8, dtype="float64"), nn.Linear(8, 10, dtype="float64")), {}),
+            "float32 parameters",
+        ),
+        (lambda: (concise_mlp(hidden=(8, 8)), {}), "needs a model on a GPU"),
+    ],
+)
 def test_capture_names_what_it_cannot_handle(make, problem):
     model, settings = make()
     assert problem in capture_problem(model, mg.optim.SGD(model.parameters(), lr=0.1, **settings))
@@ -405,8 +426,12 @@ def test_asking_for_capture_on_the_cpu_says_why_not_and_trains_the_same(capsys):
         mg.manual_seed(0)
         model = concise_mlp(hidden=(16, 16))
         trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, capture=captured)
-        histories.append([{k: v for k, v in r.items() if "seconds" not in k}
-                          for r in trainer.fit(loader(), loader(seed=1), epochs=2)])
+        histories.append(
+            [
+                {k: v for k, v in r.items() if "seconds" not in k}
+                for r in trainer.fit(loader(), loader(seed=1), epochs=2)
+            ]
+        )
     assert histories[0] == histories[1]
     err = capsys.readouterr().err
     assert err == "capture off: capture needs a model on a GPU; the step runs eagerly\n"
@@ -458,25 +483,38 @@ def test_the_capturable_gemm_source_multiplies_correctly_when_emulated_on_the_ho
     products of plain and transposed (strided) views equal NumPy's, as Linear's forward and backward use them."""
     import shutil
     import subprocess
+
     from minigrad.backend import GEMM_CUDA
+
     compiler = shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         pytest.skip("no C++ compiler (g++ or clang++) to emulate the CUDA kernel on the host")
     source, program = tmp_path / "gemm.cpp", tmp_path / "gemm"
     source.write_text(GEMM_HOST_PRELUDE + GEMM_CUDA + GEMM_HOST_MAIN)
-    built = subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", "-o", str(program), str(source)],
-                           capture_output=True, text=True)
+    built = subprocess.run(
+        [compiler, "-std=c++20", "-O1", "-pthread", "-o", str(program), str(source)], capture_output=True, text=True
+    )
     if built.returncode:
         pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
 
     def gemm(a, b):
         (m, k), n = a.shape, b.shape[1]
         buffers = [view if view.base is None else view.base for view in (a, b)]
-        args = [m, n, k, a.strides[0] // 4, a.strides[1] // 4, b.strides[0] // 4, b.strides[1] // 4,
-                buffers[0].size, buffers[1].size]
+        args = [
+            m,
+            n,
+            k,
+            a.strides[0] // 4,
+            a.strides[1] // 4,
+            b.strides[0] // 4,
+            b.strides[1] // 4,
+            buffers[0].size,
+            buffers[1].size,
+        ]
         text = "\n".join(float(v).hex() for buffer in buffers for v in buffer.ravel()) + "\n"
-        out = subprocess.run([str(program), *map(str, args)], input=text, capture_output=True, text=True,
-                             check=True).stdout.split()
+        out = subprocess.run(
+            [str(program), *map(str, args)], input=text, capture_output=True, text=True, check=True
+        ).stdout.split()
         return np.array([float.fromhex(v) for v in out], dtype=np.float32).reshape(m, n)
 
     rng = np.random.default_rng(0)
@@ -487,22 +525,27 @@ def test_the_capturable_gemm_source_multiplies_correctly_when_emulated_on_the_ho
 
 # --- on a GPU -------------------------------------------------------------------------------------------
 
+
 @needs_cuda
 def test_cuda_capturable_gemm_equals_cupys_matmul():
     import cupy
+
     from minigrad import backend
+
     rng = np.random.default_rng(0)
     shapes = ((256, 784), (256, 784), (256, 256))
     x, w, gy = (cupy.asarray(rng.standard_normal(shape).astype(np.float32)) for shape in shapes)
     for a, b in ((x, w.T), (gy, w), (gy.T, x)):
-        np.testing.assert_allclose(cupy.asnumpy(backend.capturable_gemm(a, b)), cupy.asnumpy(a @ b),
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            cupy.asnumpy(backend.capturable_gemm(a, b)), cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-4
+        )
 
 
 @needs_cuda
 def test_cuda_graph_replay_equals_the_eager_static_step_after_an_epoch():
     """The replayed graph against the same step run eagerly with the same (capturable) kernels: equal weights."""
     from minigrad import backend
+
     weights = []
     for replay in (True, False):
         batches = loader("cuda", count=640, batch=64)  # full batches only
@@ -606,6 +649,7 @@ def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by
     seed (so the same weights, order and dropout streams): at every step both layers' masks are identical and
     the losses agree to 1e-4 (relative). A captured epoch's mean loss agrees with the CPU's to 1e-4 too."""
     from minigrad.autograd import topological_order
+
     models, optimizers = {}, {}
     for device in ("cpu", "cuda:0"):
         mg.manual_seed(0)  # initial weights are drawn on the CPU's generator for every device
@@ -616,8 +660,11 @@ def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by
         losses, masks = {}, {}
         for device, (x, y) in zip(("cpu", "cuda:0"), batches):
             loss = mg.nn.functional.cross_entropy(models[device](x), y)
-            masks[device] = [mg.backend.to_numpy(t.grad_fn.mask) for t in topological_order(loss)
-                             if type(t.grad_fn).__name__ == "Dropout"]
+            masks[device] = [
+                mg.backend.to_numpy(t.grad_fn.mask)
+                for t in topological_order(loss)
+                if type(t.grad_fn).__name__ == "Dropout"
+            ]
             optimizers[device].zero_grad()
             loss.backward()
             optimizers[device].step()

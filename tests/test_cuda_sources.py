@@ -5,6 +5,7 @@ compute_90 (H100, H200) with CuPy's headers. The matrix-product RawKernel is com
 This needs CuPy and NVRTC, not a GPU: CI installs cupy-cuda12x and nvidia-cuda-nvrtc-cu12; elsewhere it is
 skipped. It reaches into CuPy's code generation (``cupy._core._kernel``), so the CuPy version matters: CI pins it.
 """
+
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ def nvrtc_or_skip():
     if backend.cupy is None:
         pytest.skip("CuPy is not installed (CI installs cupy-cuda12x): the CUDA sources are not compiled")
     from cupy_backends.cuda.libs import nvrtc
+
     try:
         nvrtc.getVersion()
     except Exception as error:  # noqa: BLE001 - the library is missing or unusable
@@ -28,6 +30,7 @@ def compile_cuda(source, name):
     """NVRTC's log for ``source`` compiled for compute_90; raises AssertionError with the log when it fails."""
     nvrtc = nvrtc_or_skip()
     from cupy._core import core
+
     options = (*core.assemble_cupy_compiler_options(()), "--gpu-architecture=compute_90")
     program = nvrtc.createProgram(source, f"{name}.cu", (), ())
     try:
@@ -43,24 +46,28 @@ def compile_cuda(source, name):
 def array(dtype, ndim=1, contiguous=True):
     """CuPy's description of an array argument (raw arrays keep their dimensions; others are flattened)."""
     from cupy._core import _kernel
+
     return _kernel._ArgInfo(1, backend.cupy.ndarray, np.dtype(dtype), ndim, contiguous, True)
 
 
 def scalar(dtype):
     from cupy._core import _kernel, _scalar
+
     return _kernel._ArgInfo(3, _scalar.CScalar, np.dtype(dtype), 0, True, True)
 
 
 def elementwise_source(kernel, arguments):
     """The CUDA source CuPy makes of ``kernel`` (a CudaKernel) called with ``arguments`` (from array/scalar)."""
     from cupy._core import _carray, _kernel, core
+
     in_params, out_params, operation, name = kernel.source
     cupy_kernel = backend.cupy.ElementwiseKernel(in_params, out_params, operation, name, preamble=kernel.preamble)
     types = [info.dtype.type if info.arg_kind == 1 else None for info in arguments]
-    _, _, type_map = cupy_kernel._decide_params_type(tuple(types[:cupy_kernel.nin]), tuple(types[cupy_kernel.nin:]))
+    _, _, type_map = cupy_kernel._decide_params_type(tuple(types[: cupy_kernel.nin]), tuple(types[cupy_kernel.nin :]))
     indexer = _kernel._ArgInfo(2, _carray.Indexer, None, 1, True, True)
-    code = _kernel._get_elementwise_kernel_code((*arguments, indexer), type_map, cupy_kernel.params, operation, name,
-                                                kernel.preamble)
+    code = _kernel._get_elementwise_kernel_code(
+        (*arguments, indexer), type_map, cupy_kernel.params, operation, name, kernel.preamble
+    )
     return "".join(f"#include <{header}>\n" for header in core._cupy_header_list) + code
 
 
@@ -68,17 +75,36 @@ def elementwise_source(kernel, arguments):
 # kernels without T ignore it).
 CALLS = {
     "ops.ReLU.backward_gpu": lambda T: [array(T), array(T), array(T)],
-    "ops.Dropout.forward_gpu": lambda T: [array(T), array("u8"), array("u8"), scalar("u4"), scalar(T), array(T),
-                                          array(T)],
+    "ops.Dropout.forward_gpu": lambda T: [
+        array(T),
+        array("u8"),
+        array("u8"),
+        scalar("u4"),
+        scalar(T),
+        array(T),
+        array(T),
+    ],
     "ops.SoftmaxCrossEntropy.forward_gpu": lambda T: [array(T, 2), array("i8"), scalar("i8"), array(T), array(T, 2)],
-    "ops.SoftmaxCrossEntropy.backward_gpu": lambda T: [array(T), array("i8"), scalar("i8"),
-                                                       array(T, contiguous=False), scalar(T), array(T)],
+    "ops.SoftmaxCrossEntropy.backward_gpu": lambda T: [
+        array(T),
+        array("i8"),
+        scalar("i8"),
+        array(T, contiguous=False),
+        scalar(T),
+        array(T),
+    ],
     "optim.SGD.plain_step_gpu": lambda T: [array(T), scalar(T), scalar(T), array(T)],
     "optim.SGD.plain_step_gpu_lr_array": lambda T: [array(T), array(T), scalar(T), array(T)],
     "random._philox_words_gpu": lambda T: [array("u8"), array("u8"), array("u4")],
     "random._philox_advance_gpu": lambda T: [scalar("u8"), array("u8")],
-    "capture.BatchGather.pixels_gpu": lambda T: [array("u1"), array("i8"), array("i8"), scalar("i8"), scalar("f4"),
-                                                 array("f4")],
+    "capture.BatchGather.pixels_gpu": lambda T: [
+        array("u1"),
+        array("i8"),
+        array("i8"),
+        scalar("i8"),
+        scalar("f4"),
+        array("f4"),
+    ],
     "capture.BatchGather.labels_gpu": lambda T: [array("i8"), array("i8"), array("i8"), array("i8")],
     "capture.BatchGather.advance_gpu": lambda T: [scalar("i8"), array("i8")],
 }
@@ -93,8 +119,13 @@ def declared_kernels():
             if isinstance(value, CudaKernel):
                 found[f"{short}.{name}"] = value
             elif isinstance(value, type) and value.__module__ == module.__name__:
-                found.update({f"{short}.{name}.{attribute}": kernel for attribute, kernel in vars(value).items()
-                              if isinstance(kernel, CudaKernel)})
+                found.update(
+                    {
+                        f"{short}.{name}.{attribute}": kernel
+                        for attribute, kernel in vars(value).items()
+                        if isinstance(kernel, CudaKernel)
+                    }
+                )
     return found
 
 
@@ -108,8 +139,9 @@ def generic(name):
     return "T" in f"{in_params} {out_params}".replace(",", " ").split()
 
 
-@pytest.mark.parametrize("name, dtype", [(name, dtype) for name in sorted(CALLS)
-                                         for dtype in (("f4", "f8") if generic(name) else ("f4",))])
+@pytest.mark.parametrize(
+    "name, dtype", [(name, dtype) for name in sorted(CALLS) for dtype in (("f4", "f8") if generic(name) else ("f4",))]
+)
 def test_the_kernel_compiles_for_the_types_it_is_called_with(name, dtype):
     nvrtc_or_skip()
     kernel = declared_kernels()[name]

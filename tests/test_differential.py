@@ -2,6 +2,7 @@
 
 Run with ``--hypothesis-show-statistics`` to see how many examples each case ran.
 """
+
 import inspect
 
 import numpy as np
@@ -20,8 +21,11 @@ try:
     import torch
 except ImportError:  # the oracle is optional: `pip install torch==2.13.0`
     torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install torch==2.13.0): "
-                                                       "the PyTorch half of the differential suite is skipped")
+needs_torch = pytest.mark.skipif(
+    torch is None,
+    reason="PyTorch is not installed (pip install torch==2.13.0): "
+    "the PyTorch half of the differential suite is skipped",
+)
 
 EXAMPLES = 25  # hypothesis examples per case and per check
 
@@ -34,13 +38,17 @@ def draw(case, data):
 
 
 def minigrad_inputs(specs, arrays, device="cpu"):
-    return [mg.tensor(array, requires_grad=spec.grad and array.dtype.kind == "f", device=device)
-            for spec, array in zip(specs, arrays)]
+    return [
+        mg.tensor(array, requires_grad=spec.grad and array.dtype.kind == "f", device=device)
+        for spec, array in zip(specs, arrays)
+    ]
 
 
 def torch_inputs(specs, arrays):
-    return [torch.tensor(array, requires_grad=bool(spec.grad and array.dtype.kind == "f"))
-            for spec, array in zip(specs, arrays)]
+    return [
+        torch.tensor(array, requires_grad=bool(spec.grad and array.dtype.kind == "f"))
+        for spec, array in zip(specs, arrays)
+    ]
 
 
 def values_of(result):
@@ -90,8 +98,9 @@ def test_values_and_gradients_match_pytorch(case, data):
     for position, (mine, reference) in enumerate(zip(ours, theirs)):
         if reference.requires_grad:
             assert mine.grad is not None and mine.grad.dtype == np.float64, f"input {position}"
-            np.testing.assert_allclose(mine.grad, reference.grad.numpy(), rtol=1e-10, atol=1e-12,
-                                       err_msg=f"gradient of input {position}")
+            np.testing.assert_allclose(
+                mine.grad, reference.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"gradient of input {position}"
+            )
 
 
 @needs_torch
@@ -108,20 +117,56 @@ def test_comparisons_and_arg_reductions_match_pytorch(case, data):
 
 def test_the_table_covers_every_op_and_differentiable_method():
     """A new Function, or a new method of Tensor that returns a tensor, must get a case."""
-    sources = " ".join(inspect.getsource(case.minigrad) if case.minigrad.__name__ == "<lambda>" else case.name
-                       for case in CASES)
-    op_names = {name for name, obj in vars(ops).items()
-                if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function}
+    sources = " ".join(
+        inspect.getsource(case.minigrad) if case.minigrad.__name__ == "<lambda>" else case.name for case in CASES
+    )
+    op_names = {
+        name
+        for name, obj in vars(ops).items()
+        if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function
+    }
     # The functional entry points and Tensor methods that reach each op.
-    reached_by = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Neg": "-a", "Pow": "**", "Exp": ".exp()",
-                  "Log": ".log()", "ReLU": "relu", "MatMul": "@", "Linear": "F.linear", "Sum": ".sum(",
-                  "Mean": ".mean(", "Max": ".amax(", "Reshape": ".reshape(", "Permute": ".permute(", "Index": "a[",
-                  "Dropout": "dropout", "SoftmaxCrossEntropy": "cross_entropy",
-                  "Cast": "Cast.apply"}
+    reached_by = {
+        "Add": "+",
+        "Sub": "-",
+        "Mul": "*",
+        "Div": "/",
+        "Neg": "-a",
+        "Pow": "**",
+        "Exp": ".exp()",
+        "Log": ".log()",
+        "ReLU": "relu",
+        "MatMul": "@",
+        "Linear": "F.linear",
+        "Sum": ".sum(",
+        "Mean": ".mean(",
+        "Max": ".amax(",
+        "Reshape": ".reshape(",
+        "Permute": ".permute(",
+        "Index": "a[",
+        "Dropout": "dropout",
+        "SoftmaxCrossEntropy": "cross_entropy",
+        "Cast": "Cast.apply",
+    }
     assert op_names <= set(reached_by), f"ops without a case in tests/op_table.py: {sorted(op_names - set(reached_by))}"
     names = " ".join(case.name for case in CASES) + " " + sources
     missing = [op for op, text in reached_by.items() if text not in names]
     assert not missing, f"ops without a case: {missing}"
-    methods = ["sum", "mean", "amax", "amin", "max", "min", "reshape", "permute", "transpose", "swapaxes", ".T",
-               ".mT", "exp", "log", "relu"]
+    methods = [
+        "sum",
+        "mean",
+        "amax",
+        "amin",
+        "max",
+        "min",
+        "reshape",
+        "permute",
+        "transpose",
+        "swapaxes",
+        ".T",
+        ".mT",
+        "exp",
+        "log",
+        "relu",
+    ]
     assert all(method in names for method in methods)

@@ -1,4 +1,5 @@
 """Every public module, class, function, method and property has a docstring: the API reference is built from them."""
+
 import importlib
 import inspect
 import pkgutil

@@ -4,6 +4,7 @@ Statistical bounds come from Hoeffding's inequality with a false-failure probabi
 check: for n independent draws in [0, c], P(|mean - E| >= t) <= 2 exp(-2 n t^2 / c^2), so
 t = c * sqrt(ln(2 / 1e-9) / (2 n)). Nothing here is tuned to pass.
 """
+
 import math
 
 import numpy as np
@@ -117,6 +118,7 @@ def test_successive_calls_draw_fresh_masks():
 
 def test_mask_is_drawn_in_the_input_dtype_on_its_device(device):
     from minigrad import ops
+
     x = mg.randn(10, 10, device=device, requires_grad=True)
     op = ops.Dropout.apply(x, p=0.5).grad_fn
     assert op.mask.dtype == np.float32 and mg.backend.device_of(op.mask) == x.device

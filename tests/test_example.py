@@ -1,4 +1,5 @@
 """`python -m examples.dropout_mlp` end to end on a small synthetic IDX dataset, and its bad inputs."""
+
 import json
 import os
 import subprocess
@@ -39,8 +40,9 @@ def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
     # the machines are shared).
     assert [metrics["timings"][phase]["count"] for phase in ("step", "epoch", "eval")] == [30, 3, 3]
     assert metrics["status"] == "completed"
-    assert metrics["capture"] == ("off: the model is on the CPU" if impl == "concise" else
-                                  "off: --impl scratch runs its own loop, eagerly")
+    assert metrics["capture"] == (
+        "off: the model is on the CPU" if impl == "concise" else "off: --impl scratch runs its own loop, eagerly"
+    )
     assert set(metrics["data"]["folders"].values()) == {str(fake_data)} and len(metrics["data"]["sha256"]) == 4
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 100) = 0.03 on the 100 test examples.
     assert metrics["final_test_acc"] > 0.25
@@ -58,9 +60,14 @@ def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
 
 def test_module_runs_as_a_command(fake_data, tmp_path):
     out = tmp_path / "cmd"
-    result = subprocess.run([sys.executable, "-m", "examples.dropout_mlp", *base_args(fake_data, out, "--epochs", "1",
-                            "--no-plot")], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.dropout_mlp", *base_args(fake_data, out, "--epochs", "1", "--no-plot")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "metrics.json").exists() and (out / "model.npz").exists() and not (out / "curves.png").exists()
 
@@ -84,26 +91,32 @@ def test_environment_sets_epoch_and_limit_defaults_and_flags_win(fake_data, tmp_
     assert len(json.loads((out / "metrics.json").read_text())["epochs"]) == 1
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--dropout1", "1.5"], "argument --dropout1: must be in [0, 1], got 1.5"),
-    (["--dropout2", "-0.1"], "argument --dropout2: must be in [0, 1], got -0.1"),
-    (["--lr", "0"], "argument --lr: must be a finite number > 0, got 0"),
-    (["--lr", "-1"], "argument --lr: must be a finite number > 0"),
-    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
-    (["--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
-    (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63 - 1], got -1"),
-    (["--hidden", "1000000", "1000000"], "argument --hidden: a 784-1000000-1000000-10 MLP needs about"),
-    (["--out", "README.md"], "argument --out: cannot write into 'README.md'"),
-    (["--out", "README.md/run"], "argument --out: cannot write into 'README.md/run'"),
-    (["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
-    (["--resume", "--out", "runs/no-such-run"], "argument --resume: there is no checkpoint.npz in 'runs/no-such-run'"),
-    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
-    (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
-    (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
-    (["--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
-    (["--impl", "scratch", "--lr-schedule", "cosine"], "implemented for --impl concise only"),
-    (["--impl", "scratch", "--capture"], "implemented for --impl concise only"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dropout1", "1.5"], "argument --dropout1: must be in [0, 1], got 1.5"),
+        (["--dropout2", "-0.1"], "argument --dropout2: must be in [0, 1], got -0.1"),
+        (["--lr", "0"], "argument --lr: must be a finite number > 0, got 0"),
+        (["--lr", "-1"], "argument --lr: must be a finite number > 0"),
+        (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
+        (["--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
+        (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63 - 1], got -1"),
+        (["--hidden", "1000000", "1000000"], "argument --hidden: a 784-1000000-1000000-10 MLP needs about"),
+        (["--out", "README.md"], "argument --out: cannot write into 'README.md'"),
+        (["--out", "README.md/run"], "argument --out: cannot write into 'README.md/run'"),
+        (["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
+        (
+            ["--resume", "--out", "runs/no-such-run"],
+            "argument --resume: there is no checkpoint.npz in 'runs/no-such-run'",
+        ),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
+        (["--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
+        (["--impl", "scratch", "--lr-schedule", "cosine"], "implemented for --impl concise only"),
+        (["--impl", "scratch", "--capture"], "implemented for --impl concise only"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)  # README.md is a file there
     with pytest.raises(SystemExit) as caught:
@@ -125,8 +138,10 @@ def test_bad_environment_value_exits_2(monkeypatch, capsys):
 @pytest.mark.parametrize("flag, capture", [([], "on"), (["--no-capture"], "off: not asked for")])
 def test_cuda_captures_the_step_unless_told_not_to(fake_data, tmp_path, flag, capture, capsys):
     out = tmp_path / "run"
-    assert dropout_mlp.main(base_args(fake_data, out, "--device", "cuda", "--epochs", "3", "--batch-size", "32",
-                                      *flag)) == 0
+    assert (
+        dropout_mlp.main(base_args(fake_data, out, "--device", "cuda", "--epochs", "3", "--batch-size", "32", *flag))
+        == 0
+    )
     assert "capture off" not in capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["capture"] == capture and metrics["status"] == "completed"
@@ -183,8 +198,23 @@ def test_diverging_loss_stops_with_epoch_and_step_and_keeps_valid_metrics(fake_d
 @pytest.mark.skipif(not HAVE_REAL, reason=REAL_MISSING)
 def test_two_epochs_on_5000_real_examples(tmp_path, capsys):
     out = tmp_path / "real"
-    assert dropout_mlp.main(["--data-dir", REAL_FOLDER, "--epochs", "2", "--limit", "5000", "--no-progress",
-                             "--no-plot", "--out", str(out)]) == 0
+    assert (
+        dropout_mlp.main(
+            [
+                "--data-dir",
+                REAL_FOLDER,
+                "--epochs",
+                "2",
+                "--limit",
+                "5000",
+                "--no-progress",
+                "--no-plot",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["limit"] == 5000 and len(metrics["epochs"]) == 2
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 5000) = 0.004 on 5000 test examples.
@@ -195,16 +225,20 @@ def test_two_epochs_on_5000_real_examples(tmp_path, capsys):
 
 # --- a run's files never contradict each other; Ctrl-C keeps the last epoch; --resume continues exactly ---------
 
+
 def strict_json(path):
     """Parse as the JSON standard does: NaN and Infinity are not JSON."""
+
     def refuse(constant):
         raise AssertionError(f"{path} holds {constant}, which is not valid JSON")
+
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def test_a_nan_test_loss_stops_the_run_with_strict_json(fake_data, tmp_path, monkeypatch, capsys):
     """--lr 50 on the real data used to exit 0 with a finite training loss, a NaN test loss and NaN in the JSON."""
     import minigrad.train
+
     monkeypatch.setattr(minigrad.train, "evaluate", lambda *args, **kwargs: {"loss": float("nan"), "acc": 0.1})
     out = tmp_path / "nan-test"
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "3", "--batch-size", "32")) == 1
@@ -212,12 +246,14 @@ def test_a_nan_test_loss_stops_the_run_with_strict_json(fake_data, tmp_path, mon
     metrics = strict_json(out / "metrics.json")
     assert metrics["status"] == "diverged" and metrics["epochs"] == [] and metrics["final_test_acc"] is None
     assert metrics["diverged_epoch"]["test_loss"] is None and np.isfinite(metrics["diverged_epoch"]["train_loss"])
-    assert sorted(os.listdir(out)) == ["curves.png", "metrics.json"], \
+    assert sorted(os.listdir(out)) == ["curves.png", "metrics.json"], (
         "no checkpoint (no epoch finished well), no model; the curves show the epoch that diverged"
+    )
 
 
-def test_a_run_that_fails_before_its_first_epoch_leaves_the_previous_run_as_it_was(fake_data, tmp_path, monkeypatch,
-                                                                                   capsys):
+def test_a_run_that_fails_before_its_first_epoch_leaves_the_previous_run_as_it_was(
+    fake_data, tmp_path, monkeypatch, capsys
+):
     """It used to empty --out first, then fail: a completed run's model, metrics and curves were lost."""
     out = tmp_path / "run"
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32")) == 0
@@ -227,6 +263,7 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_the_previous_run_as_it_w
 
     def fail(*args, **kwargs):
         raise OSError("the disk went away")
+
     monkeypatch.setattr(minigrad.train, "evaluate", fail)
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32", "--seed", "1")) == 1
     assert "error: the disk went away" in capsys.readouterr().err
@@ -237,6 +274,7 @@ def test_a_run_that_fails_after_its_first_epoch_replaces_the_previous_run(fake_d
     out = tmp_path / "run"
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32")) == 0
     import minigrad.train
+
     calls = []
 
     def fail_second_time(*args, **kwargs):
@@ -244,6 +282,7 @@ def test_a_run_that_fails_after_its_first_epoch_replaces_the_previous_run(fake_d
         if len(calls) == 2:
             raise OSError("the disk went away")
         return {"loss": 1.0, "acc": 0.5}
+
     monkeypatch.setattr(minigrad.train, "evaluate", fail_second_time)
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "3", "--batch-size", "32", "--seed", "1")) == 1
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.json"], "no model or curves of the earlier run"
@@ -255,6 +294,7 @@ def test_a_run_that_fails_after_its_first_epoch_replaces_the_previous_run(fake_d
 def interrupt_at_step(monkeypatch, step):
     """Raise KeyboardInterrupt (what Ctrl-C raises) at the given training step, counted from 1 across epochs."""
     from minigrad import monitor
+
     original, count = monitor.EpochProgress.update, [0]
 
     def update(self, *args):
@@ -262,6 +302,7 @@ def interrupt_at_step(monkeypatch, step):
         if count[0] == step:
             raise KeyboardInterrupt
         return original(self, *args)
+
     monkeypatch.setattr(monitor.EpochProgress, "update", update)
 
 
@@ -291,8 +332,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(fake_data, tmp_path, monk
     assert dropout_mlp.main(base_args(fake_data, stopped, *flags, "--resume")) == 0
     resumed, expected = strict_json(stopped / "metrics.json"), strict_json(straight / "metrics.json")
     assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] == 2
-    assert [{k: e[k] for k in TRAINING_FIELDS if k in e} for e in resumed["epochs"]] == \
-           [{k: e[k] for k in TRAINING_FIELDS if k in e} for e in expected["epochs"]]
+    assert [{k: e[k] for k in TRAINING_FIELDS if k in e} for e in resumed["epochs"]] == [
+        {k: e[k] for k in TRAINING_FIELDS if k in e} for e in expected["epochs"]
+    ]
     weights, reference = load_state_dict(stopped / "model.npz"), load_state_dict(straight / "model.npz")
     assert list(weights) == list(reference)
     for name in reference:
@@ -311,11 +353,21 @@ def test_resume_refuses_a_checkpoint_of_another_run(fake_data, tmp_path, capsys)
 def test_ctrl_c_prints_one_line_and_exits_130(fake_data, tmp_path):
     """A real SIGINT to the command: one line on stderr, status 130, metrics marked, the checkpoint kept."""
     import signal
+
     out = tmp_path / "sigint"
-    process = subprocess.Popen([sys.executable, "-m", "examples.dropout_mlp",
-                                *base_args(fake_data, out, "--epochs", "100000", "--batch-size", "16")],
-                               cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "examples.dropout_mlp",
+            *base_args(fake_data, out, "--epochs", "100000", "--batch-size", "16"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in process.stdout:  # wait until an epoch has finished and been kept
             if line.startswith("epoch   2"):

@@ -1,4 +1,5 @@
 """Finding, verifying and downloading Fashion-MNIST, against files the tests write and a local server."""
+
 import gzip
 import hashlib
 import http.server
@@ -25,9 +26,11 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def trusted(monkeypatch):
     """Make the synthetic files' checksums the expected ones, as if they were the official files."""
+
     def trust(digests):
         for name, digest in digests.items():
             monkeypatch.setitem(fashion_mnist.SHA256, name, digest)
+
     return trust
 
 
@@ -82,8 +85,10 @@ def test_the_files_used_are_recorded_with_their_sha256(isolated):
     digests = write_fake_fashion(folder, train=20)
     data = FashionMNIST(download=False, verify=False)  # recorded even when not checked against the official
     assert data.root == os.path.join("data", "fashion-mnist")
-    assert data.files == {str(folder / "train-images-idx3-ubyte.gz"): digests["train-images-idx3-ubyte"],
-                          str(folder / "train-labels-idx1-ubyte.gz"): digests["train-labels-idx1-ubyte"]}
+    assert data.files == {
+        str(folder / "train-images-idx3-ubyte.gz"): digests["train-images-idx3-ubyte"],
+        str(folder / "train-labels-idx1-ubyte.gz"): digests["train-labels-idx1-ubyte"],
+    }
 
 
 def test_missing_files_without_download_say_how_to_get_them(isolated):
@@ -146,9 +151,13 @@ def server(isolated, trusted):
     trusted({LABELS: hashlib.sha256(gzip.decompress(good)).hexdigest()})
     unbalanced = np.arange(10000, dtype=np.uint8) % 9  # digit labels are not balanced: MNIST-like
     write_idx(isolated / "mnist.gz", unbalanced)
-    Handler.routes = {"good": good, "drop": good, "mnist": (isolated / "mnist.gz").read_bytes(),
-                      "html": b"<html><body>Service unavailable</body></html>",
-                      "wrong": gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x05")}
+    Handler.routes = {
+        "good": good,
+        "drop": good,
+        "mnist": (isolated / "mnist.gz").read_bytes(),
+        "html": b"<html><body>Service unavailable</body></html>",
+        "wrong": gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x05"),
+    }
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -166,10 +175,16 @@ def test_download_skips_failing_mirrors_and_keeps_the_good_file(server, isolated
     assert sorted(os.listdir(target)) == [LABELS + ".gz"]
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "404"), ("drop", "connection closed after|IncompleteRead"), ("html", "wrong content"),
-    ("wrong", "wrong content"), ("mnist", "MNIST, not Fashion-MNIST"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "404"),
+        ("drop", "connection closed after|IncompleteRead"),
+        ("html", "wrong content"),
+        ("wrong", "wrong content"),
+        ("mnist", "MNIST, not Fashion-MNIST"),
+    ],
+)
 def test_failed_download_leaves_no_file_and_says_why(server, isolated, kind, message):
     target = isolated / "dl"
     target.mkdir()
@@ -185,6 +200,7 @@ def test_offline_download_error_says_how_to_get_the_files(isolated):
 
 
 # --- the real files, when Debian's package put them there ----------------------------------
+
 
 @pytest.mark.skipif(not HAVE_REAL, reason=REAL_MISSING)
 @pytest.mark.parametrize("train, count", [(True, 60000), (False, 10000)])

@@ -1,4 +1,5 @@
 """Every Function's backward against float64 central differences."""
+
 import numpy as np
 import pytest
 
@@ -18,9 +19,11 @@ def leaf(*shape, device="cpu", positive=False):
 
 def with_fixed_seed(fn):
     """Dropout draws a mask: reseed before each call so finite differences see the same mask."""
+
     def seeded(*args):
         mg.manual_seed(1234)
         return fn(*args)
+
     return seeded
 
 
@@ -32,8 +35,8 @@ CASES = {
     "Div": (lambda a, b: a / b, [(3, 4), "positive(3, 4)"]),
     "Neg": (lambda a: -a, [(5,)]),
     "Cast": (lambda a: ops.Cast.apply(a, dtype=np.float64) * a, [(2, 3)]),
-    "Pow": (lambda a: a ** 3, [(2, 3)]),
-    "Pow fractional": (lambda a: a ** 0.5, ["positive(2, 3)"]),
+    "Pow": (lambda a: a**3, [(2, 3)]),
+    "Pow fractional": (lambda a: a**0.5, ["positive(2, 3)"]),
     "Exp": (lambda a: a.exp(), [(2, 3)]),
     "Log": (lambda a: a.log(), ["positive(2, 3)"]),
     "ReLU": (lambda a: a.relu(), [(3, 4)]),
@@ -49,8 +52,7 @@ CASES = {
     "Mean": (lambda a: a.mean(axis=0), [(3, 4)]),
     "Max axis": (lambda a: a.amax(axis=1), [(3, 4)]),
     "Max all": (lambda a: a.max(), [(3, 4)]),
-    "Reshape": (lambda a: a.reshape(4, 3) * mg.arange(12.0, dtype="float64", device=a.device).reshape(4, 3),
-                [(3, 4)]),
+    "Reshape": (lambda a: a.reshape(4, 3) * mg.arange(12.0, dtype="float64", device=a.device).reshape(4, 3), [(3, 4)]),
     "Permute": (lambda a: a.permute(2, 0, 1), [(2, 3, 4)]),
     "T": (lambda a, b: a.T @ b, [(3, 4), (3, 2)]),
     "Index by integer array, repeated": (lambda a: a[np.array([0, 2, 0])], [(3, 4)]),
@@ -59,9 +61,14 @@ CASES = {
     "Dropout p=1": (lambda a: F.dropout(a, 1.0), [(3,)]),
     "SoftmaxCrossEntropy": (lambda o: F.cross_entropy(o, mg.tensor([0, 3, 1, 1], device=o.device)), [(4, 5)]),
     "reuse: b = a + a; c = b * b": (lambda a: (lambda b: b * b)(a + a), [(3,)]),
-    "two-layer MLP with loss": (with_fixed_seed(lambda x, w1, b1, w2, b2: F.cross_entropy(
-        F.linear(F.dropout(F.relu(F.linear(x, w1, b1)), 0.5), w2, b2), mg.tensor([0, 2, 1], device=x.device))),
-        [(3, 5), (4, 5), (4,), (3, 4), (3,)]),
+    "two-layer MLP with loss": (
+        with_fixed_seed(
+            lambda x, w1, b1, w2, b2: F.cross_entropy(
+                F.linear(F.dropout(F.relu(F.linear(x, w1, b1)), 0.5), w2, b2), mg.tensor([0, 2, 1], device=x.device)
+            )
+        ),
+        [(3, 5), (4, 5), (4,), (3, 4), (3,)],
+    ),
 }
 
 
@@ -69,7 +76,7 @@ def make_inputs(specs, device):
     inputs = []
     for spec in specs:
         if isinstance(spec, str):
-            shape = tuple(int(n) for n in spec[len("positive("):-1].split(","))
+            shape = tuple(int(n) for n in spec[len("positive(") : -1].split(","))
             inputs.append(leaf(*shape, device=device, positive=True))
         else:
             inputs.append(leaf(*spec, device=device))
@@ -100,9 +107,32 @@ def test_gradcheck_catches_a_wrong_backward():
 
 def test_every_op_is_gradchecked():
     """A new Function must get a case above."""
-    checked = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "ReLU", "MatMul", "Linear", "Sum", "Mean",
-               "Max", "Reshape", "Permute", "Index", "Dropout", "SoftmaxCrossEntropy", "Cast"}
-    op_names = {name for name, obj in vars(ops).items()
-                if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function}
+    checked = {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Neg",
+        "Pow",
+        "Exp",
+        "Log",
+        "ReLU",
+        "MatMul",
+        "Linear",
+        "Sum",
+        "Mean",
+        "Max",
+        "Reshape",
+        "Permute",
+        "Index",
+        "Dropout",
+        "SoftmaxCrossEntropy",
+        "Cast",
+    }
+    op_names = {
+        name
+        for name, obj in vars(ops).items()
+        if isinstance(obj, type) and issubclass(obj, Function) and obj is not Function
+    }
     assert op_names <= checked, f"ops without a gradcheck case: {sorted(op_names - checked)}"
     assert all(any(case.startswith(op) for case in CASES) for op in checked)

@@ -1,4 +1,5 @@
 """The IDX reader and writer: round trips and every malformed input."""
+
 import gzip
 import struct
 
@@ -13,9 +14,16 @@ from minigrad.data import IDXFormatError, parse_idx, read_idx, write_idx
 IDX_TYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
 
-@given(array=st.sampled_from(IDX_TYPES).flatmap(lambda dtype: hnp.arrays(
-    dtype, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5),
-    elements=hnp.from_dtype(np.dtype(dtype), allow_nan=False))), gzipped=st.booleans())
+@given(
+    array=st.sampled_from(IDX_TYPES).flatmap(
+        lambda dtype: hnp.arrays(
+            dtype,
+            hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5),
+            elements=hnp.from_dtype(np.dtype(dtype), allow_nan=False),
+        )
+    ),
+    gzipped=st.booleans(),
+)
 @settings(max_examples=150)
 def test_write_then_read_round_trips(tmp_path_factory, array, gzipped):
     path = tmp_path_factory.mktemp("idx") / ("a.idx.gz" if gzipped else "a.idx")
@@ -38,17 +46,20 @@ def labels_file(count=5):
     return bytes([0, 0, 0x08, 1]) + struct.pack(">I", count) + bytes(i % 256 for i in range(count))
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "too short"),
-    (labels_file()[:-1], "truncated: shape"),
-    (labels_file()[:6], "truncated header"),
-    (labels_file() + b"\x00\x00", "2 trailing bytes"),
-    (gzip.compress(labels_file(), mtime=0), "gzip data read as raw"),  # mtime=0: the same test id in every process
-    (b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "HTML"),
-    (b"\n  <html>", "HTML"),
-    (bytes([0, 0, 0x07, 1, 0, 0, 0, 1, 0]), "unknown IDX type code 0x07"),
-    (b"\x01\x02\x08\x01", "not the two zero bytes"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "too short"),
+        (labels_file()[:-1], "truncated: shape"),
+        (labels_file()[:6], "truncated header"),
+        (labels_file() + b"\x00\x00", "2 trailing bytes"),
+        (gzip.compress(labels_file(), mtime=0), "gzip data read as raw"),  # mtime=0: the same test id in every process
+        (b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "HTML"),
+        (b"\n  <html>", "HTML"),
+        (bytes([0, 0, 0x07, 1, 0, 0, 0, 1, 0]), "unknown IDX type code 0x07"),
+        (b"\x01\x02\x08\x01", "not the two zero bytes"),
+    ],
+)
 def test_malformed_bytes_raise_the_parsers_error_naming_the_file(content, message):
     with pytest.raises(IDXFormatError, match=message) as caught:
         parse_idx(content, "some-file.idx")

@@ -1,5 +1,6 @@
 """The package's shape: the file map names every module, the engine/ops import cycle holds whichever is imported
 first, and the ops skip gradients nobody asked for."""
+
 import io
 import os
 import subprocess
@@ -25,8 +26,10 @@ def test_the_package_docstring_maps_every_module():
 @pytest.mark.parametrize("first", ["minigrad.ops", "minigrad._tensor", "minigrad.autograd", "minigrad.nn.functional"])
 def test_any_module_can_be_imported_first(first):
     """tensor <-> ops is a cycle owned the tinygrad way; importing either first must leave both complete."""
-    code = f"import {first}; import minigrad as mg; x = mg.tensor([1.0, 2.0], requires_grad=True); " \
-           f"(x * x).sum().backward(); print(x.grad.tolist())"
+    code = (
+        f"import {first}; import minigrad as mg; x = mg.tensor([1.0, 2.0], requires_grad=True); "
+        f"(x * x).sum().backward(); print(x.grad.tolist())"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[2.0,", "4.0]"]
@@ -38,6 +41,7 @@ def test_pyflakes_finds_nothing():
     first fail on a GPU."""
     api = pytest.importorskip("pyflakes.api", reason="pyflakes is not installed (the dev extra installs it)")
     from pyflakes.reporter import Reporter
+
     messages = io.StringIO()
     root = os.path.dirname(PACKAGE)
     paths = [os.path.join(root, folder) for folder in ("minigrad", "tests", "benchmarks", "examples")]
@@ -54,13 +58,24 @@ def _marked_noqa(message):
 
 
 def test_no_module_shadows_the_standard_library():
-    shadowing = sorted(name[:-3] for name in os.listdir(PACKAGE)
-                       if name.endswith(".py") and name[:-3] in sys.stdlib_module_names and name[:-3] != "random")
+    shadowing = sorted(
+        name[:-3]
+        for name in os.listdir(PACKAGE)
+        if name.endswith(".py") and name[:-3] in sys.stdlib_module_names and name[:-3] != "random"
+    )
     assert not shadowing, shadowing  # random.py is torch.random's counterpart, named so on purpose
 
 
-@pytest.mark.parametrize("op, wanted", [(ops.Mul, (True, False)), (ops.Mul, (False, True)), (ops.Div, (True, False)),
-                                        (ops.Div, (False, True)), (ops.Sub, (True, False))])
+@pytest.mark.parametrize(
+    "op, wanted",
+    [
+        (ops.Mul, (True, False)),
+        (ops.Mul, (False, True)),
+        (ops.Div, (True, False)),
+        (ops.Div, (False, True)),
+        (ops.Sub, (True, False)),
+    ],
+)
 def test_backward_computes_only_the_gradients_asked_for(op, wanted):
     """The scratch dropout layer's X * mask / (1 - p) used to compute a full-size gradient for the mask and the
     constant too."""

@@ -1,4 +1,5 @@
 """The DataLoader: every example once per epoch, shapes, dtypes, limit, drop_last, reproducible shuffling."""
+
 import numpy as np
 import pytest
 
@@ -61,8 +62,10 @@ def test_shuffle_is_reproducible_and_fresh_each_epoch(dataset):
     assert (epoch1 != ids(next(iter(DataLoader(dataset, 103, shuffle=True, seed=4)))[0])).any()
 
 
-@pytest.mark.parametrize("kwargs, message", [({"batch_size": 0}, "batch_size must be at least 1"),
-                                             ({"batch_size": 4, "limit": 0}, "limit must be at least 1")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"batch_size": 0}, "batch_size must be at least 1"), ({"batch_size": 4, "limit": 0}, "limit must be at least 1")],
+)
 def test_bad_arguments(dataset, kwargs, message):
     with pytest.raises(ValueError, match=message):
         DataLoader(dataset, **kwargs)

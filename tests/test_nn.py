@@ -1,4 +1,5 @@
 """Modules, losses and SGD: the PyTorch-like conventions and a model that learns."""
+
 import numpy as np
 import pytest
 
@@ -9,9 +10,15 @@ from minigrad.checkpoint import load_state_dict, save_state_dict
 
 
 def chapter_mlp(hidden=(16, 16), inputs=8, outputs=3, p=(0.2, 0.5), device=None):
-    return nn.Sequential(nn.Linear(inputs, hidden[0], device=device), nn.ReLU(), nn.Dropout(p[0]),
-                         nn.Linear(hidden[0], hidden[1], device=device), nn.ReLU(), nn.Dropout(p[1]),
-                         nn.Linear(hidden[1], outputs, device=device))
+    return nn.Sequential(
+        nn.Linear(inputs, hidden[0], device=device),
+        nn.ReLU(),
+        nn.Dropout(p[0]),
+        nn.Linear(hidden[0], hidden[1], device=device),
+        nn.ReLU(),
+        nn.Dropout(p[1]),
+        nn.Linear(hidden[1], outputs, device=device),
+    )
 
 
 def test_cross_entropy_matches_float64_reference_on_extreme_logits(device):

@@ -3,6 +3,7 @@
 Bounds: Gaussian noise gives a sample mean that is exactly normal, so |mean - h| <= z sigma / sqrt(n) with
 z = 6.11 (two-sided 1e-9); bounded noise uses Hoeffding's inequality at 1e-9, as in test_dropout.py.
 """
+
 import math
 
 import numpy as np
@@ -20,8 +21,9 @@ from .test_dropout import hoeffding
 Z_1E9 = 6.11  # P(|N(0, 1)| > 6.11) < 1e-9
 
 
-@pytest.mark.parametrize("layer", [nn.GaussianDropout(0.5), nn.GaussianNoise(0.3), nn.UniformNoise(0.5),
-                                   nn.Dropout(0.5)])
+@pytest.mark.parametrize(
+    "layer", [nn.GaussianDropout(0.5), nn.GaussianNoise(0.3), nn.UniformNoise(0.5), nn.Dropout(0.5)]
+)
 @given(shape=small_shapes)
 def test_eval_is_the_identity(layer, shape):
     x = mg.randn(*shape)
@@ -86,14 +88,16 @@ def test_dropconnect_keeps_the_expected_weight(p, seed):
     assert np.abs(total / n - weight).max() <= hoeffding(n, top, 1e-9 / weight.size)
 
 
-@pytest.mark.parametrize("make", [lambda: nn.GaussianDropout(0.3), lambda: nn.GaussianNoise(0.2),
-                                  lambda: nn.UniformNoise(0.3)])
+@pytest.mark.parametrize(
+    "make", [lambda: nn.GaussianDropout(0.3), lambda: nn.GaussianNoise(0.2), lambda: nn.UniformNoise(0.3)]
+)
 def test_noise_layers_gradcheck_with_a_fixed_draw(make):
     layer = make()
 
     def f(x):
         mg.manual_seed(5)
         return layer(x)
+
     assert mg.gradcheck(f, [mg.randn(4, 3, dtype="float64", requires_grad=True)])
 
 
@@ -103,9 +107,12 @@ def test_dropconnect_gradcheck_with_a_fixed_mask():
     def f(x, w, b):
         mg.manual_seed(5)
         return mg.nn.functional.linear(x, mg.nn.functional.dropout(w, 0.5), b)
-    inputs = [mg.randn(4, 3, dtype="float64", requires_grad=True),
-              mg.tensor(layer.weight.data, requires_grad=True, dtype="float64"),
-              mg.tensor(layer.bias.data, requires_grad=True, dtype="float64")]
+
+    inputs = [
+        mg.randn(4, 3, dtype="float64", requires_grad=True),
+        mg.tensor(layer.weight.data, requires_grad=True, dtype="float64"),
+        mg.tensor(layer.bias.data, requires_grad=True, dtype="float64"),
+    ]
     assert mg.gradcheck(f, inputs)
 
 
@@ -137,8 +144,11 @@ def test_step_and_cosine_schedules():
     for _ in range(5):
         rates.append(opt.param_groups[0]["lr"])
         cosine.step()
-    np.testing.assert_allclose(rates, [0.5, 0.5 * (1 + math.cos(math.pi / 4)) / 2, 0.25,
-                                       0.5 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0], atol=1e-12)
+    np.testing.assert_allclose(
+        rates,
+        [0.5, 0.5 * (1 + math.cos(math.pi / 4)) / 2, 0.25, 0.5 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0],
+        atol=1e-12,
+    )
 
 
 def test_mc_dropout_switches_only_noise_layers_on_and_restores_modes():

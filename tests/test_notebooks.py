@@ -3,6 +3,7 @@
 Each runs from a copy in an empty folder outside the repository, against the installed package, as a
 notebook a learner downloads from the site does.
 """
+
 import json
 import os
 import shutil
@@ -25,8 +26,11 @@ def test_notebooks_are_committed_without_outputs(name):
     """Outputs would go stale and bloat the diffs: `jupyter nbconvert --clear-output --inplace` before committing."""
     with open(os.path.join(FOLDER, name)) as file:
         notebook = json.load(file)
-    dirty = [index for index, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code"
-             and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    dirty = [
+        index
+        for index, cell in enumerate(notebook["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
     assert not dirty, f"{name}: code cells {dirty} have outputs or execution counts; clear them before committing"
 
 
@@ -40,8 +44,9 @@ def execute(name):
         notebook = nbformat.read(os.path.join(folder, name), as_version=4)
         started = time.perf_counter()
         # A failing cell raises CellExecutionError, naming the cell and the error.
-        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": folder}}).execute()
+        nbclient.NotebookClient(
+            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": folder}}
+        ).execute()
     seconds = time.perf_counter() - started
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.get("output_type") == "error"]
@@ -57,8 +62,11 @@ def first_text(outputs):
 def test_notebook_runs_top_to_bottom(name):
     outputs = execute(name)
     assert first_text(outputs).startswith("data: "), f"{name}'s first output must say which data it uses"
-    pictures = [output for output in outputs if "image/png" in output.get("data", {})
-                or "image/svg+xml" in output.get("data", {})]
+    pictures = [
+        output
+        for output in outputs
+        if "image/png" in output.get("data", {}) or "image/svg+xml" in output.get("data", {})
+    ]
     assert len(pictures) >= (3 if name == "dropout.ipynb" else 0)
 
 

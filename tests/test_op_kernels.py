@@ -3,6 +3,7 @@ kernel declared beside it on a GPU.
 
 The references here are written out in NumPy, independently of minigrad.ops.
 """
+
 import numpy as np
 import pytest
 
@@ -47,7 +48,7 @@ def test_dropout(device, rng, p):
     mg.manual_seed(0)
     y = ops.Dropout.apply(mg.Tensor(on(device, x), requires_grad=True), p=p)
     y, mask = y.data, y.grad_fn.mask
-    keep = philox_words(0, x.size).reshape(x.shape) / 2.0 ** 32 > p  # U = k / 2^32, compared in float64
+    keep = philox_words(0, x.size).reshape(x.shape) / 2.0**32 > p  # U = k / 2^32, compared in float64
     scale = np.float32(1 / (1 - p))
     expected_mask = np.where(keep, scale, np.float32(0))
     np.testing.assert_array_equal(backend.to_numpy(mask), expected_mask)
@@ -76,7 +77,7 @@ def test_keep_mask_threshold_is_exact():
         keep = keep_mask(stream, (999,), p)
         bits = philox_words(2, 999, skip_blocks=skipped)
         skipped += 125  # ceil(999 / 8) blocks per draw
-        np.testing.assert_array_equal(keep, bits / 2.0 ** 32 > p)
+        np.testing.assert_array_equal(keep, bits / 2.0**32 > p)
 
 
 def softmax_reference(logits):

@@ -1,5 +1,6 @@
 """SGD and the schedules against PyTorch's definitions: misuse refused, momentum and the cosine as PyTorch computes
 them (against PyTorch itself when it is installed), and their state saved and restored exactly."""
+
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ def parameter(*values):
 
 
 # --- misuse is refused --------------------------------------------------------------------------------
+
 
 def test_a_bare_tensor_is_refused_not_iterated():
     w = parameter(1.0, 2.0)
@@ -35,13 +37,18 @@ def test_a_parameter_listed_twice_is_refused(groups):
         mg.optim.SGD(params, lr=0.1)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"momentum_": 0.9}, "has no setting 'momentum_'"), ({"maximize": True}, "has no setting 'maximize'"),
-    ({"lr": math.inf}, "lr must be a finite number"), ({"lr": -1.0}, "learning rate must be > 0"),
-    ({"momentum": -0.5}, "momentum and weight_decay must be >= 0"),
-    ({"nesterov": True}, "Nesterov momentum requires a momentum"),
-    ({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "zero dampening"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"momentum_": 0.9}, "has no setting 'momentum_'"),
+        ({"maximize": True}, "has no setting 'maximize'"),
+        ({"lr": math.inf}, "lr must be a finite number"),
+        ({"lr": -1.0}, "learning rate must be > 0"),
+        ({"momentum": -0.5}, "momentum and weight_decay must be >= 0"),
+        ({"nesterov": True}, "Nesterov momentum requires a momentum"),
+        ({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "zero dampening"),
+    ],
+)
 def test_unknown_or_bad_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         mg.optim.SGD([{"params": [parameter(1.0)], **settings}], lr=0.1)
@@ -53,6 +60,7 @@ def test_non_tensors_in_params_are_refused():
 
 
 # --- momentum, dampening, Nesterov ----------------------------------------------------------------------
+
 
 def reference_sgd(w, grads, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
     """PyTorch's documented algorithm (torch.optim.SGD), written out in float64."""
@@ -66,8 +74,13 @@ def reference_sgd(w, grads, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, n
     return w
 
 
-SETTINGS = [dict(), dict(weight_decay=0.1), dict(momentum=0.9), dict(momentum=0.9, dampening=0.3),
-            dict(momentum=0.8, nesterov=True, weight_decay=0.05)]
+SETTINGS = [
+    dict(),
+    dict(weight_decay=0.1),
+    dict(momentum=0.9),
+    dict(momentum=0.9, dampening=0.3),
+    dict(momentum=0.8, nesterov=True, weight_decay=0.05),
+]
 
 
 def run_minigrad(settings, grads, start):
@@ -118,6 +131,7 @@ def test_momentum_state_saved_and_restored_continues_exactly():
 
 
 # --- the schedules ------------------------------------------------------------------------------------
+
 
 def pytorch_cosine(epoch, base_lr, T_max, eta_min):  # noqa: N803
     """PyTorch's closed form for CosineAnnealingLR (torch/optim/lr_scheduler.py, _get_closed_form_lr)."""

@@ -1,4 +1,5 @@
 """The package as a user installs it: its name, its extras, and every install command it prints."""
+
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ def test_the_cuda_extra_is_what_ci_installs(project):
 
 def test_every_console_script_points_to_a_main_that_exists(project):
     import importlib
+
     assert project["scripts"], "no console scripts"
     for name, target in project["scripts"].items():
         module, function = target.split(":")
@@ -60,6 +62,7 @@ def test_help_shows_every_default():
     import argparse
 
     from minigrad.chapter import dropout_mlp
+
     parser = dropout_mlp.build_parser()
     formatter = parser._get_formatter()
     silent = []

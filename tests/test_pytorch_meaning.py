@@ -5,6 +5,7 @@ schedules, ``nn.init``, the loader's pixels, grad mode in threads, ``requires_gr
 promotion, reductions over ``dim=()`` and 0-d tensors, tied modules, and the PyTorch names that were missing.
 Where PyTorch is installed the expected values are also taken from it.
 """
+
 import inspect
 import math
 import threading
@@ -106,9 +107,11 @@ VIEW_STEPS = {
 
 
 @settings(max_examples=150, deadline=None)
-@given(steps=st.lists(st.sampled_from(sorted(VIEW_STEPS)), min_size=1, max_size=4),
-       change=st.sampled_from(["base", "view", "a second view", "an unrelated tensor"]),
-       op=st.sampled_from(["+=", "-=", "*=", "/="]))
+@given(
+    steps=st.lists(st.sampled_from(sorted(VIEW_STEPS)), min_size=1, max_size=4),
+    change=st.sampled_from(["base", "view", "a second view", "an unrelated tensor"]),
+    op=st.sampled_from(["+=", "-=", "*=", "/="]),
+)
 def test_any_chain_of_views_shares_one_version(steps, change, op):
     """Random chains of views: a change anywhere in the family is refused at backward; elsewhere it is not."""
     x = mg.randn(4, 3, 2)
@@ -134,8 +137,18 @@ def test_any_chain_of_views_shares_one_version(steps, change, op):
 # --- learning-rate schedules ------------------------------------------------------------------------------------
 
 # PyTorch 2.13's values for StepLR(opt, 2, 0.5) then CosineAnnealingLR(opt, 4), both stepped every epoch, lr 1.
-CHAINED = [1.0, 0.8535533905932737, 0.25, 0.07322330470336313, 0.0, 0.1464466094067262, 0.25000000000000006,
-           0.4267766952966371, 0.2500000000000001, 0.21338834764831854]
+CHAINED = [
+    1.0,
+    0.8535533905932737,
+    0.25,
+    0.07322330470336313,
+    0.0,
+    0.1464466094067262,
+    0.25000000000000006,
+    0.4267766952966371,
+    0.2500000000000001,
+    0.21338834764831854,
+]
 
 
 def lrs(optimizer, schedulers, epochs):
@@ -154,12 +167,16 @@ def test_chained_schedules_compose_as_pytorchs():
 
 
 @needs_torch
-@pytest.mark.parametrize("make", [
-    lambda o, lib: [lib.StepLR(o, 2, 0.5), lib.CosineAnnealingLR(o, 4)],
-    lambda o, lib: [lib.CosineAnnealingLR(o, 3, eta_min=0.01), lib.StepLR(o, 3, 0.3)],
-    lambda o, lib: [lib.CosineAnnealingLR(o, 5)],
-    lambda o, lib: [lib.StepLR(o, 1, 0.9)],
-], ids=["step+cosine", "cosine+step", "cosine alone", "step alone"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o, lib: [lib.StepLR(o, 2, 0.5), lib.CosineAnnealingLR(o, 4)],
+        lambda o, lib: [lib.CosineAnnealingLR(o, 3, eta_min=0.01), lib.StepLR(o, 3, 0.3)],
+        lambda o, lib: [lib.CosineAnnealingLR(o, 5)],
+        lambda o, lib: [lib.StepLR(o, 1, 0.9)],
+    ],
+    ids=["step+cosine", "cosine+step", "cosine alone", "step alone"],
+)
 def test_schedules_match_pytorch(make):
     ours = mg.optim.SGD([nn.Parameter(mg.zeros(1))], lr=0.7)
     theirs = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.7)
@@ -184,6 +201,7 @@ def test_chained_schedules_resume_from_their_state_dicts():
     def make():
         optimizer = mg.optim.SGD([nn.Parameter(mg.zeros(1))], lr=1.0)
         return optimizer, [mg.optim.StepLR(optimizer, 2, 0.5), mg.optim.CosineAnnealingLR(optimizer, 4)]
+
     first, first_schedules = make()
     lrs(first, first_schedules, 3)
     resumed, resumed_schedules = make()
@@ -195,8 +213,18 @@ def test_chained_schedules_resume_from_their_state_dicts():
 
 # --- nn.init ----------------------------------------------------------------------------------------------------
 
-INIT_FUNCTIONS = ["uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_", "xavier_normal_",
-                  "kaiming_uniform_", "kaiming_normal_", "calculate_gain"]
+INIT_FUNCTIONS = [
+    "uniform_",
+    "normal_",
+    "constant_",
+    "zeros_",
+    "ones_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "calculate_gain",
+]
 
 
 def test_normal_defaults_to_pytorchs_std_of_one():
@@ -215,13 +243,31 @@ def test_init_signatures_and_defaults_are_pytorchs(name):
     assert {k: p.default for k, p in ours.items()} == {k: p.default for k, p in theirs.items()}
 
 
-@pytest.mark.parametrize("fill", [
-    lambda w: nn.init.normal_(w), lambda w: nn.init.uniform_(w, -2, 2), lambda w: nn.init.constant_(w, 0.3),
-    lambda w: nn.init.ones_(w), lambda w: nn.init.zeros_(w), lambda w: nn.init.xavier_uniform_(w),
-    lambda w: nn.init.xavier_normal_(w), lambda w: nn.init.kaiming_uniform_(w),
-    lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")],
-    ids=["normal_", "uniform_", "constant_", "ones_", "zeros_", "xavier_uniform_", "xavier_normal_",
-         "kaiming_uniform_", "kaiming_normal_"])
+@pytest.mark.parametrize(
+    "fill",
+    [
+        lambda w: nn.init.normal_(w),
+        lambda w: nn.init.uniform_(w, -2, 2),
+        lambda w: nn.init.constant_(w, 0.3),
+        lambda w: nn.init.ones_(w),
+        lambda w: nn.init.zeros_(w),
+        lambda w: nn.init.xavier_uniform_(w),
+        lambda w: nn.init.xavier_normal_(w),
+        lambda w: nn.init.kaiming_uniform_(w),
+        lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),
+    ],
+    ids=[
+        "normal_",
+        "uniform_",
+        "constant_",
+        "ones_",
+        "zeros_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+    ],
+)
 def test_init_fills_in_place_so_an_earlier_state_dict_sees_it(fill):
     layer = nn.Linear(6, 5)
     nn.init.constant_(layer.weight, 7.0)
@@ -259,6 +305,7 @@ def test_linear_keeps_the_chapters_default():
 
 # --- the loader's pixels, and counts ----------------------------------------------------------------------------
 
+
 def test_the_loader_scales_uint8_pixels_only():
     pixels = np.random.default_rng(0).integers(0, 256, size=(8, 4), dtype=np.uint8)
     x, _ = next(iter(DataLoader(ArrayDataset(pixels, np.arange(8)), batch_size=8)))
@@ -283,6 +330,7 @@ def test_the_loader_takes_a_numpy_integer_batch_size():
 
 
 # --- grad mode ---------------------------------------------------------------------------------------------------
+
 
 def test_grad_mode_is_per_thread():
     seen = {}
@@ -338,6 +386,7 @@ def test_grad_mode_forms():
 
 # --- requires_grad ---------------------------------------------------------------------------------------------
 
+
 def test_requires_grad_attribute_refuses_an_integer_tensor():
     t = mg.tensor([1, 2, 3])
     with pytest.raises(ValueError, match="floating-point"):
@@ -354,9 +403,16 @@ def test_requires_grad_cannot_be_switched_off_on_a_result():
 # --- type promotion with 0-d tensors ----------------------------------------------------------------------------
 
 PROMOTIONS = [  # (dimensioned dtype, 0-d dtype or Python number, PyTorch's result)
-    ("float32", "float64", "float32"), ("float64", "float32", "float64"), ("int64", "float64", "float64"),
-    ("int64", "float32", "float32"), ("int32", "int64", "int32"), ("bool", "float32", "float32"),
-    ("int64", 2.5, "float32"), ("bool", 1, "int64"), ("float32", 3, "float32")]
+    ("float32", "float64", "float32"),
+    ("float64", "float32", "float64"),
+    ("int64", "float64", "float64"),
+    ("int64", "float32", "float32"),
+    ("int32", "int64", "int32"),
+    ("bool", "float32", "float32"),
+    ("int64", 2.5, "float32"),
+    ("bool", 1, "int64"),
+    ("float32", 3, "float32"),
+]
 
 
 @pytest.mark.parametrize("dimensioned, scalar, expected", PROMOTIONS)
@@ -383,11 +439,11 @@ def test_a_0d_float64_weight_still_gets_its_gradient():
 
 # --- reductions over dim=() and the dims of 0-d tensors ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["sum", "mean", "amax", "amin"])
 def test_an_empty_dim_reduces_everything_as_in_pytorch(method):
     x = mg.arange(6.0).reshape(2, 3)
-    assert getattr(x, method)(dim=()).shape == () and \
-        float(getattr(x, method)(dim=())) == float(getattr(x, method)())
+    assert getattr(x, method)(dim=()).shape == () and float(getattr(x, method)(dim=())) == float(getattr(x, method)())
 
 
 @pytest.mark.parametrize("method", ["sum", "mean", "amax", "amin", "argmax", "argmin"])
@@ -409,6 +465,7 @@ def test_max_of_a_0d_tensor_along_dim_0():
 
 # --- tied modules -------------------------------------------------------------------------------------------------
 
+
 def test_a_tied_module_is_listed_once_and_saved_under_each_name():
     shared = nn.Linear(3, 3)
     net = nn.Sequential(shared, nn.ReLU(), shared)
@@ -422,6 +479,7 @@ def test_a_tied_module_is_listed_once_and_saved_under_each_name():
 
 
 # --- API a PyTorch user reaches for -------------------------------------------------------------------------------
+
 
 def test_module_apply_visits_children_first_and_returns_the_module():
     net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Linear(2, 1)))
@@ -478,10 +536,19 @@ def test_sgd_takes_numpy_scalars_and_refuses_bools():
         mg.optim.SGD([w], lr=True)
 
 
-@pytest.mark.parametrize("call", [
-    lambda a: F.relu(a), lambda a: F.linear(a, mg.ones(2, 3)), lambda a: F.cross_entropy(a, mg.tensor([0, 1])),
-    lambda a: nn.Linear(3, 2)(a), lambda a: nn.ReLU()(a), lambda a: F.softmax(a), lambda a: F.dropout(a, 0.5)],
-    ids=["F.relu", "F.linear", "F.cross_entropy", "nn.Linear", "nn.ReLU", "F.softmax", "F.dropout"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: F.relu(a),
+        lambda a: F.linear(a, mg.ones(2, 3)),
+        lambda a: F.cross_entropy(a, mg.tensor([0, 1])),
+        lambda a: nn.Linear(3, 2)(a),
+        lambda a: nn.ReLU()(a),
+        lambda a: F.softmax(a),
+        lambda a: F.dropout(a, 0.5),
+    ],
+    ids=["F.relu", "F.linear", "F.cross_entropy", "nn.Linear", "nn.ReLU", "F.softmax", "F.dropout"],
+)
 def test_a_numpy_array_given_to_a_function_is_a_clear_type_error(call):
     with pytest.raises(TypeError, match=r"must be a minigrad Tensor, got numpy.ndarray; wrap it"):
         call(np.ones((2, 3), dtype=np.float32))
@@ -492,7 +559,7 @@ def test_a_pytorch_method_left_out_says_what_to_use_instead(name):
     with pytest.raises(AttributeError, match=f"no {name}\\(\\).*use "):
         getattr(mg.ones(2), name)
     with pytest.raises(AttributeError):
-        mg.ones(2).no_such_method
+        _ = mg.ones(2).no_such_method
 
 
 def test_zero_grad_set_to_none_false_fills_zeros_in_place():

@@ -4,6 +4,7 @@ Known-answer vectors are NumPy's own (numpy/random/tests/data/philox-testset-1.c
 here so that the test does not depend on the installed NumPy. ``philox4x64_10`` below is the algorithm that
 ``random.PHILOX_CUDA`` implements on a GPU, in Python integers.
 """
+
 import math
 
 import numpy as np
@@ -11,8 +12,8 @@ import pytest
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad.chapter.model import BATCH_SIZE, concise_mlp
 from minigrad import backend
+from minigrad.chapter.model import BATCH_SIZE, concise_mlp
 from minigrad.random import PhiloxStream, blocks_for, dropout_stream
 
 MASK64 = 2**64 - 1
@@ -38,7 +39,7 @@ def as_u64(words32, k):
     return int(words32[2 * k]) | int(words32[2 * k + 1]) << 32
 
 
-@pytest.mark.parametrize("seed, expected", [(0xdeadbeaf, KAT_DEADBEAF), (0, KAT_ZERO)], ids=["deadbeaf", "zero"])
+@pytest.mark.parametrize("seed, expected", [(0xDEADBEAF, KAT_DEADBEAF), (0, KAT_ZERO)], ids=["deadbeaf", "zero"])
 def test_the_stream_gives_numpys_known_answers(seed, expected):
     words = PhiloxStream(seed).words(2000)
     assert words.dtype == np.uint32
@@ -47,7 +48,7 @@ def test_the_stream_gives_numpys_known_answers(seed, expected):
 
 def test_the_round_function_gives_the_known_block():
     """The first block of Philox(0xdeadbeaf) is block(counter = 1): NumPy increments the counter before computing."""
-    assert tuple(np.random.SeedSequence(0xdeadbeaf).generate_state(2, np.uint64).tolist()) == KAT_KEY
+    assert tuple(np.random.SeedSequence(0xDEADBEAF).generate_state(2, np.uint64).tolist()) == KAT_KEY
     assert philox4x64_10([1, 0, 0, 0], KAT_KEY) == [KAT_DEADBEAF[k] for k in range(3)] + [0xEE47F17991A9E7EA]
 
 
@@ -57,7 +58,7 @@ def test_each_draw_takes_whole_blocks_from_the_counter():
     stream, reference = PhiloxStream(42), np.random.Philox(42).random_raw(4 * 200).view(np.uint32)
     block = 0
     for n in sizes:
-        np.testing.assert_array_equal(stream.words(n), reference[8 * block: 8 * block + n])
+        np.testing.assert_array_equal(stream.words(n), reference[8 * block : 8 * block + n])
         block += blocks_for(n)
         assert stream.counter == block
     key = np.random.SeedSequence(42).generate_state(2, np.uint64).tolist()
@@ -135,17 +136,23 @@ def test_the_cuda_source_computes_numpys_words_when_compiled_for_the_host(tmp_pa
     """PHILOX_CUDA is plain C++ but for __umul64hi: built for the CPU, it must give NumPy's words and carries."""
     import shutil
     import subprocess
+
     from minigrad.random import PHILOX_CUDA
+
     compiler = shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         pytest.skip("no C++ compiler (g++ or clang++) to build the CUDA source for the host")
     source, program = tmp_path / "philox.cpp", tmp_path / "philox"
     source.write_text(HOST_PRELUDE + PHILOX_CUDA + HOST_MAIN)
     subprocess.run([compiler, "-O1", "-o", str(program), str(source)], check=True, capture_output=True)
-    key = np.random.SeedSequence(0xdeadbeaf).generate_state(2, np.uint64)
+    key = np.random.SeedSequence(0xDEADBEAF).generate_state(2, np.uint64)
     for counter, n, blocks in ((0, 20, 3), (5, 37, 2**64 - 3), (2**40, 16, 1)):  # 5 + 2**64 - 3 carries
-        lines = subprocess.run([str(program), str(key[0]), str(key[1]), str(counter), str(n), str(blocks)],
-                               capture_output=True, text=True, check=True).stdout.split("\n")
+        lines = subprocess.run(
+            [str(program), str(key[0]), str(key[1]), str(counter), str(n), str(blocks)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
         words = np.array([int(line) for line in lines[:n]], dtype=np.uint32)
         expected = np.random.Philox(key=key, counter=counter).random_raw((n + 1) // 2).view(np.uint32)[:n]
         np.testing.assert_array_equal(words, expected)
@@ -198,4 +205,5 @@ def test_the_chapters_model_draws_the_same_masks_on_cpu_and_cuda():
 
 def _dropout_ops(root):
     from minigrad.autograd import topological_order
+
     return [t.grad_fn for t in topological_order(root) if type(t.grad_fn).__name__ == "Dropout"]

@@ -3,6 +3,7 @@
 Mistyped and truncated data, damaged checkpoints, two runs on one folder, a killed run, resuming a finished
 run, and a loss that explodes but stays finite. Each case failed before this round (see the issue's list).
 """
+
 import json
 import os
 import signal
@@ -13,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from minigrad.chapter import dropout_mlp
 from minigrad import cli
+from minigrad.chapter import dropout_mlp
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 
 from .test_example import ROOT, base_args, strict_json
@@ -56,22 +57,43 @@ def damage(path, change):
     save_checkpoint(path, arrays, meta)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda arrays, meta: ({k: v for k, v in arrays.items() if k != "model/3.weight"}, meta),
-     "missing model/3.weight"),
-    (lambda arrays, meta: ({**arrays, "model/0.bias": arrays["model/0.bias"][:7]}, meta),
-     "model/0.bias is float32 of shape (7,), the model needs float32 of shape (256,)"),
-    (lambda arrays, meta: ({**arrays, "model/0.bias": arrays["model/0.bias"].astype(np.float64)}, meta),
-     "model/0.bias is float64"),
-    (lambda arrays, meta: ({**arrays, "extra": np.zeros(1)}, meta), "unexpected extra"),
-    (lambda arrays, meta: (arrays, {k: v for k, v in meta.items() if k != "rng"}), "record's 'rng' is missing"),
-    (lambda arrays, meta: (arrays, {**meta, "history": meta["history"][:1]}), "history does not hold its 2 epochs"),
-    (lambda arrays, meta: (arrays, {**meta, "optimizer": {"state": {}}}), "optimizer record is incomplete"),
-    (lambda arrays, meta: (arrays, {**meta, "loader": {}}), "cannot be restored (KeyError"),
-    (lambda arrays, meta: (arrays, {**meta, "rng": {"unsaved": [], "seed": 0, "cpu": {"state": 1}}}),
-     "cannot be restored"),
-], ids=["a missing array", "a wrong shape", "a wrong dtype", "an extra array", "no rng", "a short history",
-        "no optimizer groups", "no shuffling state", "a broken generator state"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda arrays, meta: ({k: v for k, v in arrays.items() if k != "model/3.weight"}, meta),
+            "missing model/3.weight",
+        ),
+        (
+            lambda arrays, meta: ({**arrays, "model/0.bias": arrays["model/0.bias"][:7]}, meta),
+            "model/0.bias is float32 of shape (7,), the model needs float32 of shape (256,)",
+        ),
+        (
+            lambda arrays, meta: ({**arrays, "model/0.bias": arrays["model/0.bias"].astype(np.float64)}, meta),
+            "model/0.bias is float64",
+        ),
+        (lambda arrays, meta: ({**arrays, "extra": np.zeros(1)}, meta), "unexpected extra"),
+        (lambda arrays, meta: (arrays, {k: v for k, v in meta.items() if k != "rng"}), "record's 'rng' is missing"),
+        (lambda arrays, meta: (arrays, {**meta, "history": meta["history"][:1]}), "history does not hold its 2 epochs"),
+        (lambda arrays, meta: (arrays, {**meta, "optimizer": {"state": {}}}), "optimizer record is incomplete"),
+        (lambda arrays, meta: (arrays, {**meta, "loader": {}}), "cannot be restored (KeyError"),
+        (
+            lambda arrays, meta: (arrays, {**meta, "rng": {"unsaved": [], "seed": 0, "cpu": {"state": 1}}}),
+            "cannot be restored",
+        ),
+    ],
+    ids=[
+        "a missing array",
+        "a wrong shape",
+        "a wrong dtype",
+        "an extra array",
+        "no rng",
+        "a short history",
+        "no optimizer groups",
+        "no shuffling state",
+        "a broken generator state",
+    ],
+)
 def test_a_damaged_checkpoint_is_one_line_and_nothing_is_lost(fake_data, tmp_path, capsys, change, message):
     out = tmp_path / "run"
     finished_run(fake_data, out)
@@ -112,18 +134,26 @@ def test_a_second_run_on_a_folder_in_use_is_refused(fake_data, tmp_path, capsys)
 
 def test_two_processes_on_one_folder_one_is_refused_and_a_killed_one_leaves_no_lock(fake_data, tmp_path):
     out = tmp_path / "run"
+
     def command(*flags):
-        return [sys.executable, "-m", "examples.dropout_mlp", *base_args(fake_data, out, "--batch-size", "16",
-                                                                          "--no-plot", *flags)]
+        return [
+            sys.executable,
+            "-m",
+            "examples.dropout_mlp",
+            *base_args(fake_data, out, "--batch-size", "16", "--no-plot", *flags),
+        ]
+
     env = {**os.environ, "PYTHONPATH": ROOT}
-    first = subprocess.Popen(command("--epochs", "100000"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        command("--epochs", "100000"), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         for line in first.stdout:  # wait until it trains (and so holds the folder)
             if line.startswith("epoch   1"):
                 break
-        second = subprocess.run(command("--epochs", "100000"), cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=120)
+        second = subprocess.run(
+            command("--epochs", "100000"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         assert second.returncode == 2 and "is in use by another run" in second.stderr
         assert second.stderr.count("\n") == 1
         first.send_signal(signal.SIGKILL)  # kill -9: no handler runs, nothing is cleaned up
@@ -133,11 +163,18 @@ def test_two_processes_on_one_folder_one_is_refused_and_a_killed_one_leaves_no_l
         first.stdout.close()
         first.stderr.close()
     metrics = strict_json(out / "metrics.json")
-    assert metrics["status"] == "running" and len(load_checkpoint(out / "checkpoint.npz")[1]["history"]) == \
-        len(metrics["epochs"]), "metrics.json and checkpoint.npz agree after kill -9"
+    assert metrics["status"] == "running" and len(load_checkpoint(out / "checkpoint.npz")[1]["history"]) == len(
+        metrics["epochs"]
+    ), "metrics.json and checkpoint.npz agree after kill -9"
     (out / ".checkpoint.npz.left.part").write_bytes(b"half a file")  # as a kill during a write leaves
-    third = subprocess.run(command("--epochs", str(len(metrics["epochs"]) + 1), "--resume"), cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
+    third = subprocess.run(
+        command("--epochs", str(len(metrics["epochs"]) + 1), "--resume"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert third.returncode == 0, third.stderr
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.json", "model.npz"], "the .part file is gone"
 

@@ -1,4 +1,5 @@
 """The teaching aids: the graph as DOT, the autograd tour, and a docstring with the math on every op."""
+
 import inspect
 import os
 import re
@@ -8,9 +9,9 @@ import subprocess
 import pytest
 
 import minigrad as mg
-from minigrad.chapter import autograd_tour
 from minigrad import ops
 from minigrad._tensor import Function
+from minigrad.chapter import autograd_tour
 from minigrad.viz import render, to_dot
 
 NODE = re.compile(r'^\s*(t\d+|op\d+) \[label="(?:[^"\\]|\\.)*"(, [\w]+=("[^"]*"|\w+))*\];$')
@@ -109,19 +110,23 @@ def all_function_classes():
 
 def test_every_function_states_its_formula_and_derivative():
     classes = all_function_classes()
-    assert len(classes) >= len([c for c in vars(ops).values() if inspect.isclass(c)
-                                and issubclass(c, Function) and c is not Function])
+    assert len(classes) >= len(
+        [c for c in vars(ops).values() if inspect.isclass(c) and issubclass(c, Function) and c is not Function]
+    )
     for cls in classes:
         doc = inspect.getdoc(cls) or ""
         assert "=" in doc, f"{cls.__name__}: docstring must state the formula"
         assert re.search(r"d\w*/d\w+", doc), f"{cls.__name__}: docstring must state the derivative (dy/dx ...)"
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63 - 1], got -1"),
-    (["--seed", "x"], "argument --seed: expected an integer, got 'x'"),
-    (["--out", "README.md"], "argument --out: cannot write into 'README.md'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63 - 1], got -1"),
+        (["--seed", "x"], "argument --seed: expected an integer, got 'x'"),
+        (["--out", "README.md"], "argument --out: cannot write into 'README.md'"),
+    ],
+)
 def test_autograd_tour_bad_flags_exit_2_with_one_line(flags, message, capsys, monkeypatch):
     monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with pytest.raises(SystemExit) as caught:

@@ -1,5 +1,6 @@
 """PyTorch's meaning where minigrad uses PyTorch's names: each test here failed, silently or with a confusing
 error, before the trust pass (issue 13). The gradient side of each is also in the differential table."""
+
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ def random_grad(shape, seed=0, dtype=np.float32):
 
 
 # --- transpose and friends ------------------------------------------------------------------------
+
 
 def test_transpose_swaps_two_axes_even_on_a_square_matrix():
     w = mg.tensor([[1.0, 2.0], [3.0, 4.0]])
@@ -42,13 +44,16 @@ def test_permute_T_mT_swapaxes():
     assert v.T is v, "as in PyTorch, .T of a vector is the vector"
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda x: x.permute(0, 0, 1), "not a reordering"),
-    (lambda x: x.permute(0, 1), "not a reordering"),
-    (lambda x: x.transpose(0, 3), "out of range"),
-    (lambda x: x.T, "use .mT"),
-    (lambda x: x.transpose(2, 0, 1), r"use permute\(2, 0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda x: x.permute(0, 0, 1), "not a reordering"),
+        (lambda x: x.permute(0, 1), "not a reordering"),
+        (lambda x: x.transpose(0, 3), "out of range"),
+        (lambda x: x.T, "use .mT"),
+        (lambda x: x.transpose(2, 0, 1), r"use permute\(2, 0, 1\)"),
+    ],
+)
 def test_permutation_mistakes_are_errors(call, message):
     with pytest.raises((ValueError, IndexError, TypeError), match=message):
         call(mg.randn(2, 3, 4))
@@ -56,12 +61,19 @@ def test_permutation_mistakes_are_errors(call, message):
 
 # --- comparisons and conversions ------------------------------------------------------------------
 
+
 def test_comparisons_are_elementwise_boolean_tensors():
     x = mg.tensor([1, 2, 3])
-    for result, expected in [(x == 2, [False, True, False]), (x != 2, [True, False, True]),
-                             (x >= 2, [False, True, True]), (x <= 2, [True, True, False]),
-                             (x > 2, [False, False, True]), (x < 2, [True, False, False]),
-                             (x == mg.tensor([1, 0, 3]), [True, False, True]), (2 == x, [False, True, False])]:
+    for result, expected in [
+        (x == 2, [False, True, False]),
+        (x != 2, [True, False, True]),
+        (x >= 2, [False, True, True]),
+        (x <= 2, [True, True, False]),
+        (x > 2, [False, False, True]),
+        (x < 2, [True, False, False]),
+        (x == mg.tensor([1, 0, 3]), [True, False, True]),
+        (2 == x, [False, True, False]),
+    ]:
         assert isinstance(result, mg.Tensor) and result.dtype == np.bool_
         np.testing.assert_array_equal(result.numpy(), expected)
     assert (x == None) is False and (x != None) is True  # noqa: E711 (PyTorch's answer to t == None)
@@ -116,6 +128,7 @@ def test_numpy_sees_the_values_of_a_cpu_tensor():
 
 # --- constructors -----------------------------------------------------------------------------------
 
+
 def test_parameter_of_a_tensor_and_tensor_of_a_list():
     values = mg.randn(2, 2)
     p = nn.Parameter(values)
@@ -126,8 +139,10 @@ def test_parameter_of_a_tensor_and_tensor_of_a_list():
     assert t.shape == (3,) and t.dtype == np.float32 and t.size() == (3,) and t.size(-1) == 3 and t.dim() == 1
 
 
-@pytest.mark.parametrize("bad, message", [(3, "minigrad.tensor"), ("abc", "got str"),
-                                          ([[1, 2], [3]], "does not convert"), ({"a": 1}, "got dict")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [(3, "minigrad.tensor"), ("abc", "got str"), ([[1, 2], [3]], "does not convert"), ({"a": 1}, "got dict")],
+)
 def test_constructors_refuse_what_they_cannot_hold(bad, message):
     with pytest.raises(TypeError, match=message):
         mg.Tensor(bad)
@@ -141,6 +156,7 @@ def test_integer_tensors_cannot_require_grad():
 
 
 # --- indexing, reductions ------------------------------------------------------------------------------
+
 
 def test_index_tuple_holding_a_tensor():
     x = mg.randn(4, 3, requires_grad=True)
@@ -188,6 +204,7 @@ def test_reductions_take_dim_and_keepdim_or_numpy_names():
 
 # --- in-place arithmetic -----------------------------------------------------------------------------
 
+
 def test_in_place_update_under_no_grad_changes_the_parameter():
     """The chapter's `sgd` written as in d2l's PyTorch code: it used to rebind a local name and change nothing."""
     params = [mg.tensor([1.0, -2.0], requires_grad=True)]
@@ -226,11 +243,14 @@ def test_an_optimizer_step_between_forward_and_backward_is_caught():
 
 # --- one import -------------------------------------------------------------------------------------------
 
+
 def test_subpackages_after_one_import():
     import subprocess
     import sys
-    code = ("import minigrad as mg; "
-            "print(mg.data.FashionMNIST.__name__, mg.train.Trainer.__name__, mg.checkpoint.__name__)")
+
+    code = (
+        "import minigrad as mg; print(mg.data.FashionMNIST.__name__, mg.train.Trainer.__name__, mg.checkpoint.__name__)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["FashionMNIST", "Trainer", "minigrad.checkpoint"]
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
@@ -240,7 +260,7 @@ def test_subpackages_after_one_import():
 def test_manual_seed_takes_pytorchs_range():
     mg.manual_seed(-1)
     first = mg.rand(3).numpy()
-    mg.manual_seed(0xffff_ffff_ffff_ffff - 1)
+    mg.manual_seed(0xFFFF_FFFF_FFFF_FFFF - 1)
     np.testing.assert_array_equal(mg.rand(3).numpy(), first)
     with pytest.raises(ValueError, match="must lie in"):
         mg.manual_seed(2**64)

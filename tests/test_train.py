@@ -1,5 +1,6 @@
 """The Trainer and its Monitor: dropout is never on while evaluating, history and timings are recorded, NaN stops
 training."""
+
 import math
 
 import numpy as np
@@ -184,8 +185,10 @@ def test_json_is_written_strictly(tmp_path):
     import json
 
     from minigrad.files import save_json
-    save_json({"loss": math.nan, "values": [1.0, math.inf, -math.inf], "nested": {"x": np.float64(2.0)}},
-              tmp_path / "m.json")
+
+    save_json(
+        {"loss": math.nan, "values": [1.0, math.inf, -math.inf], "nested": {"x": np.float64(2.0)}}, tmp_path / "m.json"
+    )
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"loss": None, "values": [1.0, None, None], "nested": {"x": 2.0}}
@@ -193,6 +196,7 @@ def test_json_is_written_strictly(tmp_path):
 
 def test_checkpoint_round_trip_of_arrays_and_record(tmp_path):
     from minigrad.checkpoint import load_checkpoint, save_checkpoint
+
     arrays = {"model/0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "optimizer/0/momentum_buffer": np.ones(2)}
     save_checkpoint(tmp_path / "c.npz", arrays, {"epoch": 3, "rng": mg.get_rng_state(), "x": math.nan})
     loaded, meta = load_checkpoint(tmp_path / "c.npz")
@@ -202,6 +206,7 @@ def test_checkpoint_round_trip_of_arrays_and_record(tmp_path):
         assert loaded[name].dtype == value.dtype
     with pytest.raises(ValueError, match="not a training checkpoint"):
         from minigrad.checkpoint import save_state_dict
+
         save_state_dict({"w": np.zeros(2)}, tmp_path / "plain.npz")
         load_checkpoint(tmp_path / "plain.npz")
 

@@ -1,5 +1,6 @@
 """minigrad.uncertainty: calibration's reliability points and expected calibration error, and MC dropout finding
 the stochastic layers by their class attribute."""
+
 import numpy as np
 import pytest
 
@@ -30,8 +31,10 @@ def test_confidence_one_falls_in_the_last_bin():
     assert result["reliability"] == [(1.0, 1.0, 1)] and result["ece"] == 0.0
 
 
-@pytest.mark.parametrize("probabilities, labels", [(np.zeros((3,)), np.zeros(3)), (np.zeros((3, 2)), np.zeros(2)),
-                                                   (np.zeros((0, 2)), np.zeros(0))])
+@pytest.mark.parametrize(
+    "probabilities, labels",
+    [(np.zeros((3,)), np.zeros(3)), (np.zeros((3, 2)), np.zeros(2)), (np.zeros((0, 2)), np.zeros(0))],
+)
 def test_calibration_refuses_shapes_that_do_not_fit(probabilities, labels):
     with pytest.raises(ValueError, match="calibration needs probabilities"):
         calibration(probabilities, labels)

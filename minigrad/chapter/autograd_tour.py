@@ -8,6 +8,7 @@ order in which backward visits the tensors, (3) each tensor's gradient as backwa
 (through the engine's ``hook``, not a copy of the engine), (4) a finite-difference check of
 every parameter's gradient, and writes the graph as Graphviz DOT (and SVG when ``dot`` exists).
 """
+
 import os
 
 import numpy
@@ -25,9 +26,15 @@ MASK_SEED = 1  # reseeded before each forward, so the tour's pass and gradcheck'
 def build(seed):
     """The tour's 4-3-3-2 float64 network, its 3 examples and labels, seeded by ``seed``."""
     mg.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 3, dtype="float64"), nn.ReLU(), nn.Dropout(0.2),
-                          nn.Linear(3, 3, dtype="float64"), nn.ReLU(), nn.Dropout(0.5),
-                          nn.Linear(3, 2, dtype="float64"))
+    model = nn.Sequential(
+        nn.Linear(4, 3, dtype="float64"),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(3, 3, dtype="float64"),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(3, 2, dtype="float64"),
+    )
     for layer in (model[0], model[3], model[6]):
         nn.init.normal_(layer.weight, std=1.0)  # larger than the chapter's 0.01, so the numbers are readable
         # Nonzero biases: a row that dropout zeroes entirely would otherwise put the next ReLU exactly at its
@@ -40,24 +47,29 @@ def build(seed):
 
 def functional_loss(X, y):
     """The same network as a function of its parameters, for gradcheck."""
+
     def loss(W1, b1, W2, b2, W3, b3):
         mg.manual_seed(MASK_SEED)
         h = F.dropout(F.relu(F.linear(X, W1, b1)), 0.2)
         h = F.dropout(F.relu(F.linear(h, W2, b2)), 0.5)
         return F.cross_entropy(F.linear(h, W3, b3), y)
+
     return loss
 
 
 def fmt(array):
     """An array on one line, 4 decimals."""
-    return numpy.array2string(numpy.asarray(array), precision=4, suppress_small=True, separator=", ",
-                              max_line_width=10_000).replace("\n", "")
+    return numpy.array2string(
+        numpy.asarray(array), precision=4, suppress_small=True, separator=", ", max_line_width=10_000
+    ).replace("\n", "")
 
 
 def main(argv=None):
     """The command line: print the tour's four steps and write the graph; returns the exit status."""
     parser = cli.OneLineParser(prog=cli.program_name(__name__), description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join("runs", "autograd_tour"), help="where graph.dot (and graph.svg) go")
+    parser.add_argument(
+        "--out", default=os.path.join("runs", "autograd_tour"), help="where graph.dot (and graph.svg) go"
+    )
     parser.add_argument("--seed", type=cli.seed, default=0, help="seeds the weights, the data and the masks")
     args = parser.parse_args(argv)
     cli.check_writable_folder(parser, args.out)
@@ -67,9 +79,11 @@ def main(argv=None):
 
     print("1. Forward: each module's output")
     for name, module in model.named_children():
+
         def show(module, inputs, output, name=name):
             names[output] = f"{name}: {type(module).__name__} output"
             print(f"  {names[output]:24s} {fmt(output.numpy())}")
+
         module.register_forward_hook(show)
     mg.manual_seed(MASK_SEED)
     loss = F.cross_entropy(model(X), y)
@@ -86,6 +100,7 @@ def main(argv=None):
 
     def report(tensor, grad):
         print(f"  {names.get(tensor, '(intermediate)'):24s} {fmt(grad)}")
+
     loss.backward(hook=report, retain_graph=True)  # keep the graph to draw it, with the leaves' gradients
 
     os.makedirs(args.out, exist_ok=True)

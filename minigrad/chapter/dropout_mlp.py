@@ -9,6 +9,7 @@ Writes ``metrics.json`` and ``checkpoint.npz`` into ``--out`` after every epoch,
 ``curves.png`` at the end. Ctrl-C keeps the last finished epoch; ``--resume`` continues from it and ends
 with the same numbers and weights as an uninterrupted run.
 """
+
 import argparse
 import contextlib
 import math
@@ -19,12 +20,23 @@ import numpy
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad.chapter.model import (BATCH_SIZE, DROPOUT1, DROPOUT2, LR, NUM_EPOCHS, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS,
-                              ScratchMLP, concise_mlp, dropout_layer)
 from minigrad import allocator, cli
+from minigrad.chapter.model import (
+    BATCH_SIZE,
+    DROPOUT1,
+    DROPOUT2,
+    LR,
+    NUM_EPOCHS,
+    NUM_HIDDENS,
+    NUM_INPUTS,
+    NUM_OUTPUTS,
+    ScratchMLP,
+    concise_mlp,
+    dropout_layer,
+)
 from minigrad.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
-from minigrad.files import save_json
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
+from minigrad.files import save_json
 from minigrad.monitor import Monitor, TrainingDiverged
 from minigrad.train import Trainer, evaluate_predictions
 
@@ -58,8 +70,7 @@ def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()
             loss.backward()
             model.sgd(args.lr)
             monitor.step(loss, y_hat, y)
-        record = monitor.end_epoch(lambda: evaluate_predictions(lambda X: model.net(X, is_training=False),
-                                                                test_loader))
+        record = monitor.end_epoch(lambda: evaluate_predictions(lambda X: model.net(X, is_training=False), test_loader))
         on_epoch_end(record)
     return monitor
 
@@ -67,8 +78,20 @@ def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()
 # --- the command line -------------------------------------------------------------------------------
 
 # What a run's numbers depend on: --resume refuses a checkpoint whose run differed in any of these.
-RUN_DEFINING = ("impl", "device", "lr", "batch_size", "dropout1", "dropout2", "hidden", "weight_decay",
-                "lr_schedule", "limit", "seed", "skip_checksum")
+RUN_DEFINING = (
+    "impl",
+    "device",
+    "lr",
+    "batch_size",
+    "dropout1",
+    "dropout2",
+    "hidden",
+    "weight_decay",
+    "lr_schedule",
+    "limit",
+    "seed",
+    "skip_checksum",
+)
 OUTPUTS = ("metrics.json", "checkpoint.npz", "model.npz", "curves.png")
 
 
@@ -81,28 +104,63 @@ def build_parser():
     add("--epochs", type=cli.positive_int, default=None, help=f"default: $MAX_EPOCH or {NUM_EPOCHS}")
     add("--lr", type=cli.positive_float, default=LR, help=f"SGD learning rate (default: {LR})")
     add("--batch-size", type=cli.positive_int, default=BATCH_SIZE, help="examples per SGD step")
-    add("--dropout1", type=cli.probability, default=DROPOUT1,
-        help=f"dropout after the first hidden layer (default: {DROPOUT1})")
-    add("--dropout2", type=cli.probability, default=DROPOUT2,
-        help=f"dropout after the second hidden layer (default: {DROPOUT2})")
-    add("--hidden", type=cli.positive_int, nargs=2, default=list(NUM_HIDDENS), metavar=("H1", "H2"),
-        help="the two hidden layers' widths")
-    add("--weight-decay", type=cli.non_negative_float, default=0.0, help="L2 penalty on the weights (SGD's weight_decay)")
-    add("--lr-schedule", choices=["constant", "step", "cosine"], default="constant",
+    add(
+        "--dropout1",
+        type=cli.probability,
+        default=DROPOUT1,
+        help=f"dropout after the first hidden layer (default: {DROPOUT1})",
+    )
+    add(
+        "--dropout2",
+        type=cli.probability,
+        default=DROPOUT2,
+        help=f"dropout after the second hidden layer (default: {DROPOUT2})",
+    )
+    add(
+        "--hidden",
+        type=cli.positive_int,
+        nargs=2,
+        default=list(NUM_HIDDENS),
+        metavar=("H1", "H2"),
+        help="the two hidden layers' widths",
+    )
+    add(
+        "--weight-decay",
+        type=cli.non_negative_float,
+        default=0.0,
+        help="L2 penalty on the weights (SGD's weight_decay)",
+    )
+    add(
+        "--lr-schedule",
+        choices=["constant", "step", "cosine"],
+        default="constant",
         help="constant (the chapter), step (x0.1 after each third of the epochs) or cosine (to 0 at the last "
-             "epoch); concise only")
-    add("--limit", type=cli.positive_int, default=None, help="use the first N examples of each split "
-                                                             "(default: $DATASET_LIMIT or all)")
+        "epoch); concise only",
+    )
+    add(
+        "--limit",
+        type=cli.positive_int,
+        default=None,
+        help="use the first N examples of each split (default: $DATASET_LIMIT or all)",
+    )
     add("--seed", type=cli.seed, default=0, help="seeds the weights, the dropout masks and the shuffling")
-    add("--data-dir", default=None, help="the folder with the four Fashion-MNIST IDX files (gzip'd or not): the only "
-                                         "place looked in (default: $MINIGRAD_DATA, else ./data/fashion-mnist, else Debian's "
-                                         "/usr/share/datasets/fashion-mnist, else a download into ./data/fashion-mnist)")
+    add(
+        "--data-dir",
+        default=None,
+        help="the folder with the four Fashion-MNIST IDX files (gzip'd or not): the only "
+        "place looked in (default: $MINIGRAD_DATA, else ./data/fashion-mnist, else Debian's "
+        "/usr/share/datasets/fashion-mnist, else a download into ./data/fashion-mnist)",
+    )
     add("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
     add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
-    add("--capture", action=argparse.BooleanOptionalAction, default=None,
+    add(
+        "--capture",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="capture the training step and the evaluation as CUDA graphs and replay them (default: on a GPU, "
-             "for --impl concise); --no-capture runs eagerly, for comparison")
+        "for --impl concise); --no-capture runs eagerly, for comparison",
+    )
     add("--no-progress", action="store_true", help="no progress bars")
     add("--no-plot", action="store_true", help="do not draw curves.png")
     add("--debug", action="store_true", help="show tracebacks")
@@ -127,8 +185,9 @@ def parse_args(argv=None):
                 parser.error(f"environment variable {variable}: {error}")
     args.device = cli.check_device(parser, args.device)
     cli.check_data_dir(parser, args.data_dir)
-    cli.check_mlp_fits(parser, [NUM_INPUTS, *args.hidden, NUM_OUTPUTS], min(args.batch_size, args.limit or 60000),
-                       args.device)
+    cli.check_mlp_fits(
+        parser, [NUM_INPUTS, *args.hidden, NUM_OUTPUTS], min(args.batch_size, args.limit or 60000), args.device
+    )
     if args.resume and not os.path.isfile(os.path.join(args.out, "checkpoint.npz")):
         parser.error(f"argument --resume: there is no checkpoint.npz in {args.out!r} to resume from")
     cli.check_writable_folder(parser, args.out)
@@ -162,10 +221,21 @@ class Run:
     def __init__(self, args):
         self.args = args
         self.path = {name: os.path.join(args.out, name) for name in OUTPUTS}
-        config = {key: value for key, value in vars(args).items()
-                  if key not in ("no_progress", "no_plot", "debug", "resume", "lock")}
-        self.metrics = {"impl": args.impl, "device": args.device, "config": config, "status": "starting",
-                        "data": None, "epochs": [], "final_test_acc": None, "timings": {}}
+        config = {
+            key: value
+            for key, value in vars(args).items()
+            if key not in ("no_progress", "no_plot", "debug", "resume", "lock")
+        }
+        self.metrics = {
+            "impl": args.impl,
+            "device": args.device,
+            "config": config,
+            "status": "starting",
+            "data": None,
+            "epochs": [],
+            "final_test_acc": None,
+            "timings": {},
+        }
         self.model = self.optimizer = self.scheduler = self.train_loader = None
         self.claimed = False  # whether this run's files have replaced the previous ones in --out
 
@@ -196,11 +266,14 @@ class Run:
         for key, kind in expected_meta.items():
             if not isinstance(meta.get(key), kind):
                 found = "missing" if key not in meta else f"a {type(meta[key]).__name__}"
-                raise CheckpointError(f"{path}: its record's {key!r} is {found} (expected a {kind.__name__}); the "
-                                      f"file is damaged or from another program: start afresh without --resume")
+                raise CheckpointError(
+                    f"{path}: its record's {key!r} is {found} (expected a {kind.__name__}); the "
+                    f"file is damaged or from another program: start afresh without --resume"
+                )
         if len(meta["history"]) != meta["epoch"] or not all(isinstance(r, dict) for r in meta["history"]):
-            raise CheckpointError(f"{path}: its history does not hold its {meta['epoch']} epochs; start afresh "
-                                  f"without --resume")
+            raise CheckpointError(
+                f"{path}: its history does not hold its {meta['epoch']} epochs; start afresh without --resume"
+            )
         if not isinstance(meta["rng"].get("unsaved"), list):
             raise CheckpointError(f"{path}: its random generators' state is incomplete; start afresh without --resume")
         expected = {f"model/{name}": value for name, value in self.model.state_dict().items()}
@@ -211,20 +284,25 @@ class Run:
             parameters = list(self.model.parameters())
             for index, names in optimizer_state.items():
                 if not (index.isdigit() and int(index) < len(parameters)) or not isinstance(names, list):
-                    raise CheckpointError(f"{path}: its optimizer state names parameter {index!r}, which the model "
-                                          f"does not have; start afresh without --resume")
+                    raise CheckpointError(
+                        f"{path}: its optimizer state names parameter {index!r}, which the model "
+                        f"does not have; start afresh without --resume"
+                    )
                 expected.update({f"optimizer/{index}/{name}": parameters[int(index)].data for name in names})
         missing = sorted(set(expected) - set(arrays))
         unexpected = sorted(set(arrays) - set(expected))
-        problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                   ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(unexpected)}"] if unexpected else []
+        )
         if problems:
             raise CheckpointError(f"{path}: {'; '.join(problems)}; start afresh without --resume")
         for name, reference in expected.items():
             array = arrays[name]
             if array.shape != reference.shape or array.dtype != reference.dtype:
-                raise CheckpointError(f"{path}: {name} is {array.dtype} of shape {array.shape}, the model needs "
-                                      f"{reference.dtype} of shape {reference.shape}; start afresh without --resume")
+                raise CheckpointError(
+                    f"{path}: {name} is {array.dtype} of shape {array.shape}, the model needs "
+                    f"{reference.dtype} of shape {reference.shape}; start afresh without --resume"
+                )
             if not numpy.isfinite(array).all():
                 raise CheckpointError(f"{path}: {name} holds NaN or infinite values; start afresh without --resume")
         return arrays, meta
@@ -239,18 +317,26 @@ class Run:
         """The checkpoint must come from the same run: the same settings and the same data, byte for byte."""
         saved, current = meta["config"], self.metrics["config"]
         keys = RUN_DEFINING + (("epochs",) if self.args.lr_schedule != "constant" else ())
-        differ = [f"--{key.replace('_', '-')} {saved.get(key)} (now {current[key]})" for key in keys
-                  if saved.get(key) != current[key]]
+        differ = [
+            f"--{key.replace('_', '-')} {saved.get(key)} (now {current[key]})"
+            for key in keys
+            if saved.get(key) != current[key]
+        ]
         if differ:
-            raise ResumeError(f"{self.path['checkpoint.npz']} is from another run: it had {', '.join(differ)}; "
-                              f"resume with the same settings, or start afresh without --resume")
+            raise ResumeError(
+                f"{self.path['checkpoint.npz']} is from another run: it had {', '.join(differ)}; "
+                f"resume with the same settings, or start afresh without --resume"
+            )
         if sorted(meta["data"].values()) != sorted(self.metrics["data"]["sha256"].values()):
-            raise ResumeError(f"{self.path['checkpoint.npz']} was trained on other data files than "
-                              f"{self.metrics['data']['folders']}")
+            raise ResumeError(
+                f"{self.path['checkpoint.npz']} was trained on other data files than {self.metrics['data']['folders']}"
+            )
         if meta["rng"]["unsaved"]:
-            raise ResumeError(f"{self.path['checkpoint.npz']} comes from a run on {', '.join(meta['rng']['unsaved'])}, "
-                              f"whose random generator (CuPy's) cannot be saved, so the run cannot continue "
-                              f"exactly; start it afresh")
+            raise ResumeError(
+                f"{self.path['checkpoint.npz']} comes from a run on {', '.join(meta['rng']['unsaved'])}, "
+                f"whose random generator (CuPy's) cannot be saved, so the run cannot continue "
+                f"exactly; start it afresh"
+            )
 
     def save_epoch(self, record):
         """After each epoch: the checkpoint of exactly the epochs in metrics.json, then metrics.json (then, after
@@ -259,15 +345,27 @@ class Run:
         self.metrics["final_test_acc"] = record["test_acc"]
         self.metrics["status"] = "running"
         arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
-        meta = {"epoch": record["epoch"], "config": self.metrics["config"], "data": self.metrics["data"]["sha256"],
-                "history": self.metrics["epochs"], "rng": mg.get_rng_state(),
-                "loader": self.train_loader.state_dict()}
+        meta = {
+            "epoch": record["epoch"],
+            "config": self.metrics["config"],
+            "data": self.metrics["data"]["sha256"],
+            "history": self.metrics["epochs"],
+            "rng": mg.get_rng_state(),
+            "loader": self.train_loader.state_dict(),
+        }
         if self.optimizer is not None:
             optimizer_state = self.optimizer.state_dict()
-            meta["optimizer"] = {"param_groups": optimizer_state["param_groups"],
-                                 "state": {str(i): sorted(entries) for i, entries in optimizer_state["state"].items()}}
-            arrays.update({f"optimizer/{i}/{name}": value for i, entries in optimizer_state["state"].items()
-                           for name, value in entries.items()})
+            meta["optimizer"] = {
+                "param_groups": optimizer_state["param_groups"],
+                "state": {str(i): sorted(entries) for i, entries in optimizer_state["state"].items()},
+            }
+            arrays.update(
+                {
+                    f"optimizer/{i}/{name}": value
+                    for i, entries in optimizer_state["state"].items()
+                    for name, value in entries.items()
+                }
+            )
         if self.scheduler is not None:
             meta["scheduler"] = self.scheduler.state_dict()
         save_checkpoint(self.path["checkpoint.npz"], arrays, meta)
@@ -276,13 +374,19 @@ class Run:
 
     def restore(self, arrays, meta):
         """Put the model, optimizer, schedule and random generators where the checkpoint left them."""
-        self.model.load_state_dict({name[len("model/"):]: value for name, value in arrays.items()
-                                    if name.startswith("model/")})
+        self.model.load_state_dict(
+            {name[len("model/") :]: value for name, value in arrays.items() if name.startswith("model/")}
+        )
         if self.optimizer is not None:
-            self.optimizer.load_state_dict({
-                "param_groups": meta["optimizer"]["param_groups"],
-                "state": {int(i): {name: arrays[f"optimizer/{i}/{name}"] for name in names}
-                          for i, names in meta["optimizer"]["state"].items()}})
+            self.optimizer.load_state_dict(
+                {
+                    "param_groups": meta["optimizer"]["param_groups"],
+                    "state": {
+                        int(i): {name: arrays[f"optimizer/{i}/{name}"] for name in names}
+                        for i, names in meta["optimizer"]["state"].items()
+                    },
+                }
+            )
         if self.scheduler is not None:
             self.scheduler.load_state_dict(meta["scheduler"])
         mg.set_rng_state(meta["rng"])
@@ -292,7 +396,7 @@ class Run:
         self.metrics["resumed_from_epoch"] = meta["epoch"]
 
     def finish(self, stopwatch):
-        """Write the completed run's weights, curves and metrics (metrics last, so "completed" means every file is there)."""
+        """Write a completed run's weights, curves and metrics (metrics last: "completed" means all are there)."""
         self.metrics["timings"] = stopwatch.summary()  # of the epochs trained in this process
         self.metrics["status"] = "completed"
         save_state_dict(self.model.state_dict(), self.path["model.npz"])
@@ -304,8 +408,12 @@ class Run:
         args = self.args
         if not args.no_plot and epochs:
             from minigrad.viz import plot_curves
-            plot_curves(epochs, self.path["curves.png"],
-                        title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}{note}")
+
+            plot_curves(
+                epochs,
+                self.path["curves.png"],
+                title=f"{args.impl}, dropout {args.dropout1}/{args.dropout2}, lr {args.lr}{note}",
+            )
 
     def stop(self, status, reason, diverged_epoch=None):
         """Record why the run stopped, if it has written anything yet; a run that stopped before its first record
@@ -339,12 +447,13 @@ def run(args):
     outputs = Run(args)
     train_set = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=not args.no_progress)
     test_set = FashionMNIST(args.data_dir, train=False, verify=not args.skip_checksum, progress=not args.no_progress)
-    outputs.metrics["data"] = {"folders": {"train": train_set.root, "test": test_set.root},
-                               "sha256": {**train_set.files, **test_set.files}}
+    outputs.metrics["data"] = {
+        "folders": {"train": train_set.root, "test": test_set.root},
+        "sha256": {**train_set.files, **test_set.files},
+    }
     if args.impl == "scratch":
         chapter_demo(device)  # here, before anything else draws: its draws come first in the seeded stream
-    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, device=device, limit=args.limit,
-                              seed=args.seed)
+    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, device=device, limit=args.limit, seed=args.seed)
     test_loader = DataLoader(test_set, args.batch_size, device=device, limit=args.limit)
     outputs.train_loader = train_loader
     if args.impl == "scratch":
@@ -358,35 +467,52 @@ def run(args):
         resume_from = arrays, meta = outputs.read_checkpoint()
         outputs.check_resumable(meta)
         if meta["epoch"] >= args.epochs:
-            print(f"nothing to do: {outputs.path['checkpoint.npz']} already holds {meta['epoch']} epochs (--epochs "
-                  f"{args.epochs}); to train longer, resume with a larger --epochs", flush=True)
+            print(
+                f"nothing to do: {outputs.path['checkpoint.npz']} already holds {meta['epoch']} epochs (--epochs "
+                f"{args.epochs}); to train longer, resume with a larger --epochs",
+                flush=True,
+            )
             return None
         try:  # every record was checked above; what remains (a generator's state, say) is checked by using it
             outputs.restore(arrays, meta)
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{outputs.path['checkpoint.npz']}: cannot be restored ({type(error).__name__}: "
-                                  f"{error}); start afresh without --resume") from None
+            raise CheckpointError(
+                f"{outputs.path['checkpoint.npz']}: cannot be restored ({type(error).__name__}: "
+                f"{error}); start afresh without --resume"
+            ) from None
 
     def on_epoch_end(record):
         outputs.save_epoch(record)
-        print(f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f}  train acc {record['train_acc']:.4f}"
-              f"  test acc {record['test_acc']:.4f}  {record['seconds']:.2f}s (+{record['eval_seconds']:.2f}s eval)",
-              flush=True)
+        print(
+            f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f}  train acc {record['train_acc']:.4f}"
+            f"  test acc {record['test_acc']:.4f}  {record['seconds']:.2f}s (+{record['eval_seconds']:.2f}s eval)",
+            flush=True,
+        )
 
     done = len(outputs.metrics["epochs"])
     folders = sorted(set(outputs.metrics["data"]["folders"].values()))
-    print(f"{args.impl} MLP {NUM_INPUTS}-{args.hidden[0]}-{args.hidden[1]}-{NUM_OUTPUTS}, dropout "
-          f"{args.dropout1}/{args.dropout2}, lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs"
-          f"{f' (resuming after epoch {done})' if resume_from else ''}, {train_loader.num_examples} training "
-          f"examples from {', '.join(folders)} on {device}", flush=True)
+    print(
+        f"{args.impl} MLP {NUM_INPUTS}-{args.hidden[0]}-{args.hidden[1]}-{NUM_OUTPUTS}, dropout "
+        f"{args.dropout1}/{args.dropout2}, lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs"
+        f"{f' (resuming after epoch {done})' if resume_from else ''}, {train_loader.num_examples} training "
+        f"examples from {', '.join(folders)} on {device}",
+        flush=True,
+    )
     try:
         if args.impl == "scratch":
-            stopwatch = fit_scratch(outputs.model, train_loader, test_loader, args, on_epoch_end,
-                                    outputs.metrics["epochs"]).stopwatch
+            stopwatch = fit_scratch(
+                outputs.model, train_loader, test_loader, args, on_epoch_end, outputs.metrics["epochs"]
+            ).stopwatch
             outputs.metrics["capture"] = "off: --impl scratch runs its own loop, eagerly"
         else:
-            trainer = Trainer(outputs.model, outputs.optimizer, progress=not args.no_progress, capture=args.capture,
-                              scheduler=outputs.scheduler, loss_limit=DIVERGED_LOSS)
+            trainer = Trainer(
+                outputs.model,
+                outputs.optimizer,
+                progress=not args.no_progress,
+                capture=args.capture,
+                scheduler=outputs.scheduler,
+                loss_limit=DIVERGED_LOSS,
+            )
             trainer.history = outputs.metrics["epochs"]
             trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)
             stopwatch = trainer.stopwatch
@@ -406,8 +532,11 @@ def run(args):
     for name, timing in metrics["timings"].items():
         unit, scale = ("ms", 1000) if name == "step" else ("s", 1)
         print(f"{name:8s} P50 {timing['p50'] * scale:8.3f} {unit}   P90 {timing['p90'] * scale:8.3f} {unit}")
-    print(f"final test accuracy {metrics['final_test_acc']:.4f}; wrote {args.out}/metrics.json, model.npz"
-          + ("" if args.no_plot else ", curves.png") + ", checkpoint.npz")
+    print(
+        f"final test accuracy {metrics['final_test_acc']:.4f}; wrote {args.out}/metrics.json, model.npz"
+        + ("" if args.no_plot else ", curves.png")
+        + ", checkpoint.npz"
+    )
     return metrics
 
 
@@ -421,8 +550,11 @@ def main(argv=None):
         if args.debug:
             raise
         kept = None if getattr(interrupt, "nothing_kept", False) else _checkpoint_epoch(args.out)
-        where = (f"kept epoch {kept} in {args.out}/checkpoint.npz; continue with --resume" if kept else
-                 "no epoch had finished, so nothing was kept")
+        where = (
+            f"kept epoch {kept} in {args.out}/checkpoint.npz; continue with --resume"
+            if kept
+            else "no epoch had finished, so nothing was kept"
+        )
         print(f"interrupted: {where}", file=sys.stderr)
         return 130
     except (mg.DeviceError, DatasetError, IDXFormatError, TrainingDiverged, ValueError, OSError) as error:

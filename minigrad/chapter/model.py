@@ -7,6 +7,7 @@ network, dropout 0.2 after the first hidden layer and 0.5 after the second, SGD 
 ``dropout_layer`` and ``ScratchMLP`` follow section 4.6.4 (dropout from scratch, parameters by hand);
 ``concise_mlp`` follows section 4.6.5 (``nn.Sequential`` with ``nn.Dropout``).
 """
+
 import minigrad as mg
 from minigrad import nn
 
@@ -16,6 +17,7 @@ LR, BATCH_SIZE, NUM_EPOCHS = 0.5, 256, 10
 
 
 # --- section 4.6.4: dropout from scratch --------------------------------------------------------
+
 
 def dropout_layer(X, dropout):
     """Eq. (4.6.1) with Tensor operations only: keep where U[0, 1) > p, scale survivors by 1 / (1 - p)."""
@@ -69,9 +71,15 @@ class ScratchMLP:
 
 # --- section 4.6.5: the concise implementation ----------------------------------------------------
 
+
 def concise_mlp(hidden=NUM_HIDDENS, dropout1=DROPOUT1, dropout2=DROPOUT2, device="cpu"):
     """Section 4.6.5's model: ``nn.Sequential`` of Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
     return nn.Sequential(
-        nn.Linear(NUM_INPUTS, hidden[0], device=device), nn.ReLU(), nn.Dropout(dropout1),
-        nn.Linear(hidden[0], hidden[1], device=device), nn.ReLU(), nn.Dropout(dropout2),
-        nn.Linear(hidden[1], NUM_OUTPUTS, device=device))
+        nn.Linear(NUM_INPUTS, hidden[0], device=device),
+        nn.ReLU(),
+        nn.Dropout(dropout1),
+        nn.Linear(hidden[0], hidden[1], device=device),
+        nn.ReLU(),
+        nn.Dropout(dropout2),
+        nn.Linear(hidden[1], NUM_OUTPUTS, device=device),
+    )

@@ -6,6 +6,7 @@ With neither, the search path: ``./data/fashion-mnist``, then ``/usr/share/datas
 (Debian's ``dataset-fashion-mnist`` package), and downloads go to ``./data/fashion-mnist``. Each file
 may be gzip'd or not. Its decompressed bytes must have the SHA-256 of the official file.
 """
+
 import hashlib
 import http.client
 import os
@@ -35,8 +36,10 @@ SHA256 = {  # of the decompressed official files (as published with Fashion-MNIS
 
 # MD5s of the original MNIST .gz files: caches and mirrors have served these under Fashion-MNIST's names.
 MNIST_GZ_MD5 = {
-    "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-    "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c",
+    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "d53e105ee54ea40749a09fcbcd1e9432",
+    "9fb629c4189551a2d022fa330f9573f3",
+    "ec29112dd5afa0611ce80d1b7f02629c",
 }
 
 MIRRORS = (
@@ -46,9 +49,11 @@ MIRRORS = (
 DEBIAN_FOLDER = "/usr/share/datasets/fashion-mnist"
 DEFAULT_FOLDER = os.path.join("data", "fashion-mnist")
 
-HOW_TO_GET = ("get the files with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four "
-              "official .gz files in a folder and pass it with --data-dir / root= or the MINIGRAD_DATA "
-              "environment variable")
+HOW_TO_GET = (
+    "get the files with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four "
+    "official .gz files in a folder and pass it with --data-dir / root= or the MINIGRAD_DATA "
+    "environment variable"
+)
 
 
 class DatasetError(RuntimeError):
@@ -106,10 +111,14 @@ def load_verified(path, name, verify=True):
     digest = hashlib.sha256(content).hexdigest()
     if verify and digest != SHA256[name]:
         if looks_like_mnist(raw, content, path):
-            raise DatasetError(f"{path} is MNIST (handwritten digits), not Fashion-MNIST: a cache or mirror served "
-                               f"the wrong dataset. Delete it and {HOW_TO_GET}")
-        raise DatasetError(f"{path} is not the official {name}: its SHA-256 is {digest}, expected {SHA256[name]}. "
-                           f"The file is corrupt or another dataset; delete it and {HOW_TO_GET}")
+            raise DatasetError(
+                f"{path} is MNIST (handwritten digits), not Fashion-MNIST: a cache or mirror served "
+                f"the wrong dataset. Delete it and {HOW_TO_GET}"
+            )
+        raise DatasetError(
+            f"{path} is not the official {name}: its SHA-256 is {digest}, expected {SHA256[name]}. "
+            f"The file is corrupt or another dataset; delete it and {HOW_TO_GET}"
+        )
     return parse_idx(content, path), digest
 
 
@@ -192,15 +201,18 @@ class FashionMNIST:
                 missing = "" if explicit is None else " (the only folder looked in, since it was given explicitly)"
                 raise DatasetError(f"Fashion-MNIST ({split}) not found in {', '.join(folders)}{missing}; {HOW_TO_GET}")
             target = explicit if explicit is not None else DEFAULT_FOLDER
-            paths = [find_file(target, name) or download_file(name, target, mirrors or MIRRORS, progress)
-                     for name in names]
+            paths = [
+                find_file(target, name) or download_file(name, target, mirrors or MIRRORS, progress) for name in names
+            ]
         self.root = os.path.dirname(paths[0])
         self.images, images_digest = load_verified(paths[0], names[0], verify)
         self.labels, labels_digest = load_verified(paths[1], names[1], verify)
         self.files = {os.path.abspath(paths[0]): images_digest, os.path.abspath(paths[1]): labels_digest}
         if self.images.ndim != 3 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
-            raise DatasetError(f"{self.root}: images of shape {self.images.shape} and labels of shape "
-                               f"{self.labels.shape} do not form a dataset of (N, H, W) images with N labels")
+            raise DatasetError(
+                f"{self.root}: images of shape {self.images.shape} and labels of shape "
+                f"{self.labels.shape} do not form a dataset of (N, H, W) images with N labels"
+            )
         self.train = train
 
     def __len__(self):

@@ -5,6 +5,7 @@ Layout (big-endian): two zero bytes; one type byte (0x08 uint8, 0x09 int8, 0x0B 
 uint32 sizes; then the values, row-major. Files are often gzip'd; the reader decides by
 the first bytes, not by the name. Every malformed input raises :class:`IDXFormatError`.
 """
+
 import gzip
 import math
 import struct
@@ -46,11 +47,15 @@ def parse_idx(content, name="<bytes>"):
         raise IDXFormatError(f"{name}: {len(content)} bytes, too short for the 4-byte IDX header")
     if content[:2] != b"\x00\x00":
         if content.startswith(GZIP_MAGIC):
-            raise IDXFormatError(f"{name}: this is gzip data read as raw IDX (magic "
-                                 f"{int.from_bytes(content[:4], 'big')}); decompress it first, e.g. with read_idx")
+            raise IDXFormatError(
+                f"{name}: this is gzip data read as raw IDX (magic "
+                f"{int.from_bytes(content[:4], 'big')}); decompress it first, e.g. with read_idx"
+            )
         if content.lstrip()[:1] == b"<":
-            raise IDXFormatError(f"{name}: this is an HTML or XML page, not an IDX file "
-                                 f"(a failed download saved as data?); delete it and fetch the file again")
+            raise IDXFormatError(
+                f"{name}: this is an HTML or XML page, not an IDX file "
+                f"(a failed download saved as data?); delete it and fetch the file again"
+            )
         raise IDXFormatError(f"{name}: starts with bytes {content[:2].hex()}, not the two zero bytes of an IDX header")
     type_code, ndim = content[2], content[3]
     if type_code not in IDX_DTYPES:
@@ -58,18 +63,22 @@ def parse_idx(content, name="<bytes>"):
         raise IDXFormatError(f"{name}: unknown IDX type code 0x{type_code:02X} (known: {known})")
     header_size = 4 + 4 * ndim
     if len(content) < header_size:
-        raise IDXFormatError(f"{name}: truncated header: {ndim} dimensions need {header_size} bytes, "
-                             f"the file has {len(content)}")
+        raise IDXFormatError(
+            f"{name}: truncated header: {ndim} dimensions need {header_size} bytes, the file has {len(content)}"
+        )
     shape = struct.unpack(f">{ndim}I", content[4:header_size])
     dtype = numpy.dtype(IDX_DTYPES[type_code])
     expected = math.prod(shape) * dtype.itemsize
     payload = len(content) - header_size
     if payload < expected:
-        raise IDXFormatError(f"{name}: truncated: shape {shape} of {dtype.name} needs {expected} bytes of data, "
-                             f"the file has {payload}")
+        raise IDXFormatError(
+            f"{name}: truncated: shape {shape} of {dtype.name} needs {expected} bytes of data, the file has {payload}"
+        )
     if payload > expected:
-        raise IDXFormatError(f"{name}: {payload - expected} trailing bytes after the {expected} bytes that "
-                             f"shape {shape} of {dtype.name} needs")
+        raise IDXFormatError(
+            f"{name}: {payload - expected} trailing bytes after the {expected} bytes that "
+            f"shape {shape} of {dtype.name} needs"
+        )
     values = numpy.frombuffer(content, dtype=dtype, count=math.prod(shape), offset=header_size)
     return values.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
@@ -79,8 +88,9 @@ def write_idx(path, array, compress=None):
     array = numpy.asarray(array)
     codes = {numpy.dtype(big_endian).newbyteorder("="): code for code, big_endian in IDX_DTYPES.items()}
     if array.dtype not in codes:
-        raise ValueError(f"IDX cannot store dtype {array.dtype}; use one of uint8, int8, int16, int32, "
-                         f"float32, float64")
+        raise ValueError(
+            f"IDX cannot store dtype {array.dtype}; use one of uint8, int8, int16, int32, float32, float64"
+        )
     if array.ndim > 255:
         raise ValueError(f"IDX stores at most 255 dimensions, got {array.ndim}")
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -4,13 +4,14 @@ The whole uint8 dataset is copied to the device once, when the loader is made; e
 is gathered there and converted to float32 in [0, 1] there, so a CUDA epoch makes no
 host-to-device copy per batch (one small copy of the shuffled order per epoch).
 """
+
 import math
 
 import numpy
 
 from .. import backend
-from ..random import generator
 from .._tensor import Tensor
+from ..random import generator
 
 PIXEL_SCALE = numpy.float32(1.0 / 255.0)  # uint8 pixels times this: float32 in [0, 1]
 
@@ -61,14 +62,17 @@ class DataLoader:
         seed: seed of the shuffling; by default drawn from minigrad's CPU generator.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=False, drop_last=False, device="cpu", limit=None, seed=None,
-                 flatten=True):
+    def __init__(
+        self, dataset, batch_size, shuffle=False, drop_last=False, device="cpu", limit=None, seed=None, flatten=True
+    ):
         batch_size = checked_count(batch_size, "batch_size")
         limit = checked_count(limit, "limit", allow_none=True)
         images, labels = numpy.asarray(dataset.images), numpy.asarray(dataset.labels)
         if images.dtype != numpy.uint8 and images.dtype.kind != "f":
-            raise TypeError(f"the dataset's images are {images.dtype}: give uint8 pixels (scaled to [0, 1] here) "
-                            f"or floating-point values (used as they are)")
+            raise TypeError(
+                f"the dataset's images are {images.dtype}: give uint8 pixels (scaled to [0, 1] here) "
+                f"or floating-point values (used as they are)"
+            )
         if labels.dtype.kind not in "iu":
             raise TypeError(f"the dataset's labels are {labels.dtype}: give integer class indices")
         if limit is not None:

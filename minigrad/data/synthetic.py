@@ -1,4 +1,5 @@
 """A small, learnable stand-in for Fashion-MNIST, for tests and quick runs: no files, no download."""
+
 import numpy
 
 from .fashion_mnist import CLASSES
@@ -15,7 +16,7 @@ def synthetic_images(count, seed=0):
     rng.shuffle(labels)
     images = rng.integers(0, 100, size=(count, 28, 28)).astype(numpy.uint8)
     for k in range(10):
-        images[labels == k, 2 * k + 4:2 * k + 7, :] += 150
+        images[labels == k, 2 * k + 4 : 2 * k + 7, :] += 150
     return images, labels
 
 

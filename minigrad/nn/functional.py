@@ -1,14 +1,17 @@
 """The layers as plain functions (``import minigrad.nn.functional as F``), as in PyTorch."""
+
 from .. import autograd, ops
-from ..backend import get_array_module
 from .._tensor import Tensor
+from ..backend import get_array_module
 
 
 def check_tensor(value, function, argument="input"):
     """A clear TypeError when ``value`` is not a Tensor (a NumPy array, say): what was given and what to do."""
     if not isinstance(value, Tensor):
-        raise TypeError(f"{function}: {argument} must be a minigrad Tensor, got {type(value).__module__}."
-                        f"{type(value).__name__}; wrap it first: minigrad.tensor(value)")
+        raise TypeError(
+            f"{function}: {argument} must be a minigrad Tensor, got {type(value).__module__}."
+            f"{type(value).__name__}; wrap it first: minigrad.tensor(value)"
+        )
     return value
 
 
@@ -49,8 +52,10 @@ def linear(x, weight, bias=None):
     if bias is not None:
         check_tensor(bias, "linear", "bias")
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
-                         f"(out_features, in_features): the input's last axis must be {weight.shape[1]}")
+        raise ValueError(
+            f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
+            f"(out_features, in_features): the input's last axis must be {weight.shape[1]}"
+        )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias of shape {bias.shape} does not fit a weight of shape {weight.shape}")
     if bias is None:
@@ -69,18 +74,22 @@ def cross_entropy(logits, labels):
     if not isinstance(labels, Tensor):
         labels = Tensor(xp.asarray(labels))
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"cross_entropy: logits of shape {logits.shape} and labels of shape {labels.shape} "
-                         f"do not fit: expected logits (N, C) and labels (N,)")
+        raise ValueError(
+            f"cross_entropy: logits of shape {logits.shape} and labels of shape {labels.shape} "
+            f"do not fit: expected logits (N, C) and labels (N,)"
+        )
     if labels.dtype.kind not in "iu":
         raise ValueError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
     if logits.device != labels.device:
-        raise ValueError(f"cross_entropy: logits are on {logits.device} but labels on {labels.device}; "
-                         f"move them with .to(device)")
+        raise ValueError(
+            f"cross_entropy: logits are on {logits.device} but labels on {labels.device}; move them with .to(device)"
+        )
     if autograd.value_checks_enabled() and labels.numel():
         low, high = int(labels.data.min()), int(labels.data.max())  # on a GPU: one wait per call
         if low < 0 or high >= logits.shape[1]:
-            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1] - 1}], got values from "
-                             f"{low} to {high}")
+            raise ValueError(
+                f"cross_entropy: labels must lie in [0, {logits.shape[1] - 1}], got values from {low} to {high}"
+            )
     return ops.SoftmaxCrossEntropy.apply(logits, labels)
 
 

@@ -9,6 +9,7 @@ weights on the CPU and on a GPU.
 ``nn.Linear`` keeps the chapter's N(0, 0.01^2) as its own default (PyTorch's Linear draws from
 U(-1/sqrt(fan_in), 1/sqrt(fan_in))): the README lists that difference.
 """
+
 import math
 
 from ..autograd import mark_changed_in_place
@@ -73,8 +74,16 @@ def ones_(tensor):
 
 def calculate_gain(nonlinearity, param=None):
     """The gain that keeps activations' variance through ``nonlinearity``, as PyTorch's table gives it."""
-    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-              "sigmoid")
+    linear = (
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    )
     if nonlinearity in linear:
         return 1.0
     if nonlinearity == "tanh":
@@ -85,18 +94,21 @@ def calculate_gain(nonlinearity, param=None):
         slope = 0.01 if param is None else param
         if isinstance(slope, bool) or not isinstance(slope, (int, float)):
             raise ValueError(f"negative_slope {slope!r} is not a valid number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}: use one of {', '.join(linear)}, tanh, relu, "
-                     f"leaky_relu, selu")
+    raise ValueError(
+        f"unsupported nonlinearity {nonlinearity!r}: use one of {', '.join(linear)}, tanh, relu, leaky_relu, selu"
+    )
 
 
 def _fans(tensor):
     """(fan_in, fan_out) of a weight of shape (out, in, *receptive field), as PyTorch computes them."""
     if tensor.ndim < 2:
-        raise ValueError(f"fan in and fan out can not be computed for a tensor with fewer than 2 dimensions "
-                         f"(shape {tensor.shape}): give the weight, not the bias")
+        raise ValueError(
+            f"fan in and fan out can not be computed for a tensor with fewer than 2 dimensions "
+            f"(shape {tensor.shape}): give the weight, not the bias"
+        )
     receptive = math.prod(tensor.shape[2:])
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 

@@ -1,4 +1,5 @@
 """The layers of the chapter's MLP: Linear, ReLU, Dropout, Flatten, and Sequential to chain them."""
+
 from .. import backend
 from . import functional as F
 from . import init as initializers

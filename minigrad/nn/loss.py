@@ -1,4 +1,5 @@
 """Loss modules."""
+
 from . import functional as F
 from .module import Module
 

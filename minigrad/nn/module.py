@@ -1,13 +1,15 @@
 """Module and Parameter: the containers that models are built from, as in PyTorch."""
+
 import collections
 
 from .. import backend
-from ..autograd import mark_changed_in_place
 from .._tensor import Tensor
+from ..autograd import mark_changed_in_place
 
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
-IncompatibleKeys.__doc__ = ("What load_state_dict returns, as in PyTorch: the names it did not find, and those it "
-                            "did not use.")
+IncompatibleKeys.__doc__ = (
+    "What load_state_dict returns, as in PyTorch: the names it did not find, and those it did not use."
+)
 
 
 class Parameter(Tensor):
@@ -92,8 +94,9 @@ class Module:
                     continue
                 seen.add(id(module))
             yield name, module
-            children = [(f"{name}.{child_name}" if name else child_name, child)
-                        for child_name, child in module.named_children()]
+            children = [
+                (f"{name}.{child_name}" if name else child_name, child) for child_name, child in module.named_children()
+            ]
             stack.extend(reversed(children))
 
     def modules(self):
@@ -173,14 +176,17 @@ class Module:
         Returns ``(missing_keys, unexpected_keys)``, as PyTorch's ``load_state_dict`` does.
         """
         if not isinstance(state_dict, dict):
-            raise TypeError(f"load_state_dict takes a dict of name -> array (a state_dict()), got "
-                            f"{type(state_dict).__name__}")
+            raise TypeError(
+                f"load_state_dict takes a dict of name -> array (a state_dict()), got {type(state_dict).__name__}"
+            )
         parameters = dict(self.named_parameters(remove_duplicate=False))
         missing = sorted(set(parameters) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(parameters))
         if strict and (missing or unexpected):
-            raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
-                             f"missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"load_state_dict: the state does not match {type(self).__name__}: "
+                f"missing {missing}, unexpected {unexpected}"
+            )
         updates = []
         for name, parameter in parameters.items():
             if name not in state_dict:
@@ -188,8 +194,10 @@ class Module:
             value = state_dict[name]
             value = value.data if isinstance(value, Tensor) else value
             if not hasattr(value, "shape") or tuple(value.shape) != parameter.shape:
-                raise ValueError(f"load_state_dict: {name!r} has shape {tuple(getattr(value, 'shape', ()))} in the "
-                                 f"state but {parameter.shape} in the model")
+                raise ValueError(
+                    f"load_state_dict: {name!r} has shape {tuple(getattr(value, 'shape', ()))} in the "
+                    f"state but {parameter.shape} in the model"
+                )
             updates.append((parameter, backend.to_device(value, parameter.device)))
         for parameter, value in updates:
             parameter.data[...] = value

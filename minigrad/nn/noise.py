@@ -3,10 +3,11 @@
 Each keeps the expectation: E[y] = x (and for DropConnect E[W'] = W), as dropout does.
 They are built from existing ops (Mul, Add, Linear, Dropout), so their gradients come for free.
 """
+
 import math
 
-from ..random import generator
 from .._tensor import Tensor
+from ..random import generator
 from . import functional as F
 from .layers import Linear
 from .module import Module
@@ -95,7 +96,7 @@ class DropConnect(Linear):
         self.p = F.check_probability(p)
 
     def forward(self, x):
-        """x W'^T + b, with W' the weight under dropout (each weight 0 with probability p, else W / (1 - p)) while training."""
+        """x W'^T + b while training, W' the weight under dropout (each weight 0 with probability p, else W / (1-p))."""
         return F.linear(x, F.dropout(self.weight, self.p, training=self.training), self.bias)
 
     def extra_repr(self):

@@ -1,4 +1,5 @@
 """The experiments' plots, drawn through minigrad.viz (matplotlib off screen, files written atomically)."""
+
 import numpy
 
 from minigrad.viz import pyplot, save_figure

@@ -1,4 +1,5 @@
 """The data every run shares, one training run, and the runs of several settings over several seeds."""
+
 import time
 
 import minigrad as mg
@@ -41,6 +42,7 @@ def train_run(setting, seed, data, args, epochs, on_epoch_end=None):
         entry["gap"] = entry["train_eval_acc"] - entry["test_acc"]
         if on_epoch_end:
             on_epoch_end(entry)
+
     trainer.fit(data.train_loader(seed), data.test, epochs, on_epoch_end=record)
     return model, trainer.history
 
@@ -69,14 +71,18 @@ class Runs:
                 started = time.perf_counter()
                 history = self.history(setting, seed, epochs)
                 histories.append(history)
-                self.log(f"  {setting.label:34s} seed {seed}: final test acc {history[-1]['test_acc']:.4f}, "
-                         f"best {max(e['test_acc'] for e in history):.4f}, gap {history[-1]['gap']:+.4f} "
-                         f"({time.perf_counter() - started:.0f}s)")
+                self.log(
+                    f"  {setting.label:34s} seed {seed}: final test acc {history[-1]['test_acc']:.4f}, "
+                    f"best {max(e['test_acc'] for e in history):.4f}, gap {history[-1]['gap']:+.4f} "
+                    f"({time.perf_counter() - started:.0f}s)"
+                )
             results[setting] = {"histories": histories, "summary": summarise(histories)}
         return results
 
 
 def to_json(results):
     """results.json's form of ``Runs.of``'s results: keyed by label, each with its setting, summary and histories."""
-    return {setting.label: {"config": setting.as_dict(), "summary": result["summary"],
-                            "histories": result["histories"]} for setting, result in results.items()}
+    return {
+        setting.label: {"config": setting.as_dict(), "summary": result["summary"], "histories": result["histories"]}
+        for setting, result in results.items()
+    }

@@ -1,9 +1,10 @@
 """What one run trains: the chapter's MLP with a kind of noise after each hidden layer (or on the weights)."""
+
 import dataclasses
 
 import minigrad as mg
-from minigrad.chapter.model import DROPOUT1, DROPOUT2, NUM_INPUTS, NUM_OUTPUTS
 from minigrad import nn
+from minigrad.chapter.model import DROPOUT1, DROPOUT2, NUM_INPUTS, NUM_OUTPUTS
 
 NOISES = ("dropout", "dropconnect", "gaussian-dropout", "uniform-noise", "hidden-noise", "input-noise")
 
@@ -76,5 +77,6 @@ def optimizer_for(model, setting, lr):
     """SGD; weight decay (when asked) on the weight matrices only, not on the biases."""
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
-    return mg.optim.SGD([{"params": weights, "weight_decay": setting.weight_decay},
-                         {"params": biases, "weight_decay": 0.0}], lr=lr)
+    return mg.optim.SGD(
+        [{"params": weights, "weight_decay": setting.weight_decay}, {"params": biases, "weight_decay": 0.0}], lr=lr
+    )
