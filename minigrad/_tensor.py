@@ -15,10 +15,22 @@ a Tensor's operators call the ops, and the ops subclass Function. ``ops`` is imp
 below Function, the only name it takes from here, and is used only when an operator runs.
 """
 
+from __future__ import annotations
+
 import collections
 import operator
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Union
 
 from . import autograd, backend
+from .backend import Array
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Dims = Union[int, Sequence[int], None]
+"""The dimensions a reduction takes: one, several, or None for all (``dim=()`` means all too, as in PyTorch)."""
 
 # ---------------------------------------------------------------------------------------
 # Function: one differentiable op.
@@ -41,22 +53,24 @@ class Function:
     points (``F.linear``, ``F.cross_entropy``), so that ``forward`` opens with the math.
     """
 
-    inputs = ()
-    needs_input_grad = ()
+    inputs: tuple[Tensor, ...] | None = ()  # None once released
+    needs_input_grad: tuple[bool, ...] = ()
     makes_view = False  # True for ops whose output may be a view of their input (Reshape, Permute, Index)
     saves_output = False  # True for ops whose backward reads their own output (Exp, ReLU, Max)
-    saved_output_version = None
+    saved_output_version: autograd.Version | None = None
+    xp: ModuleType  # NumPy or CuPy, set by apply
+    ran_at: int  # the in-place clock when forward ran, set by apply when it records
 
-    def forward(self, *arrays):
+    def forward(self, *arrays: Array) -> Array:
         """Compute the output from raw arrays (NumPy or CuPy), saving on ``self`` what backward needs."""
         raise NotImplementedError
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> tuple[Array | None, ...]:
         """Map dL/d(output) to one dL/d(input) per input (None where ``needs_input_grad`` says none is wanted)."""
         raise NotImplementedError
 
     @classmethod
-    def apply(cls, *inputs, **params):
+    def apply(cls, *inputs: Any, **params: Any) -> Tensor:
         """Run the op on Tensors and, in grad mode, record it in the graph."""
         if not all(isinstance(value, Tensor) for value in inputs):
             position, value = next((i, v) for i, v in enumerate(inputs) if not isinstance(v, Tensor))
@@ -83,7 +97,7 @@ class Function:
                 fn.saved_output_version = output._version
         return output
 
-    def release(self):
+    def release(self) -> None:
         """Drop the inputs and everything saved for backward (called once backward has used them)."""
         self.__dict__.clear()
         self.inputs = None
@@ -169,14 +183,14 @@ class Tensor:
     # Let Tensor's operators win over NumPy's when a raw array is on the left (array * tensor).
     __array_priority__ = 1000
 
-    def __init__(self, data, requires_grad=False):
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
         # when the array was last changed in place, shared with every view of it (autograd.Version)
-        self._version = data._version if isinstance(data, Tensor) else autograd.Version()
+        self._version: autograd.Version = data._version if isinstance(data, Tensor) else autograd.Version()
         if not isinstance(data, backend.ARRAY_TYPES):
             data = _as_array(data)
-        self.data = data
-        self.grad = None
-        self.grad_fn = None
+        self.data: Array = data
+        self.grad: Array | None = None
+        self.grad_fn: Function | None = None
         self._requires_grad = False
         if requires_grad:
             self.requires_grad_()
@@ -207,43 +221,43 @@ class Tensor:
 
     # --- what the tensor is ---------------------------------------------------------
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self.data.dtype
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self.data.ndim
 
     @property
-    def device(self):
+    def device(self) -> str:
         return backend.device_of(self.data)
 
     @property
-    def is_leaf(self):
+    def is_leaf(self) -> bool:
         return self.grad_fn is None
 
-    def size(self, dim=None):
+    def size(self, dim: int | None = None) -> Any:
         """The shape (PyTorch's ``size()``), or the length of one dimension."""
         return self.shape if dim is None else self.shape[_normalize_dim(dim, self.ndim, "size")]
 
-    def dim(self):
+    def dim(self) -> int:
         """The number of dimensions (PyTorch's ``dim()``; NumPy's ``ndim``)."""
         return self.ndim
 
-    def numel(self):
+    def numel(self) -> int:
         return self.data.size
 
     @property
-    def requires_grad(self):
+    def requires_grad(self) -> bool:
         """Whether backward() computes a gradient for this tensor. Settable on leaves, floating-point ones only."""
         return self._requires_grad
 
     @requires_grad.setter
-    def requires_grad(self, requires_grad):
+    def requires_grad(self, requires_grad: bool) -> None:
         if not isinstance(requires_grad, (bool, backend.numpy.bool_)):
             raise TypeError(f"requires_grad must be True or False, got {requires_grad!r}")
         if requires_grad and self.dtype.kind != "f":
@@ -255,12 +269,12 @@ class Tensor:
             )
         self._requires_grad = bool(requires_grad)
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` in place (floating-point tensors only); returns self."""
         self.requires_grad = requires_grad
         return self
 
-    def retain_grad(self):
+    def retain_grad(self) -> None:
         """Keep this non-leaf tensor's gradient in ``.grad`` during backward (leaves always keep theirs)."""
         if not self.requires_grad:
             raise RuntimeError("retain_grad() on a tensor that does not require grad: there is no gradient to keep")
@@ -291,7 +305,7 @@ class Tensor:
         return f"tensor({body}, {', '.join(notes)})"
 
     # --- leaving the graph or the device ----------------------------------------------
-    def item(self):
+    def item(self) -> Any:
         """The value of a one-element tensor as a Python number (synchronises a GPU)."""
         if self.data.size != 1:
             raise ValueError(f"item(): only a one-element tensor has a single value; this one has shape {self.shape}")
@@ -335,27 +349,27 @@ class Tensor:
         array = self.data if dtype is None else self.data.astype(dtype, copy=False)
         return array.copy() if copy else array
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The values as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
         return backend.to_numpy(self.data)
 
-    def tolist(self):
+    def tolist(self) -> Any:
         """The values as (nested lists of) Python numbers; a 0-d tensor gives a number, as in PyTorch."""
         return self.numpy().tolist()
 
-    def detach(self):
+    def detach(self) -> Tensor:
         """The same values, cut from the graph (no copy: it shares this tensor's array and its version)."""
         return Tensor(self)
 
-    def float(self):
+    def float(self) -> Tensor:
         """This tensor in float32 (itself when it already is), in the graph: the gradient comes back in its dtype."""
         return self if self.dtype == backend.numpy.float32 else ops.Cast.apply(self, dtype=backend.numpy.float32)
 
-    def double(self):
+    def double(self) -> Tensor:
         """This tensor in float64 (itself when it already is), in the graph."""
         return self if self.dtype == backend.numpy.float64 else ops.Cast.apply(self, dtype=backend.numpy.float64)
 
-    def to(self, device):
+    def to(self, device: str | None) -> Tensor:
         """This tensor on ``device`` (itself when it is already there). The copy is a new leaf."""
         data = backend.to_device(self.data, device)
         if data is self.data:
@@ -363,7 +377,9 @@ class Tensor:
         return Tensor(data, requires_grad=self.requires_grad)
 
     # --- backward ------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False, hook=None):
+    def backward(
+        self, grad: Any = None, retain_graph: bool = False, hook: Callable[[Tensor, Array], None] | None = None
+    ) -> None:
         """Compute dself/dleaf for every leaf that requires grad, adding it to ``leaf.grad``.
 
         Args:
@@ -511,30 +527,30 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def any(self, dim=None, keepdim=False):
+    def any(self, dim: Dims = None, keepdim: bool = False) -> Tensor:
         """Whether any element is nonzero (over ``dim``, or all): a boolean tensor outside the graph."""
         return Tensor(self.data.any(axis=dim, keepdims=keepdim))
 
-    def all(self, dim=None, keepdim=False):
+    def all(self, dim: Dims = None, keepdim: bool = False) -> Tensor:
         """Whether every element is nonzero (over ``dim``, or all): a boolean tensor outside the graph."""
         return Tensor(self.data.all(axis=dim, keepdims=keepdim))
 
     # --- reductions: dim (or NumPy's axis) is an int, a tuple of ints or None (all) ----------
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def sum(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Tensor:
         return ops.Sum.apply(self, axis=_dims(dim, axis, "sum", self.ndim), keepdims=_keepdim(keepdim, keepdims))
 
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def mean(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Tensor:
         return ops.Mean.apply(self, axis=_dims(dim, axis, "mean", self.ndim), keepdims=_keepdim(keepdim, keepdims))
 
-    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def amax(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Tensor:
         """The largest values over ``dim`` (all when None). Ties share the gradient equally, as in PyTorch."""
         return ops.Max.apply(self, axis=_dims(dim, axis, "amax", self.ndim), keepdims=_keepdim(keepdim, keepdims))
 
-    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def amin(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Tensor:
         """The smallest values over ``dim``: -amax(-x). Ties share the gradient equally."""
         return -(-self).amax(dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def max(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Any:
         """As in PyTorch: ``max()`` is the largest value (ties share the gradient); ``max(dim)`` returns
         ``(values, indices)`` along one dimension, the gradient going to the index taken (the first of ties).
         For the values alone along a dimension, use ``amax(dim)``."""
@@ -545,7 +561,7 @@ class Tensor:
             return self.amax(keepdim=_keepdim(keepdim, keepdims))
         return self._select(self.data.argmax, dim, _keepdim(keepdim, keepdims), "max")
 
-    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def min(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Any:
         """As in PyTorch: ``min()`` is the smallest value; ``min(dim)`` returns ``(values, indices)``."""
         if self.ndim == 0 and (dim is not None or axis is not None):
             return self._select_0d(dim, axis, "min")
@@ -576,33 +592,33 @@ class Tensor:
             indices = xp.expand_dims(indices, dim)
         return MaxMin(values, Tensor(indices))
 
-    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def argmax(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Tensor:
         """Indices of the maxima (over the flattened tensor when dim is None): an integer tensor, never in the graph."""
         dim = _dims(dim, axis, "argmax", self.ndim)
         return Tensor(self.data.argmax(axis=dim, keepdims=_keepdim(keepdim, keepdims)))
 
-    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    def argmin(self, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None, keepdims: bool = False) -> Tensor:
         """Indices of the minima: an integer tensor, never in the graph."""
         dim = _dims(dim, axis, "argmin", self.ndim)
         return Tensor(self.data.argmin(axis=dim, keepdims=_keepdim(keepdim, keepdims)))
 
     # --- elementwise functions --------------------------------------------------------
-    def exp(self):
+    def exp(self) -> Tensor:
         return ops.Exp.apply(self)
 
-    def log(self):
+    def log(self) -> Tensor:
         return ops.Log.apply(self)
 
-    def relu(self):
+    def relu(self) -> Tensor:
         return ops.ReLU.apply(self)
 
     # --- shape: reshape, and every permutation of the axes ------------------------------
-    def reshape(self, *shape):
+    def reshape(self, *shape: int | Sequence[int]) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         return ops.Reshape.apply(self, shape=shape)
 
-    def permute(self, *dims):
+    def permute(self, *dims: int | Sequence[int]) -> Tensor:
         """The axes reordered: output axis i is input axis ``dims[i]`` (negative dims count from the end)."""
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = tuple(dims[0])
@@ -614,7 +630,7 @@ class Tensor:
             )
         return ops.Permute.apply(self, axes=axes)
 
-    def transpose(self, *dims):
+    def transpose(self, *dims: int) -> Tensor:
         """Swap two axes, as PyTorch's ``transpose(dim0, dim1)`` (NumPy's ``transpose(axes)`` is ``permute``)."""
         if len(dims) != 2:
             raise TypeError(
@@ -630,7 +646,7 @@ class Tensor:
     swapaxes = swapdims = transpose
 
     @property
-    def T(self):
+    def T(self) -> Tensor:
         """The transpose of a matrix (a 0-d or 1-D tensor is returned as it is). For stacks of matrices use ``.mT``."""
         if self.ndim > 2:
             raise ValueError(
@@ -640,7 +656,7 @@ class Tensor:
         return self.transpose(0, 1) if self.ndim == 2 else self
 
     @property
-    def mT(self):  # noqa: N802 (PyTorch's name)
+    def mT(self) -> Tensor:
         """The last two axes swapped: a stack of matrices, each transposed."""
         if self.ndim < 2:
             raise ValueError(f".mT needs at least 2 dimensions, got shape {self.shape}")

@@ -13,8 +13,16 @@ The engine knows tensors only by their attributes (``data``, ``grad``, ``grad_fn
 ``requires_grad``), so it imports nothing from ``_tensor.py``.
 """
 
+from __future__ import annotations
+
 import functools
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._tensor import Tensor
+    from .backend import Array
 
 # ---------------------------------------------------------------------------------------
 # Modes: whether ops record a graph (per thread), and whether checks that read values run.
@@ -29,7 +37,7 @@ class _GradMode(threading.local):
 _grad_mode = _GradMode()
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """True when ops in this thread record the graph that backward() needs."""
     return _grad_mode.enabled
 
@@ -38,7 +46,7 @@ class set_grad_enabled:  # noqa: N801 (PyTorch's name; it is a class so that it 
     """Turn graph recording on or off in this thread: at once as a call (``set_grad_enabled(False)``), for a
     block as a context manager (restored on exit), or for a function as a decorator."""
 
-    def __init__(self, mode):
+    def __init__(self, mode: bool) -> None:
         if not isinstance(mode, bool):
             raise TypeError(f"set_grad_enabled(mode): mode must be True or False, got {mode!r}")
         self.previous = _grad_mode.enabled
@@ -60,7 +68,7 @@ class set_grad_enabled:  # noqa: N801 (PyTorch's name; it is a class so that it 
 class _GradModeBlock:
     """``no_grad`` and ``enable_grad``: a context manager, a decorator ``@no_grad()``, or a bare ``@no_grad``."""
 
-    mode = None
+    mode: bool | None = None
 
     def __new__(cls, function=None):
         if function is not None:  # @no_grad without parentheses: Python passes the function
@@ -108,12 +116,12 @@ class enable_grad(_GradModeBlock):  # noqa: N801 (PyTorch's name)
 _value_checks = True
 
 
-def value_checks_enabled():
+def value_checks_enabled() -> bool:
     """True when entry points check input values, not only shapes and dtypes (see set_value_checks)."""
     return _value_checks
 
 
-def set_value_checks(enabled):
+def set_value_checks(enabled: bool) -> bool:
     """Turn on or off the checks that must read an array's values (cross_entropy's labels in [0, C)).
 
     On by default, on both devices. Reading values from a GPU waits for it, once per call: turn them
@@ -136,11 +144,11 @@ class Version:
 
     __slots__ = ("changed_at",)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.changed_at = 0
 
 
-def mark_changed_in_place(tensor):
+def mark_changed_in_place(tensor: Tensor) -> None:
     """Record that ``tensor``'s array was just changed in place: ops that used it, or a view of it, may not
     backward."""
     global _clock
@@ -171,7 +179,7 @@ def _refuse(fn, what):
 # Backward
 
 
-def unbroadcast(grad, shape, op_name="an op"):
+def unbroadcast(grad: Array, shape: tuple[int, ...], op_name: str = "an op") -> Array:
     """Sum ``grad`` down to ``shape``: the adjoint of NumPy broadcasting.
 
     Broadcasting prepends axes and stretches axes of length 1; their gradient is the sum over
@@ -192,7 +200,7 @@ def unbroadcast(grad, shape, op_name="an op"):
     return grad.reshape(shape)
 
 
-def topological_order(root):
+def topological_order(root: Tensor) -> list[Tensor]:
     """Every tensor that ``root`` depends on through ops that need grad, each after its inputs.
 
     An iterative depth-first search (an explicit stack, no recursion, so a 10,000-op chain
@@ -221,7 +229,13 @@ def topological_order(root):
     return order
 
 
-def backward(root, grad, grad_is_shared, retain_graph=False, hook=None):
+def backward(
+    root: Tensor,
+    grad: Array,
+    grad_is_shared: bool,
+    retain_graph: bool = False,
+    hook: Callable[[Tensor, Array], None] | None = None,
+) -> None:
     """Add d(root)/d(leaf) to ``leaf.grad`` for every leaf that requires grad (``Tensor.backward`` checks the args).
 
     ``grad`` is dL/d(root), an array of root's shape and dtype; ``grad_is_shared`` says whether the caller
@@ -246,6 +260,7 @@ def backward(root, grad, grad_is_shared, retain_graph=False, hook=None):
                 node.grad = node.grad + grad
             continue
         _check_unmodified(fn)
+        assert fn.inputs is not None, "backward through a graph that was already freed"  # Tensor.backward refuses it
         for parent, parent_grad in zip(fn.inputs, fn.backward(grad)):
             if parent_grad is None or not parent.requires_grad:
                 continue

@@ -11,8 +11,13 @@ CuPy arrays (one idiom for "on the GPU?": ``xp is cupy``, with ``xp`` the op's a
 The random generators live in ``random.py``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import numpy
 
@@ -20,6 +25,10 @@ try:  # CuPy is the optional GPU backend: `pip install "minigrad-d2l[cuda]"`.
     import cupy
 except ImportError:  # pragma: no cover - depends on the machine
     cupy = None
+
+Array = Any
+"""A raw array: a ``numpy.ndarray`` on the CPU, a ``cupy.ndarray`` on a GPU (``Any`` to type checkers: CuPy ships
+no type information)."""
 
 # The raw arrays a Tensor can hold.
 ARRAY_TYPES = (numpy.ndarray,) if cupy is None else (numpy.ndarray, cupy.ndarray)
@@ -36,7 +45,7 @@ CUPY_INSTALL_HINT = (
 )
 
 
-def parse_device(device):
+def parse_device(device: str | None) -> str:
     """Normalise a device name: None or "cpu" -> "cpu", "cuda" -> "cuda:0", "cuda:N" -> "cuda:N".
 
     Raises ValueError for a name that is not a device at all.
@@ -53,7 +62,7 @@ def parse_device(device):
     raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N' (N a GPU index such as 0)")
 
 
-def cuda_available():
+def cuda_available() -> bool:
     """True when CuPy imports and sees at least one GPU."""
     if cupy is None:
         return False
@@ -63,13 +72,13 @@ def cuda_available():
         return False
 
 
-def gpu_name():
+def gpu_name() -> str:
     """The current GPU's name as CUDA reports it (e.g. 'NVIDIA H100 80GB HBM3'), for benchmark reports."""
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     return name.decode() if isinstance(name, bytes) else name
 
 
-def check_device(device):
+def check_device(device: str | None) -> str:
     """Return the normalised device name, or raise DeviceError if this machine lacks it."""
     device = parse_device(device)
     if device == "cpu":
@@ -87,19 +96,19 @@ def check_device(device):
     return device
 
 
-def get_array_module(array):
+def get_array_module(array: Any) -> ModuleType:
     """The module (numpy or cupy) that holds ``array``: write ``xp = get_array_module(x)``."""
     if cupy is not None and isinstance(array, cupy.ndarray):
         return cupy
     return numpy
 
 
-def module_for(device):
+def module_for(device: str | None) -> ModuleType:
     """The array module for a device name."""
     return numpy if check_device(device) == "cpu" else cupy
 
 
-def device_of(array):
+def device_of(array: Array) -> str:
     """The device name of a raw array ("cpu" or "cuda:N")."""
     if cupy is not None and isinstance(array, cupy.ndarray):
         return f"cuda:{array.device.id}"
@@ -107,7 +116,7 @@ def device_of(array):
 
 
 @contextlib.contextmanager
-def on_device(device):
+def on_device(device: str | None) -> Iterator[None]:
     """Make ``device`` CuPy's current GPU for the block (a no-op for the CPU)."""
     device = check_device(device)
     if device == "cpu":
@@ -117,7 +126,7 @@ def on_device(device):
             yield
 
 
-def to_device(array, device):
+def to_device(array: Any, device: str | None) -> Array:
     """Return ``array`` on ``device``; the same object when it is already there."""
     device = check_device(device)
     if device_of(array) == device:
@@ -128,19 +137,19 @@ def to_device(array, device):
         return cupy.asarray(array)
 
 
-def to_numpy(array):
+def to_numpy(array: Array) -> numpy.ndarray:
     """A NumPy array with the values of ``array`` (a copy from the GPU when it lives there)."""
     if cupy is not None and isinstance(array, cupy.ndarray):
         return cupy.asnumpy(array)
     return numpy.asarray(array)
 
 
-def current_stream():
+def current_stream() -> Any:
     """CuPy's current CUDA stream (for ordering work between streams on the GPU)."""
     return cupy.cuda.get_current_stream()
 
 
-def synchronize(device):
+def synchronize(device: str | None) -> None:
     """Wait for the GPU's queued work (for honest timings); nothing to do on the CPU."""
     device = parse_device(device)
     if device != "cpu" and cupy is not None:
@@ -155,7 +164,7 @@ class CudaKernel:
     when their arrays live on a GPU. CuPy caches the compiled binaries on disk.
     """
 
-    def __init__(self, in_params, out_params, operation, name, preamble=""):
+    def __init__(self, in_params: str, out_params: str, operation: str, name: str, preamble: str = "") -> None:
         self.source = (in_params, out_params, operation, name)
         self.preamble = preamble
         self.kernel = None
@@ -175,7 +184,7 @@ _capturing = False
 
 
 @contextlib.contextmanager
-def capturing():
+def capturing() -> Iterator[None]:
     """While on, ``matmul`` avoids cuBLAS on a GPU (for the warm-up and the capture of a CUDA graph)."""
     global _capturing
     previous, _capturing = _capturing, True
@@ -185,7 +194,7 @@ def capturing():
         _capturing = previous
 
 
-def matmul(a, b):
+def matmul(a: Array, b: Array) -> Array:
     """``a @ b``; while ``capturing()``, for 2-D float32 arrays on a GPU, by ``capturable_gemm``."""
     if _capturing and cupy is not None and isinstance(a, cupy.ndarray) and a.ndim == b.ndim == 2:
         return capturable_gemm(a, b)
@@ -222,7 +231,7 @@ def _gemm_kernel():
     return cupy.RawKernel(GEMM_CUDA, "minigrad_sgemm")
 
 
-def capturable_gemm(a, b):
+def capturable_gemm(a: Array, b: Array) -> Array:
     """``a @ b`` for 2-D float32 CuPy arrays without cuBLAS (slower than cuBLAS, but allowed during capture)."""
     if a.dtype != numpy.float32 or b.dtype != numpy.float32:
         raise TypeError(f"capturable_gemm multiplies float32 matrices, got {a.dtype} and {b.dtype}")

@@ -23,14 +23,18 @@ dataset once instead). A model or optimizer outside what this handles is named b
 the same state and refuses a graph that disagrees (``CaptureMismatch``).
 """
 
+from __future__ import annotations
+
 import contextlib
 import gc
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from . import autograd, backend
 from ._tensor import Tensor
-from .backend import CudaKernel
+from .backend import Array, CudaKernel
 from .data.loader import PIXEL_SCALE, scaled_pixels
 from .monitor import correct_count
 from .nn import Dropout, Flatten, Linear, ReLU, Sequential
@@ -38,11 +42,19 @@ from .nn import functional as F
 from .optim import SGD
 from .random import dropout_stream
 
+if TYPE_CHECKING:
+    from .optim import Optimizer
+
+if TYPE_CHECKING:
+    from .data.loader import DataLoader
+    from .monitor import Monitor
+    from .nn.module import Module
+
 CAPTURABLE_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 CHECKED_STEPS = 2  # steps run eagerly and replayed, then compared, before a graph is used
 
 
-def capture_problem(model, optimizer, loss_fn=F.cross_entropy):
+def capture_problem(model: Module, optimizer: Any, loss_fn: Callable[..., Any] = F.cross_entropy) -> str | None:
     """Why the training step of ``model`` with ``optimizer`` cannot be captured, or None when it can."""
     parameters = list(model.parameters())
     if not parameters:
@@ -70,7 +82,7 @@ def capture_problem(model, optimizer, loss_fn=F.cross_entropy):
     return None
 
 
-def loader_problem(model, loader):
+def loader_problem(model: Module, loader: DataLoader) -> str | None:
     """Why the loader's batches cannot go through a captured step, or None. A captured step reads no values,
     so the labels are checked here once, for the whole dataset, against the model's number of outputs."""
     if loader.images.dtype != numpy.uint8:
@@ -97,7 +109,7 @@ class BatchGather:
     the position on by B. An epoch has ``full_batches`` such gathers; a smaller last batch is the loader's.
     """
 
-    def __init__(self, loader):
+    def __init__(self, loader: DataLoader) -> None:
         xp = backend.get_array_module(loader.images)
         self.images = loader.images.reshape(len(loader.images), -1)  # uint8 (N, features), resident
         self.pixels = self.images.reshape(-1)  # the same, flat: the kernel indexes it by one number
@@ -108,12 +120,12 @@ class BatchGather:
             self.order = self.in_turn.copy()
             self.position = xp.zeros(1, dtype=xp.int64)  # 1-D: a kernel reads position[0]
 
-    def start_epoch(self, order=None):
+    def start_epoch(self, order: Array | None = None) -> None:
         """Write the epoch's batch order (None: the examples in turn) and put the position back at 0."""
         self.order[...] = self.in_turn if order is None else order
         self.position.fill(0)
 
-    def gather(self, x, y):
+    def gather(self, x: Array, y: Array) -> None:
         """Fill ``x`` (pixels scaled to [0, 1]) and ``y`` with the next batch in the order, and advance the position."""
         if backend.get_array_module(x) is backend.cupy:
             self.pixels_gpu(self.pixels, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
@@ -142,7 +154,7 @@ class BatchGather:
     )
     advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")
 
-    def state(self):
+    def state(self) -> dict[str, Array]:
         """The device arrays a step changes, by name, for the replay-against-eager check."""
         return {"the batch position": self.position}
 
@@ -152,7 +164,13 @@ class StaticBuffers:
     each step when there is a source, by ``load`` before it otherwise) and the device sums of the loss (each step's
     mean loss times its batch size) and of the correct count, which ``take_sums()`` reads and resets."""
 
-    def __init__(self, model, batch_shape, loss_fn=F.cross_entropy, source=None):
+    def __init__(
+        self,
+        model: Module,
+        batch_shape: tuple[int, ...],
+        loss_fn: Callable[..., Any] = F.cross_entropy,
+        source: BatchGather | None = None,
+    ) -> None:
         self.model, self.loss_fn, self.source = model, loss_fn, source
         parameter = next(iter(model.parameters()))
         self.device, self.dtype, self.batch_size = parameter.device, parameter.dtype, batch_shape[0]
@@ -163,29 +181,29 @@ class StaticBuffers:
             self.loss_sum = xp.zeros((), dtype=self.dtype)
             self.correct = xp.zeros((), dtype=xp.int64)
 
-    def load(self, x, y):
+    def load(self, x: Tensor, y: Tensor) -> None:
         """Copy a batch (Tensors of the buffers' shapes, on their device) into the static buffers."""
         self.x.data[...] = x.data
         self.y.data[...] = y.data
 
-    def gather(self):
+    def gather(self) -> None:
         """Fill the batch buffers from the source, when there is one (else ``load`` filled them)."""
         if self.source is not None:
             self.source.gather(self.x.data, self.y.data)
 
-    def add_to_sums(self, loss, logits):
+    def add_to_sums(self, loss: Tensor, logits: Tensor) -> None:
         """Add a step's loss (times its batch size) and correct count to the device sums."""
         self.loss_sum += loss.data * self.dtype.type(self.batch_size)
         self.correct += correct_count(logits, self.y)
 
-    def take_sums(self):
+    def take_sums(self) -> tuple[float, int]:
         """(loss sum, correct count) since the last call, read on the host (one wait for a GPU); then reset."""
         sums = float(self.loss_sum), int(self.correct)
         self.loss_sum.fill(0)
         self.correct.fill(0)
         return sums
 
-    def state(self):
+    def state(self) -> dict[str, Array]:
         """The arrays a step changes, by name (``CapturedStep`` snapshots, restores and compares them)."""
         return {
             "the loss sum": self.loss_sum,
@@ -198,7 +216,14 @@ class StaticStep(StaticBuffers):
     """The chapter's training step on static buffers: ``step()`` trains on the batch; ``set_lr()`` between steps
     writes the learning rates into the 1-element arrays the update reads."""
 
-    def __init__(self, model, optimizer, batch_shape, loss_fn=F.cross_entropy, source=None):
+    def __init__(
+        self,
+        model: Module,
+        optimizer: SGD,
+        batch_shape: tuple[int, ...],
+        loss_fn: Callable[..., Any] = F.cross_entropy,
+        source: BatchGather | None = None,
+    ) -> None:
         super().__init__(model, batch_shape, loss_fn, source)
         self.optimizer = optimizer
         xp = backend.module_for(self.device)
@@ -206,12 +231,12 @@ class StaticStep(StaticBuffers):
             self.lrs = [xp.zeros(1, dtype=self.dtype) for _ in optimizer.param_groups]  # a kernel reads lr[0]
         self.set_lr()
 
-    def set_lr(self):
+    def set_lr(self) -> None:
         """Write each parameter group's current learning rate into its device scalar."""
         for group, lr in zip(self.optimizer.param_groups, self.lrs):
             lr.fill(group["lr"])
 
-    def step(self):
+    def step(self) -> None:
         """Gather (with a source), forward, loss, backward and SGD; the loss and correct count added to the sums."""
         self.gather()
         self.model.train()
@@ -222,7 +247,7 @@ class StaticStep(StaticBuffers):
         self.optimizer.step(lr_arrays=self.lrs)
         self.add_to_sums(loss, logits)
 
-    def state(self):
+    def state(self) -> dict[str, Array]:
         """The arrays a training step changes, by name: weights, momentum, sums, the dropout counter."""
         parameters = {f"parameter {name} {tuple(p.shape)}": p.data for name, p in self.model.named_parameters()}
         counter = {} if self.device == "cpu" else {"the dropout counter": dropout_stream(self.device).counter_on_device}
@@ -233,7 +258,7 @@ class StaticEval(StaticBuffers):
     """Evaluation's step on static buffers: the model's output on the batch (no graph, dropout off), its loss
     and correct count added to the sums."""
 
-    def step(self):
+    def step(self) -> None:
         """One evaluation step: gather, forward in eval mode without a graph, add to the sums."""
         self.gather()
         was_training = self.model.training
@@ -269,9 +294,12 @@ class CapturedStep:
     current stream wait for the replays launched so far.
     """
 
-    def __init__(self, static, warmup=CHECKED_STEPS, checks=CHECKED_STEPS):
+    def __init__(
+        self, static: StaticStep | StaticEval, warmup: int = CHECKED_STEPS, checks: int = CHECKED_STEPS
+    ) -> None:
         cupy = backend.cupy
-        self.static = static
+        assert static.source is not None, "a captured step gathers its own batches: give its static step a source"
+        self.static, self.source = static, static.source
         self.full_batches = static.source.full_batches
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pool = cupy.cuda.MemoryPool()  # private: the graph's arrays live as long as the graph
@@ -327,31 +355,32 @@ class CapturedStep:
         for array, saved in zip(self.static.state().values(), snapshot):
             array[...] = saved
 
-    def on_stream(self):
+    def on_stream(self) -> Any:
         """The graph's stream as the current one (``with captured.on_stream():``), so that other work of the pass
         (a smaller last batch, the monitor's marks) queues behind the replays."""
         return self.stream
 
-    def start_epoch(self, order=None):
+    def start_epoch(self, order: Array | None = None) -> None:
         """Before an epoch's replays: its order (see ``BatchGather``), after the current stream's queued work."""
         self.stream.wait_event(backend.current_stream().record())
         with self.stream:
-            self.static.source.start_epoch(order)
+            self.source.start_epoch(order)
 
-    def wait_for_replays(self):
+    def wait_for_replays(self) -> None:
         """Make the current stream wait (on the GPU) until the replays launched so far have finished."""
         backend.current_stream().wait_event(self.stream.record())
 
-    def set_lr(self):
+    def set_lr(self) -> None:
         """Write the optimizer's current learning rates into the graph's device scalars, on its stream."""
-        with self.stream:
-            self.static.set_lr()
+        if isinstance(self.static, StaticStep):  # evaluation has no learning rate
+            with self.stream:
+                self.static.set_lr()
 
-    def step(self):
+    def step(self) -> None:
         """Replay: one step on the next batch of the epoch (at most ``full_batches`` per ``start_epoch``)."""
         self.graph.launch(self.stream)
 
-    def take_sums(self):
+    def take_sums(self) -> tuple[float, int]:
         """(loss sum, correct count) since the last call, after the replays finish; then reset."""
         self.stream.synchronize()
         with self.stream:
@@ -370,11 +399,12 @@ class CapturedTraining:
     captures again when one has changed.
     """
 
-    def __init__(self, model, optimizer, loss_fn=F.cross_entropy):
+    def __init__(self, model: Module, optimizer: Optimizer, loss_fn: Callable[..., Any] = F.cross_entropy) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.steps = {}  # (loader, training) -> (CapturedStep, eager step for a smaller last batch, dependencies)
+        # (loader, training) -> (CapturedStep, eager step for a smaller last batch, dependencies)
+        self.steps: dict[Any, Any] = {}
 
-    def train_epoch(self, loader, monitor, epoch):
+    def train_epoch(self, loader: DataLoader, monitor: Monitor, epoch: int) -> tuple[float, int, int]:
         """One epoch, timed and shown by ``monitor``; the (loss sum, correct, examples) for ``end_epoch(sums=)``."""
         replay = self.start(loader, training=True)
         with replay.captured.on_stream():  # the monitor's marks then time the replays
@@ -383,7 +413,7 @@ class CapturedTraining:
                 monitor.replayed_step()
         return replay.finish()
 
-    def evaluate(self, loader):
+    def evaluate(self, loader: DataLoader) -> dict[str, float]:
         """Mean loss and accuracy over ``loader``, dropout off, as ``train.evaluate`` gives them."""
         replay = self.start(loader, training=False)
         with replay.captured.on_stream():
@@ -392,7 +422,7 @@ class CapturedTraining:
         loss_sum, correct, count = replay.finish()
         return {"loss": loss_sum / count, "acc": correct / count}
 
-    def start(self, loader, training=True):
+    def start(self, loader: DataLoader, training: bool = True) -> Replay:
         """A ``Replay`` of one pass over ``loader``, capturing its step first where there is no graph for it yet
         or its graph is stale. ``CaptureProblem`` when the step cannot be captured (nothing has changed then)."""
         problem = capture_problem(self.model, self.optimizer, self.loss_fn) or loader_problem(self.model, loader)
@@ -410,7 +440,7 @@ class CapturedTraining:
                     step.set_lr()
         return Replay(loader, captured, last)
 
-    def dependencies(self, loader):
+    def dependencies(self, loader: DataLoader) -> tuple[list[Any], tuple[str, list[dict[str, Any]]]]:
         """(the objects a graph holds, compared by identity; the settings it holds, compared by value)."""
         device = next(iter(self.model.parameters())).device
         groups = self.optimizer.param_groups
@@ -450,13 +480,13 @@ class Replay:
     best inside ``with replay.captured.on_stream():``; outside it, the last batch waits for the replays on the GPU.
     """
 
-    def __init__(self, loader, captured, last):
+    def __init__(self, loader: DataLoader, captured: CapturedStep, last: Any) -> None:
         self.loader, self.captured, self.last = loader, captured, last
         self.order = loader.epoch_order()
         captured.start_epoch(self.order)
         self.loss_sum = self.correct = self.count = 0
 
-    def step(self, index):
+    def step(self, index: int) -> None:
         """Run batch ``index``: a graph replay for a full batch, the eager static step for a smaller last one."""
         if index < self.captured.full_batches:
             self.captured.step()
@@ -469,7 +499,7 @@ class Replay:
         self.loss_sum, self.correct = self.loss_sum + loss_sum, self.correct + correct
         self.count += self.last.batch_size
 
-    def finish(self):
+    def finish(self) -> tuple[float, int, int]:
         """(loss sum, correct count, examples) of the pass (the host waits for the replays)."""
         loss_sum, correct = self.captured.take_sums()
         return self.loss_sum + loss_sum, self.correct + correct, self.count

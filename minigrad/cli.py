@@ -6,16 +6,20 @@ types with their requirement in the message; ``check_*`` run after parsing, for 
 system or the device (a folder that cannot be written, a GPU that is not there, a model too big).
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
 
 from . import backend
 
 
-def program_name(module):
+def program_name(module: str) -> str:
     """The command as the user typed it, for ``--help`` and errors.
 
     ``python -m examples.dropout_mlp`` in a clone, ``minigrad-dropout-mlp`` (the console script) once installed,
@@ -33,11 +37,11 @@ def program_name(module):
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag prints one line (what is wrong) and exits 2, and ``--help`` shows the defaults."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         """Print ``prog: error: message (see --help)`` and exit with status 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -62,7 +66,7 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _number(kind, check, requirement):
     name = "an integer" if kind is int else "a number"
 
-    def parse(text):
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -83,7 +87,7 @@ positive_int = _number(int, lambda v: v >= 1, "at least 1")
 seed = _number(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63 - 1]")
 
 
-def device_name(text):
+def device_name(text: str) -> str:
     """A device name (cpu, cuda, cuda:N); whether this machine has it is ``check_device``'s question."""
     try:
         return backend.parse_device(text)
@@ -91,7 +95,7 @@ def device_name(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def check_device(parser, device, flag="--device"):
+def check_device(parser: argparse.ArgumentParser, device: str, flag: str = "--device") -> str:
     """The device, normalised; a flag error when this machine does not have it."""
     try:
         return backend.check_device(device)
@@ -99,7 +103,7 @@ def check_device(parser, device, flag="--device"):
         parser.error(f"argument {flag}: {error}")
 
 
-def check_writable_folder(parser, path, flag="--out"):
+def check_writable_folder(parser: argparse.ArgumentParser, path: str, flag: str = "--out") -> None:
     """Create ``path`` if needed and prove a file can be written in it, or fail as a flag error."""
     try:
         os.makedirs(path, exist_ok=True)
@@ -109,14 +113,14 @@ def check_writable_folder(parser, path, flag="--out"):
         parser.error(f"argument {flag}: cannot write into {path!r}: {error.strerror or error}")
 
 
-def check_writable_file(parser, path, flag="--json"):
+def check_writable_file(parser: argparse.ArgumentParser, path: str, flag: str = "--json") -> None:
     """``path`` must be a file that can be written (its folder is created if needed)."""
     if os.path.isdir(path):
         parser.error(f"argument {flag}: {path!r} is a folder; give a file name")
     check_writable_folder(parser, os.path.dirname(os.path.abspath(path)), flag)
 
 
-def lock_folder(parser, path, flag="--out"):
+def lock_folder(parser: argparse.ArgumentParser, path: str, flag: str = "--out") -> int | None:
     """Hold an exclusive lock on the folder ``path`` for as long as this process runs (keep the descriptor
     returned), or fail as a flag error when another run holds it. The kernel releases the lock when its process
     ends, so a killed run leaves nothing stuck, and no lock file is left in the folder. Where such locks do not
@@ -134,13 +138,13 @@ def lock_folder(parser, path, flag="--out"):
     return descriptor
 
 
-def unlock_folder(descriptor):
+def unlock_folder(descriptor: int | None) -> None:
     """Release what ``lock_folder`` returned (ending the process releases it too)."""
     if descriptor is not None:
         os.close(descriptor)
 
 
-def remove_partial_files(path, names):
+def remove_partial_files(path: str, names: Iterable[str]) -> None:
     """Delete what a killed run left half-written in ``path`` (``.NAME.*.part``, see files.atomic_write), for
     each of ``names``; call it only while holding the folder's lock, when no other run can be writing."""
     for entry in os.listdir(path):
@@ -151,13 +155,13 @@ def remove_partial_files(path, names):
                 pass
 
 
-def check_data_dir(parser, path, flag="--data-dir"):
+def check_data_dir(parser: argparse.ArgumentParser, path: str | None, flag: str = "--data-dir") -> None:
     """An explicit data folder may not exist yet (the files are downloaded into it), but it may not be a file."""
     if path is not None and os.path.exists(path) and not os.path.isdir(path):
         parser.error(f"argument {flag}: {path!r} is a file; give the folder that holds the four IDX files")
 
 
-def mlp_bytes(sizes, batch_size):
+def mlp_bytes(sizes: Sequence[int], batch_size: int) -> int:
     """A generous estimate of the memory that training an MLP with these layer sizes takes, in bytes:
     float32 weights, their gradients and one temporary of each, and a few arrays of each layer's activations."""
     parameters = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
@@ -165,7 +169,7 @@ def mlp_bytes(sizes, batch_size):
     return 4 * (3 * parameters + 8 * activations)
 
 
-def memory_of(device):
+def memory_of(device: str) -> int | None:
     """Bytes of memory on ``device``: the machine's RAM for the CPU, the GPU's own memory otherwise."""
     if device == "cpu":
         try:
@@ -176,7 +180,9 @@ def memory_of(device):
         return backend.cupy.cuda.runtime.memGetInfo()[1]
 
 
-def check_mlp_fits(parser, sizes, batch_size, device, flag="--hidden"):
+def check_mlp_fits(
+    parser: argparse.ArgumentParser, sizes: Sequence[int], batch_size: int, device: str, flag: str = "--hidden"
+) -> None:
     """A flag error, before any work, when the model cannot fit on the device (rather than a MemoryError later)."""
     needed, available = mlp_bytes(sizes, batch_size), memory_of(device)
     if available is not None and needed > available:
@@ -187,7 +193,7 @@ def check_mlp_fits(parser, sizes, batch_size, device, flag="--hidden"):
         )
 
 
-def exit_status(action, errors=()):
+def exit_status(action: Callable[[], Any], errors: type[BaseException] | tuple[type[BaseException], ...] = ()) -> int:
     """Run ``action()`` for a benchmark's ``main``: 0 when it ends; on Ctrl-C one line and 130; on one of
     ``errors`` (bad data, a full disk) one line ``error: ...`` and 1. Never a traceback for either."""
     try:

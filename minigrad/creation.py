@@ -4,7 +4,13 @@ As in PyTorch, Python floats become float32 and Python integers int64, while an 
 (``tensor(numpy_float64_array)`` is float64: pass ``dtype="float32"`` to convert).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy
+from numpy.typing import DTypeLike
 
 from . import backend
 from ._tensor import Tensor
@@ -28,7 +34,7 @@ def _resolve_dtype(values, dtype):
     raise TypeError(f"cannot make a tensor from data of dtype kind {kind!r}: give numbers or an array of numbers")
 
 
-def tensor(data, requires_grad=False, device=None, dtype=None):
+def tensor(data: Any, requires_grad: bool = False, device: str | None = None, dtype: DTypeLike | None = None) -> Tensor:
     """A new leaf tensor holding a copy of ``data`` (numbers, nested lists, a NumPy/CuPy array, a Tensor)."""
     if isinstance(data, Tensor):
         data = data.data
@@ -44,21 +50,32 @@ def _shape(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
-def zeros(*shape, device=None, dtype="float32", requires_grad=False):
+def zeros(
+    *shape: int | Sequence[int], device: str | None = None, dtype: DTypeLike = "float32", requires_grad: bool = False
+) -> Tensor:
     """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
     xp = backend.module_for(device)
     with backend.on_device(device):
         return Tensor(xp.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
-def ones(*shape, device=None, dtype="float32", requires_grad=False):
+def ones(
+    *shape: int | Sequence[int], device: str | None = None, dtype: DTypeLike = "float32", requires_grad: bool = False
+) -> Tensor:
     """A tensor of ones: ``ones(2, 3)`` or ``ones((2, 3))``."""
     xp = backend.module_for(device)
     with backend.on_device(device):
         return Tensor(xp.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
-def arange(start, stop=None, step=1, device=None, dtype=None, requires_grad=False):
+def arange(
+    start: float,
+    stop: float | None = None,
+    step: float = 1,
+    device: str | None = None,
+    dtype: DTypeLike | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
     """Evenly spaced values in [start, stop): int64 from integers, float32 from floats."""
     if stop is None:
         start, stop = 0, start
@@ -70,13 +87,17 @@ def arange(start, stop=None, step=1, device=None, dtype=None, requires_grad=Fals
         return Tensor(xp.arange(start, stop, step, dtype=dtype), requires_grad=requires_grad)
 
 
-def randn(*shape, device=None, dtype="float32", requires_grad=False):
+def randn(
+    *shape: int | Sequence[int], device: str | None = None, dtype: DTypeLike = "float32", requires_grad: bool = False
+) -> Tensor:
     """Values drawn from N(0, 1) with the device's generator (seeded by ``manual_seed``)."""
     draw = generator(backend.parse_device(device)).standard_normal(_shape(shape), dtype=dtype)
     return Tensor(draw, requires_grad=requires_grad)
 
 
-def rand(*shape, device=None, dtype="float32", requires_grad=False):
+def rand(
+    *shape: int | Sequence[int], device: str | None = None, dtype: DTypeLike = "float32", requires_grad: bool = False
+) -> Tensor:
     """Values drawn from Uniform[0, 1) with the device's generator."""
     draw = generator(backend.parse_device(device)).random(_shape(shape), dtype=dtype)
     return Tensor(draw, requires_grad=requires_grad)

@@ -1,5 +1,10 @@
 """Check analytic gradients against central finite differences, in float64."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy
 
 from . import backend
@@ -11,7 +16,9 @@ class GradcheckError(AssertionError):
     """An analytic gradient disagrees with the numerical one."""
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
+def gradcheck(
+    fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3
+) -> bool:
     """Compare backward() with (f(x + eps) - f(x - eps)) / (2 eps) for every input element.
 
     ``fn(*tensors)`` must be deterministic (reseed inside it if it draws random numbers).

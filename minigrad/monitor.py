@@ -16,25 +16,33 @@ summed when read); the host reads them once per epoch, and for the progress bar 
 times a second, since reading a GPU number waits for the GPU.
 """
 
+from __future__ import annotations
+
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy
 from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in a notebook without ipywidgets
 
 from . import backend
+from .backend import Array
+
+if TYPE_CHECKING:
+    from ._tensor import Tensor
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite, or an epoch's training loss passed the run's limit. ``record`` is the
     epoch's record when the epoch had finished."""
 
-    def __init__(self, message, record=None):
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.record = record
 
 
-def check_losses(record, loss_limit=None):
+def check_losses(record: dict[str, Any], loss_limit: float | None = None) -> None:
     """Raise TrainingDiverged when an epoch's training or test loss is NaN or infinite, or when its mean training
     loss is above ``loss_limit`` (a loss that exploded but stayed finite: 1e5 for a 10-class cross-entropy).
 
@@ -70,36 +78,46 @@ class Monitor:
     ``history`` holds one record per finished epoch; ``stopwatch`` the step, epoch and evaluation times.
     """
 
-    def __init__(self, device="cpu", progress=True, loss_limit=None):
+    def __init__(self, device: str | None = "cpu", progress: bool = True, loss_limit: float | None = None) -> None:
         self.device, self.progress, self.loss_limit = device, progress, loss_limit
         self.stopwatch = Stopwatch(device)
-        self.history = []
-        self._bar = None
+        self.history: list[dict[str, Any]] = []
+        self._bar: EpochProgress | None = None
 
-    def epoch(self, loader, epoch):
+    def epoch(self, loader: Any, epoch: int) -> Iterator[Any]:
         """The batches of ``loader``, marking the start of each step; starts the epoch's clock and bar."""
         self._epoch = epoch
-        self._bar = EpochProgress(len(loader), epoch, self.device, self.progress)
+        self._bar = bar = EpochProgress(len(loader), epoch, self.device, self.progress)
         self._epoch_start = self.stopwatch.now()
         try:
             for batch in loader:
                 self._step_start = self.stopwatch.mark()
                 yield batch
         finally:
-            self._bar.bar.close()  # also when the loop is left early: no bar is left on the screen
+            bar.bar.close()  # also when the loop is left early: no bar is left on the screen
 
-    def step(self, loss, logits, labels):
+    def _current_bar(self) -> EpochProgress:
+        if self._bar is None:
+            raise RuntimeError(
+                "Monitor: step() and end_epoch() come after an epoch started: loop over "
+                "monitor.epoch(loader, epoch) first"
+            )
+        return self._bar
+
+    def step(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
         """After a step's update: its duration, and its loss and correct count kept on the device for the epoch."""
         self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
-        self._bar.update(loss.data, correct_count(logits, labels), len(labels))
+        self._current_bar().update(loss.data, correct_count(logits, labels), len(labels))
 
-    def replayed_step(self):
+    def replayed_step(self) -> None:
         """After a step replayed from a CUDA graph (``capture.CapturedStep``): its duration. Its loss and correct
         count are summed on the device by the step itself; ``end_epoch(sums=...)`` takes them."""
         self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
-        self._bar.bar.update(1)
+        self._current_bar().bar.update(1)
 
-    def end_epoch(self, evaluate=None, sums=None):
+    def end_epoch(
+        self, evaluate: Callable[[], Mapping[str, float]] | None = None, sums: tuple[float, int, int] | None = None
+    ) -> dict[str, Any]:
         """The epoch's record: train loss, accuracy and seconds, and ``evaluate()``'s loss and accuracy as test_.
 
         ``evaluate`` returns ``{"loss", "acc"}`` (``train.evaluate`` does). ``sums`` = (loss sum, correct,
@@ -107,7 +125,7 @@ class Monitor:
         or infinite loss raises TrainingDiverged) and appended to ``history``.
         """
         seconds = self.stopwatch.end_epoch(self._epoch_start)
-        loss_sum, correct, count = self._bar.finish()
+        loss_sum, correct, count = self._current_bar().finish()
         if sums is not None:
             loss_sum, correct, count = loss_sum + sums[0], correct + sums[1], count + sums[2]
         record = {
@@ -136,13 +154,13 @@ class Stopwatch:
     ``now()`` synchronises and reads the host clock, for wall times such as a whole epoch.
     """
 
-    def __init__(self, device="cpu"):
+    def __init__(self, device: str | None = "cpu") -> None:
         self.device = device
         self.on_gpu = backend.parse_device(device) != "cpu"
-        self.durations = {}
-        self.pending = []  # GPU intervals not read yet
+        self.durations: dict[str, list[float]] = {}
+        self.pending: list[tuple[str, Any, Any]] = []  # GPU intervals not read yet
 
-    def mark(self):
+    def mark(self) -> Any:
         """A point in time: the host clock on the CPU, a recorded CUDA event on a GPU (no wait)."""
         if self.on_gpu:
             event = backend.cupy.cuda.Event()
@@ -150,21 +168,21 @@ class Stopwatch:
             return event
         return time.perf_counter()
 
-    def interval(self, name, start, end):
+    def interval(self, name: str, start: Any, end: Any) -> None:
         """Record phase ``name`` from mark ``start`` to mark ``end`` (read in ``flush()`` on a GPU)."""
         if self.on_gpu:
             self.pending.append((name, start, end))
         else:
             self.add(name, end - start)
 
-    def end_epoch(self, epoch_start):
+    def end_epoch(self, epoch_start: float) -> float:
         """Record and return the epoch's wall time since ``epoch_start`` (a ``now()``), and read the GPU's marks."""
         seconds = self.now() - epoch_start
         self.add("epoch", seconds)
         self.flush()
         return seconds
 
-    def flush(self):
+    def flush(self) -> None:
         """Read the pending GPU intervals (one wait for the last event)."""
         if self.pending:
             self.pending[-1][2].synchronize()
@@ -172,16 +190,16 @@ class Stopwatch:
                 self.add(name, backend.cupy.cuda.get_elapsed_time(start, end) / 1000.0)
             self.pending.clear()
 
-    def now(self):
+    def now(self) -> float:
         """Wait for the device, then read the host clock: for wall times such as a whole epoch."""
         backend.synchronize(self.device)
         return time.perf_counter()
 
-    def add(self, name, seconds):
+    def add(self, name: str, seconds: float) -> None:
         """Record ``seconds`` for phase ``name``."""
         self.durations.setdefault(name, []).append(seconds)
 
-    def summary(self):
+    def summary(self) -> dict[str, dict[str, float]]:
         """{phase: {"p50", "p90", "count"}} in seconds."""
         self.flush()
         return {
@@ -194,7 +212,7 @@ class Stopwatch:
         }
 
 
-def correct_count(logits, labels):
+def correct_count(logits: Tensor, labels: Tensor) -> Array:
     """Number of rows whose arg-max equals the label, as a device scalar (no host sync)."""
     return (logits.data.argmax(axis=1) == labels.data).sum()
 
@@ -212,16 +230,21 @@ class EpochProgress:
 
     FOLD_EVERY = 64
 
-    def __init__(self, total, epoch, device="cpu", enabled=True, refresh_seconds=0.5):
+    def __init__(
+        self, total: int, epoch: int, device: str | None = "cpu", enabled: bool = True, refresh_seconds: float = 0.5
+    ) -> None:
         self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", disable=not enabled, leave=False)
         self.epoch, self.refresh_seconds = epoch, refresh_seconds
         self.check_every_step = backend.parse_device(device) == "cpu"
-        self.losses, self.weights, self.corrects = [], [], []  # the steps since the last fold
-        self.partials = []  # (loss sum, correct count) of each fold, in order
+        # the steps since the last fold
+        self.losses: list[Array] = []
+        self.weights: list[int] = []
+        self.corrects: list[Array] = []
+        self.partials: list[tuple[Any, Any]] = []  # (loss sum, correct count) of each fold, in order
         self.count = self.step = 0
         self.started = self.last_read = time.perf_counter()
 
-    def update(self, loss, correct, batch_size):
+    def update(self, loss: Array, correct: Array, batch_size: int) -> None:
         """Keep one step's loss and correct count (device values; no host read here) and move the bar."""
         self.losses.append(loss)
         self.weights.append(batch_size)
@@ -251,7 +274,7 @@ class EpochProgress:
         losses = xp.stack(self.losses)
         return (losses * xp.asarray(self.weights, dtype=losses.dtype)).sum(), xp.stack(self.corrects).sum()
 
-    def read(self):
+    def read(self) -> tuple[float, int]:
         """(loss sum, correct count) so far, read on the host; changes nothing, so reading never alters a result."""
         sums = self.partials + ([self._kept_sums()] if self.losses else [])
         if not sums:
@@ -263,14 +286,14 @@ class EpochProgress:
         self.check_finite(loss_sum)
         return loss_sum, int(correct)
 
-    def check_finite(self, value):
+    def check_finite(self, value: float) -> None:
         """Raise TrainingDiverged if the loss read is NaN or infinite."""
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"the loss became {value} in epoch {self.epoch} by step {self.step}; try a smaller learning rate"
             )
 
-    def finish(self):
+    def finish(self) -> tuple[float, int, int]:
         """Finish the bar; return (loss sum, correct count, examples) of the updates it got (one host read)."""
         self.bar.close()
         loss_sum, correct = self.read()

@@ -12,13 +12,17 @@ CUDA kernel that replaces it on a GPU (``backend.CudaKernel``): one pass over me
 one per NumPy operation. ``tests/test_op_kernels.py`` checks that the two agree.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import numpy
+from numpy.typing import DTypeLike
 
 from ._tensor import Function
-from .backend import CudaKernel, cupy, device_of, matmul
-from .random import PHILOX_CUDA, dropout_stream
+from .backend import Array, CudaKernel, cupy, device_of, matmul
+from .random import PHILOX_CUDA, PhiloxStream, dropout_stream
 
 # --- arithmetic ------------------------------------------------------------------------
 
@@ -26,31 +30,31 @@ from .random import PHILOX_CUDA, dropout_stream
 class Add(Function):
     """y = a + b.   dy/da = 1, dy/db = 1."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         return a + b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return gy, gy
 
 
 class Sub(Function):
     """y = a - b.   dy/da = 1, dy/db = -1."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         return a - b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return gy, (-gy if self.needs_input_grad[1] else None)
 
 
 class Mul(Function):
     """y = a * b (elementwise).   dy/da = b, dy/db = a."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a * b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         ga = gy * self.b if self.needs_input_grad[0] else None
         gb = gy * self.a if self.needs_input_grad[1] else None
         return ga, gb
@@ -59,11 +63,11 @@ class Mul(Function):
 class Div(Function):
     """y = a / b.   dy/da = 1 / b, dy/db = -a / b^2."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a / b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         ga = gy / self.b
         gb = -ga * self.a / self.b if self.needs_input_grad[1] else None
         return (ga if self.needs_input_grad[0] else None), gb
@@ -72,24 +76,24 @@ class Div(Function):
 class Neg(Function):
     """y = -x.   dy/dx = -1."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return -x
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (-gy,)
 
 
 class Pow(Function):
     """y = x^n for a constant number n.   dy/dx = n x^(n-1)."""
 
-    def __init__(self, exponent):
+    def __init__(self, exponent: float) -> None:
         self.exponent = exponent
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return x**self.exponent
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         n = self.exponent
         if n == 0:  # y = 1: the derivative is 0 everywhere, also at x = 0 (where 0 * 0^-1 would be nan)
             return (gy * 0,)
@@ -101,22 +105,22 @@ class Exp(Function):
 
     saves_output = True
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = self.xp.exp(x)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (gy * self.y,)
 
 
 class Log(Function):
     """y = ln x.   dy/dx = 1 / x."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return self.xp.log(x)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (gy / self.x,)
 
 
@@ -127,11 +131,11 @@ class ReLU(Function):
 
     backward_gpu = CudaKernel("T y, T gy", "T gx", "gx = y > (T)0 ? gy : (T)0", "minigrad_relu_backward")
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = self.xp.maximum(x, 0)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         if self.xp is cupy:
             return (self.backward_gpu(self.y, gy),)
         return (gy * (self.y > 0),)
@@ -148,11 +152,11 @@ class MatMul(Function):
     from the result, so 1-D @ 1-D is the dot product, a 0-d tensor.
     """
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a @ b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         xp = self.xp
         # View 1-D operands as matrices, and put back into gy the axes forward dropped for them,
         # so that one pair of formulas serves every case.
@@ -181,14 +185,14 @@ class Linear(Function):
     One op instead of MatMul + Permute + Add: fewer temporaries, and the bias is added in place.
     """
 
-    def forward(self, x, weight, bias=None):
+    def forward(self, x: Array, weight: Array, bias: Array | None = None) -> Array:
         self.x, self.weight, self.has_bias = x, weight, bias is not None
         y = matmul(x, weight.T)  # x @ W^T (backend.matmul: also while a CUDA graph is being captured)
         if bias is not None:
             y += bias  # y is a fresh array, so adding in place saves a temporary
         return y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         gy2d = gy.reshape(-1, gy.shape[-1])
         # The first layer's input is the data: its gradient would cost a third of the MLP's FLOPs for nothing.
         gx = matmul(gy, self.weight) if self.needs_input_grad[0] else None
@@ -211,30 +215,30 @@ def _grad_to_input_shape(xp, gy, shape, axis, keepdims):
 class Sum(Function):
     """y = sum of x over ``axis`` (all axes when None).   dy/dx_i = 1 for every summed x_i."""
 
-    def __init__(self, axis=None, keepdims=False):
+    def __init__(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.shape = x.shape
         return x.sum(axis=self.axis, keepdims=self.keepdims)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (_grad_to_input_shape(self.xp, gy, self.shape, self.axis, self.keepdims),)
 
 
 class Mean(Function):
     """y = (1/n) sum of x over ``axis``, n the number of summed values.   dy/dx_i = 1/n."""
 
-    def __init__(self, axis=None, keepdims=False):
+    def __init__(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.shape = x.shape
         y = x.mean(axis=self.axis, keepdims=self.keepdims)
         self.count = x.size // max(y.size, 1) if x.size else 1
         return y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (_grad_to_input_shape(self.xp, gy / self.count, self.shape, self.axis, self.keepdims),)
 
 
@@ -247,17 +251,17 @@ class Max(Function):
 
     saves_output = True
 
-    def __init__(self, axis=None, keepdims=False):
+    def __init__(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         self.y_kept = x.max(axis=self.axis, keepdims=True)
         if self.keepdims:
             return self.y_kept
         return self.y_kept.squeeze(axis=self.axis)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         xp = self.xp
         is_max = (self.x == self.y_kept) | (xp.isnan(self.x) & xp.isnan(self.y_kept))
         share = is_max / is_max.sum(axis=self.axis, keepdims=True)  # ties split the gradient
@@ -268,13 +272,13 @@ class Max(Function):
 class Cast(Function):
     """y = x in another dtype (same values, rounded to it).   dL/dx = dL/dy in x's dtype (the engine casts it)."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype: DTypeLike) -> None:
         self.dtype = dtype
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return x.astype(self.dtype)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (gy,)
 
 
@@ -286,10 +290,10 @@ class Reshape(Function):
 
     makes_view = True
 
-    def __init__(self, shape):
+    def __init__(self, shape: tuple[int, ...]) -> None:
         self.new_shape = shape
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.shape = x.shape
         try:
             return x.reshape(self.new_shape)
@@ -298,7 +302,7 @@ class Reshape(Function):
                 f"cannot reshape a tensor of shape {x.shape} ({x.size} values) into shape {self.new_shape}"
             ) from None
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (gy.reshape(self.shape),)
 
 
@@ -311,13 +315,13 @@ class Permute(Function):
 
     makes_view = True
 
-    def __init__(self, axes):
+    def __init__(self, axes: tuple[int, ...]) -> None:
         self.axes = axes
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return x.transpose(self.axes)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         inverse = [0] * len(self.axes)
         for position, axis in enumerate(self.axes):
             inverse[axis] = position
@@ -332,15 +336,15 @@ class Index(Function):
 
     makes_view = True
 
-    def __init__(self, index):
+    def __init__(self, index: Any) -> None:
         self.index = index
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.shape, self.dtype = x.shape, x.dtype
         self.index = _index_for(self.xp, self.index)
         return x[self.index]
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         gx = self.xp.zeros(self.shape, dtype=self.dtype)
         self.xp.add.at(gx, self.index, gy)  # gx[index] += gy, where a repeated index adds up
         return (gx,)
@@ -380,10 +384,10 @@ class Dropout(Function):
         preamble=PHILOX_CUDA,
     )
 
-    def __init__(self, p):
+    def __init__(self, p: float) -> None:
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         scale = x.dtype.type(1.0 / (1.0 - self.p))  # in x's dtype: bool * Python float would be float64
         stream = dropout_stream(device_of(x))
         if self.xp is cupy:  # i is the flat C-order index, as in keep_mask's reshape
@@ -396,11 +400,11 @@ class Dropout(Function):
         self.mask = keep_mask(stream, x.shape, self.p) * scale
         return x * self.mask
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         return (gy * self.mask,)
 
 
-def keep_threshold(p):
+def keep_threshold(p: float) -> int:
     """The 32-bit form of U > p: for U = k / 2**32 with k a uniform 32-bit word, k / 2**32 > p exactly when
     k > floor(p * 2**32). 0 <= p < 1, so it fits in 32 bits."""
     if not 0 <= p < 1:
@@ -408,7 +412,7 @@ def keep_threshold(p):
     return numpy.uint32(math.floor(p * 2**32))
 
 
-def keep_mask(stream, shape, p):
+def keep_mask(stream: PhiloxStream, shape: tuple[int, ...], p: float) -> Array:
     """Dropout's keep = [U > p] per element, a boolean array: U = k / 2**32 from the stream's next 32-bit words.
 
     Comparing the words themselves with ``keep_threshold(p)`` skips making floats. Element j (in C order)
@@ -451,7 +455,7 @@ class SoftmaxCrossEntropy(Function):
         "minigrad_cross_entropy_backward",
     )
 
-    def forward(self, logits, labels):
+    def forward(self, logits: Array, labels: Array) -> Array:
         xp, self.labels = self.xp, labels
         if xp is cupy:
             self.probs = xp.empty_like(logits, order="C")
@@ -466,7 +470,7 @@ class SoftmaxCrossEntropy(Function):
         self.probs = exp  # softmax(o), for backward
         return loss
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         # gy = dL/dloss is a 0-d array on the device (reading it on the host would wait for a GPU)
         xp, labels = self.xp, self.labels
         gy = xp.asarray(gy, dtype=self.probs.dtype)

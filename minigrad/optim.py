@@ -6,14 +6,18 @@ SGD, with g = dL/dw + weight_decay * w, and with momentum mu > 0 a velocity b pe
 and without momentum simply w <- w - lr * g. Each update is applied in place to the parameter's array.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy
 
 from . import backend
 from ._tensor import Tensor
 from .autograd import mark_changed_in_place
-from .backend import CudaKernel, cupy
+from .backend import Array, CudaKernel, cupy
 
 
 class Optimizer:
@@ -25,7 +29,7 @@ class Optimizer:
     parameter listed twice and a setting the optimizer does not know are errors.
     """
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         if isinstance(params, Tensor):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of Tensors or dicts, "
@@ -36,12 +40,12 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list: pass model.parameters()")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = defaults
-        self.param_groups = []
-        self.state = {}  # per parameter (keyed by id), e.g. {"momentum_buffer": array}
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Array]] = {}  # per parameter (keyed by id), e.g. {"momentum_buffer": array}
         for group in groups:
             self.add_param_group(group)
 
-    def add_param_group(self, group):
+    def add_param_group(self, group: dict[str, Any]) -> None:
         """Add a group ``{"params": [...], **settings}``; settings not given take the defaults."""
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(
@@ -80,7 +84,7 @@ class Optimizer:
     def _check(self, group):
         pass
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients: set them to None (so the next backward assigns rather than adds), or with
         ``set_to_none=False`` fill them with zeros in place, as PyTorch does."""
         for group in self.param_groups:
@@ -90,12 +94,12 @@ class Optimizer:
                 else:
                     parameter.grad[...] = 0
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter from its ``.grad``; subclasses define the rule."""
         raise NotImplementedError
 
     # --- saving and resuming, as PyTorch's state_dict: parameters are named by their position -------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """{"state": {index: {name: array}}, "param_groups": [settings with "params": [indices]]}."""
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
         groups = [
@@ -105,7 +109,7 @@ class Optimizer:
         state = {index[key]: dict(value) for key, value in self.state.items() if key in index}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the settings and buffers saved by ``state_dict`` into an optimizer over the same parameters."""
         groups = state_dict["param_groups"]
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
@@ -130,7 +134,15 @@ class SGD(Optimizer):
     size (the chapter's ``sgd(params, lr, batch_size)`` divides because its loss is a sum).
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         super().__init__(
             params,
             {
@@ -163,7 +175,7 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def step(self, lr_arrays=None):
+    def step(self, lr_arrays: Sequence[Array] | None = None) -> None:
         """One update of every parameter with a gradient.
 
         ``lr_arrays`` (one 1-element array per parameter group, on the parameters' device) replaces the groups'
@@ -241,7 +253,7 @@ class LRScheduler:
     ``initial_lr``, as PyTorch does, so a second schedule on the same optimizer starts from the same base).
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"{type(self).__name__} takes an optimizer (e.g. optim.SGD), got {type(optimizer).__name__}"
@@ -252,25 +264,25 @@ class LRScheduler:
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = 0
 
-    def next_lr(self, lr, base_lr, epoch):
+    def next_lr(self, lr: float, base_lr: float, epoch: int) -> float:
         """The rate of ``epoch`` (>= 1), given the rate ``lr`` the group has now."""
         raise NotImplementedError
 
-    def step(self):
+    def step(self) -> None:
         """Advance one epoch and set each group's learning rate from the rate it has now (so schedules chain)."""
         self.last_epoch += 1
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = self.next_lr(group["lr"], base_lr, self.last_epoch)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         """The learning rate of each group, as last set."""
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The epoch count, the base rates and the last rates, for a checkpoint."""
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "last_lrs": self.get_last_lr()}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue where ``state_dict`` left off. The groups' rates are set to the saved ones too (PyTorch leaves
         that to the optimizer's own ``load_state_dict``), since each step starts from the rate a group has."""
         self.last_epoch, self.base_lrs = state_dict["last_epoch"], list(state_dict["base_lrs"])
@@ -282,13 +294,13 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """lr = base lr * gamma^(epoch // step_size): multiplied by gamma every ``step_size`` epochs."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         if not _is_count(step_size) or not gamma > 0:
             raise ValueError(f"StepLR needs an integer step_size >= 1 and gamma > 0, got {step_size!r} and {gamma!r}")
         super().__init__(optimizer)
         self.step_size, self.gamma = step_size, gamma
 
-    def next_lr(self, lr, base_lr, epoch):
+    def next_lr(self, lr: float, base_lr: float, epoch: int) -> float:
         return lr * self.gamma if epoch % self.step_size == 0 else lr
 
 
@@ -301,13 +313,13 @@ class CosineAnnealingLR(LRScheduler):
     factor is 0 (the bottom of a period), it adds the first step of the rise instead.
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 (PyTorch's name)
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         if not _is_count(T_max):
             raise ValueError(f"CosineAnnealingLR needs an integer T_max >= 1, got {T_max!r}")
         super().__init__(optimizer)
         self.T_max, self.eta_min = T_max, eta_min
 
-    def next_lr(self, lr, base_lr, epoch):
+    def next_lr(self, lr: float, base_lr: float, epoch: int) -> float:
         T, eta_min = self.T_max, self.eta_min
         if (epoch - 1 - T) % (2 * T) == 0:
             return lr + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2

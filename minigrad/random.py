@@ -12,24 +12,27 @@ Two kinds of stream, both seeded by :func:`manual_seed`:
   on the CPU and on a GPU, and a step captured as a CUDA graph can be replayed without the host.
 """
 
+from __future__ import annotations
+
 import math
 import operator
 import os
+from typing import Any
 
 import numpy
 
-from .backend import CudaKernel, check_device, cupy, on_device
+from .backend import Array, CudaKernel, check_device, cupy, on_device
 
-_seed = None
-_generators = {}
-_dropout_streams = {}
+_seed: int | None = None
+_generators: dict[str, Any] = {}  # device -> NumPy or CuPy generator
+_dropout_streams: dict[str, PhiloxStream] = {}
 
 
 def _fresh_seed():
     return int.from_bytes(os.urandom(8), "little")
 
 
-def manual_seed(seed):
+def manual_seed(seed: int) -> None:
     """Seed every generator and dropout stream, on every device, with ``seed``.
 
     As in PyTorch, ``seed`` is an integer in [-2**63, 2**64 - 1]; a negative seed s stands for
@@ -54,7 +57,7 @@ def _current_seed():
     return _seed
 
 
-def generator(device):
+def generator(device: str | None) -> Any:
     """The random generator of ``device`` (created on first use from the manual seed)."""
     if device in _generators:  # the hot path: one dict lookup per draw
         return _generators[device]
@@ -69,7 +72,7 @@ def generator(device):
     return _generators[device]
 
 
-def dropout_stream(device):
+def dropout_stream(device: str | None) -> PhiloxStream:
     """The dropout stream of ``device`` (created on first use from the manual seed)."""
     if device in _dropout_streams:
         return _dropout_streams[device]
@@ -79,7 +82,7 @@ def dropout_stream(device):
     return _dropout_streams[device]
 
 
-def get_rng_state():
+def get_rng_state() -> dict[str, Any]:
     """The state of minigrad's random streams, as JSON-able data (``torch.get_rng_state``'s role).
 
     The seed, the CPU generator's state, and each dropout stream's counter (read from the GPU where it
@@ -94,7 +97,7 @@ def get_rng_state():
     }
 
 
-def set_rng_state(state):
+def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what ``get_rng_state`` returned: the seed, the CPU generator, the dropout streams' counters."""
     global _seed
     _seed = state["seed"]
@@ -122,9 +125,10 @@ class PhiloxStream:
     GPU memory, which a one-thread kernel advances, so no draw needs the host.
     """
 
-    def __init__(self, seed, device="cpu"):
+    def __init__(self, seed: int, device: str = "cpu") -> None:
         self.device = device
-        self.key = numpy.random.SeedSequence(seed).generate_state(2, numpy.uint64)
+        # two 64-bit words (astype: NumPy's signature promises 32- or 64-bit words)
+        self.key = numpy.random.SeedSequence(seed).generate_state(2, numpy.uint64).astype(numpy.uint64)
         if device == "cpu":
             self.philox = numpy.random.Philox(key=self.key)  # counter 0, no words buffered
         else:
@@ -132,7 +136,7 @@ class PhiloxStream:
                 self.key_on_device = cupy.asarray(self.key)
                 self.counter_on_device = cupy.zeros(4, dtype=cupy.uint64)  # 256 bits, lowest word first
 
-    def words(self, n):
+    def words(self, n: int) -> Array:
         """The next ``n`` 32-bit words, as a uint32 array on the stream's device; the counter moves ceil(n / 8)."""
         if self.device == "cpu":
             raw = self.philox.random_raw((n + 1) // 2)
@@ -145,12 +149,12 @@ class PhiloxStream:
             self.advance_on_device(n)
             return out
 
-    def advance_on_device(self, n):
+    def advance_on_device(self, n: int) -> None:
         """After a GPU kernel drew ``n`` words from the counter: move it on by ceil(n / 8) blocks, on the GPU."""
         _philox_advance_gpu(numpy.uint64(blocks_for(n)), self.counter_on_device, size=1)
 
     @property
-    def counter(self):
+    def counter(self) -> int:
         """The number of blocks drawn so far (a Python int; on a GPU this reads the device, once)."""
         if self.device == "cpu":
             words = self.philox.state["state"]["counter"]
@@ -158,7 +162,7 @@ class PhiloxStream:
             words = cupy.asnumpy(self.counter_on_device)
         return sum(int(word) << (64 * k) for k, word in enumerate(words))
 
-    def set_counter(self, counter):
+    def set_counter(self, counter: int) -> None:
         """Put the stream at Philox block ``counter`` (a 256-bit integer), on the CPU or in GPU memory."""
         words = numpy.array([(counter >> (64 * k)) & 0xFFFF_FFFF_FFFF_FFFF for k in range(4)], dtype=numpy.uint64)
         if self.device == "cpu":
@@ -175,7 +179,7 @@ class PhiloxStream:
                 self.counter_on_device[...] = cupy.asarray(words)
 
 
-def blocks_for(n):
+def blocks_for(n: int) -> int:
     """Philox blocks a draw of ``n`` 32-bit words uses: ceil(n / 8)."""
     return math.ceil(n / 8)
 

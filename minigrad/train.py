@@ -5,15 +5,30 @@ progress bar and each epoch's record come from a ``monitor.Monitor``, one call p
 same step can instead be captured once as a CUDA graph and replayed (``capture.py``).
 """
 
+from __future__ import annotations
+
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .autograd import no_grad
 from .capture import CapturedTraining, CaptureProblem
 from .monitor import Monitor, correct_count
 from .nn import functional as F
 
+if TYPE_CHECKING:
+    from ._tensor import Tensor
+    from .data.loader import DataLoader
+    from .monitor import Stopwatch
+    from .nn.module import Module
+    from .optim import LRScheduler, Optimizer
 
-def evaluate(model, loader, loss_fn=F.cross_entropy):
+
+LossFunction = Callable[["Tensor", "Tensor"], "Tensor"]
+"""``loss_fn(logits, labels)``: the mean loss of a batch, a 0-d Tensor (``F.cross_entropy``)."""
+
+
+def evaluate(model: Module, loader: DataLoader, loss_fn: LossFunction = F.cross_entropy) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over ``loader``, in eval mode (dropout off), with no graph.
 
     The model's previous mode is restored afterwards.
@@ -26,7 +41,9 @@ def evaluate(model, loader, loss_fn=F.cross_entropy):
         model.train(was_training)
 
 
-def evaluate_predictions(predict, loader, loss_fn=F.cross_entropy):
+def evaluate_predictions(
+    predict: Callable[[Tensor], Tensor], loader: DataLoader, loss_fn: LossFunction = F.cross_entropy
+) -> dict[str, float]:
     """Mean loss and accuracy of ``predict(x) -> logits`` over ``loader``, with no graph.
 
     The sums stay on the device; the host reads them once, at the end.
@@ -61,34 +78,42 @@ class Trainer:
     """
 
     def __init__(
-        self, model, optimizer, loss_fn=F.cross_entropy, progress=True, scheduler=None, capture=None, loss_limit=None
-    ):
+        self,
+        model: Module,
+        optimizer: Optimizer,
+        loss_fn: LossFunction = F.cross_entropy,
+        progress: bool = True,
+        scheduler: LRScheduler | None = None,
+        capture: bool | None = None,
+        loss_limit: float | None = None,
+    ) -> None:
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
         parameter = next(iter(model.parameters()), None)
         device = parameter.device if parameter is not None else "cpu"
         self.monitor = Monitor(device, progress, loss_limit)
         # the capture.CapturedTraining while capture is on; capture_off says why it is not
-        self.captured, self.capture_off = None, "not asked for"
+        self.captured: CapturedTraining | None = None
+        self.capture_off: str | None = "not asked for"
         if capture is None and device == "cpu":
             self.capture_off = "the model is on the CPU"
         elif capture is None or capture:
             self.captured, self.capture_off = CapturedTraining(model, optimizer, loss_fn), None
 
     @property
-    def history(self):
+    def history(self) -> list[dict[str, Any]]:
         """One record per epoch trained so far (loss, accuracies, times), the Monitor's."""
         return self.monitor.history
 
     @history.setter
-    def history(self, records):  # a resumed run starts from the epochs it had done
+    def history(self, records: list[dict[str, Any]]) -> None:  # a resumed run starts from the epochs it had done
         self.monitor.history = list(records)
 
     @property
-    def stopwatch(self):
+    def stopwatch(self) -> Stopwatch:
         """The timings of steps, epochs and evaluations, the Monitor's."""
         return self.monitor.stopwatch
 
-    def train_epoch(self, loader, epoch):
+    def train_epoch(self, loader: DataLoader, epoch: int) -> tuple[float, int, int] | None:
         """One pass over ``loader``: the chapter's step for every batch (``monitor.end_epoch`` closes the epoch).
 
         Returns the (loss sum, correct, examples) of replayed steps for ``end_epoch(sums=...)``, or None.
@@ -108,7 +133,7 @@ class Trainer:
             self.monitor.step(loss, logits, y)
         return None
 
-    def evaluate(self, loader):
+    def evaluate(self, loader: DataLoader) -> dict[str, float]:
         """``evaluate(model, loader)``, by replaying a captured step when the training step is captured."""
         if self.captured is not None:
             try:
@@ -121,7 +146,13 @@ class Trainer:
         self.captured, self.capture_off = None, problem
         print(f"capture off: {problem}; the step runs eagerly", file=sys.stderr)
 
-    def fit(self, train_loader, test_loader, epochs, on_epoch_end=None):
+    def fit(
+        self,
+        train_loader: DataLoader,
+        test_loader: DataLoader,
+        epochs: int,
+        on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> list[dict[str, Any]]:
         """Train ``epochs`` more epochs, evaluating on ``test_loader`` after each; return the history."""
         for epoch in range(len(self.history) + 1, len(self.history) + epochs + 1):
             sums = self.train_epoch(train_loader, epoch)

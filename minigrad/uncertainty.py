@@ -6,12 +6,21 @@ Dropout and its cousins), T forward passes are averaged in probability space, an
 entropy measures the uncertainty. ``calibration`` says whether the confidence can be trusted.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from . import backend
 from .autograd import no_grad
 from .nn import functional as F
 
+if TYPE_CHECKING:
+    from ._tensor import Tensor
+    from .backend import Array
+    from .nn.module import Module
 
-def mc_dropout_probabilities(model, x, passes=30):
+
+def mc_dropout_probabilities(model: Module, x: Tensor, passes: int = 30) -> Array:
     """Mean of softmax(model(x)) over ``passes`` forward passes with only the stochastic layers in training mode.
 
     Returns a raw array (N, C). Every module's own training flag is restored afterwards.
@@ -34,13 +43,13 @@ def mc_dropout_probabilities(model, x, passes=30):
     return total / passes
 
 
-def predictive_entropy(probabilities):
+def predictive_entropy(probabilities: Array) -> Array:
     """H = -sum_k p_k log p_k per row (in nats): 0 for a certain prediction, log C for a uniform one."""
     xp = backend.get_array_module(probabilities)
     return -(probabilities * xp.log(xp.clip(probabilities, 1e-12, 1.0))).sum(axis=1)
 
 
-def calibration(probabilities, labels, bins=10):
+def calibration(probabilities: Array, labels: Array, bins: int = 10) -> dict[str, Any]:
     """How far confidence is from accuracy: the reliability diagram's points and the expected calibration error.
 
     Each row's confidence is its largest probability; rows are grouped into ``bins`` equal-width bins of

@@ -9,13 +9,20 @@ The curves: train loss, train accuracy and test accuracy against the epoch, as t
 them. matplotlib is imported only when a figure is drawn.
 """
 
+from __future__ import annotations
+
 import io
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .backend import to_numpy
-from .files import atomic_write
+from .files import PathLike, atomic_write
 from .nn.module import Parameter
+
+if TYPE_CHECKING:
+    from ._tensor import Tensor
 
 
 def _quote(*lines):
@@ -40,20 +47,20 @@ def _graph_nodes(root):
     return tensors, ops
 
 
-def to_dot(root, names=None):
+def to_dot(root: Tensor, names: Mapping[Tensor, str] | None = None) -> str:
     """The DOT source of the graph that produced ``root``.
 
     Args:
         root: the tensor to start from (usually the loss).
         names: optional {tensor: label}, e.g. ``{p: n for n, p in model.named_parameters()}``.
     """
-    names = {id(t): label for t, label in (names or {}).items()}
+    labels = {id(t): label for t, label in (names or {}).items()}
     tensors, ops = _graph_nodes(root)
     tensor_id = {id(t): f"t{i}" for i, t in enumerate(tensors)}  # short, stable node names
     op_id = {id(fn): f"op{i}" for i, (fn, _) in enumerate(ops)}
     lines = ["digraph minigrad {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
     for tensor in tensors:
-        label = [names.get(id(tensor), "")] if id(tensor) in names else []
+        label = [labels[id(tensor)]] if id(tensor) in labels else []
         label.append(f"{tuple(tensor.shape)} {tensor.dtype}")
         if tensor.grad_fn is None and tensor.grad is not None:
             grad = to_numpy(tensor.grad)
@@ -75,7 +82,7 @@ def to_dot(root, names=None):
     return "\n".join(lines) + "\n"
 
 
-def render(root, path, names=None):
+def render(root: Tensor, path: PathLike, names: Mapping[Tensor, str] | None = None) -> None:
     """Draw the graph into ``path`` (.svg, .png or .pdf) with Graphviz's ``dot`` program."""
     fmt = str(path).rsplit(".", 1)[-1].lower()
     if fmt not in ("svg", "png", "pdf"):
@@ -85,7 +92,7 @@ def render(root, path, names=None):
         file.write(picture)
 
 
-def draw(root, fmt="svg", names=None):
+def draw(root: Tensor, fmt: str = "svg", names: Mapping[Tensor, str] | None = None) -> bytes:
     """The graph as the bytes of an .svg, .png or .pdf file, drawn by Graphviz's ``dot`` (for a notebook:
     ``IPython.display.SVG(draw(loss))``)."""
     dot = shutil.which("dot")
@@ -104,7 +111,7 @@ def draw(root, fmt="svg", names=None):
 # The chapter's figure
 
 
-def pyplot():
+def pyplot() -> Any:
     """matplotlib's pyplot, drawing off screen (no display needed)."""
     import matplotlib
 
@@ -114,7 +121,7 @@ def pyplot():
     return plt
 
 
-def figure_bytes(figure, fmt="png", dpi=None):
+def figure_bytes(figure: Any, fmt: str = "png", dpi: float | None = None) -> bytes:
     """A matplotlib figure as the bytes of a file in ``fmt``; the figure is closed (for a notebook:
     ``IPython.display.Image(figure_bytes(figure))``)."""
     buffer = io.BytesIO()
@@ -123,19 +130,19 @@ def figure_bytes(figure, fmt="png", dpi=None):
     return buffer.getvalue()
 
 
-def save_figure(figure, path, dpi=None):
+def save_figure(figure: Any, path: PathLike, dpi: float | None = None) -> None:
     """Write a matplotlib figure to ``path`` (its format from the suffix), atomically, and close it."""
     picture = figure_bytes(figure, str(path).rsplit(".", 1)[-1].lower(), dpi)
     with atomic_write(path) as file:
         file.write(picture)
 
 
-def plot_curves(history, path, title=None):
+def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: str | None = None) -> None:
     """Draw the curves of ``history`` (a list of per-epoch dicts) into a PNG at ``path``, atomically."""
     save_figure(curves_figure(history, title), path)
 
 
-def curves_figure(history, title=None):
+def curves_figure(history: Sequence[Mapping[str, Any]], title: str | None = None) -> Any:
     """The chapter's figure for ``history``: train loss, train accuracy and test accuracy against the epoch."""
     epochs = [record["epoch"] for record in history]
     figure, axes = pyplot().subplots(figsize=(5, 3.5), dpi=100)

@@ -7,15 +7,19 @@ With neither, the search path: ``./data/fashion-mnist``, then ``/usr/share/datas
 may be gzip'd or not. Its decompressed bytes must have the SHA-256 of the official file.
 """
 
+from __future__ import annotations
+
 import hashlib
 import http.client
 import os
 import urllib.request
+from collections.abc import Sequence
+from typing import Any
 
 import numpy
 from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in a notebook without ipywidgets
 
-from ..files import atomic_write
+from ..files import PathLike, atomic_write
 from .idx import decompress_if_gzip, parse_idx
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -60,19 +64,19 @@ class DatasetError(RuntimeError):
     """The dataset files are missing, corrupt, or not Fashion-MNIST; the message says what to do."""
 
 
-def explicit_folder(root=None):
+def explicit_folder(root: PathLike | None = None) -> str | None:
     """The folder the user named (``root``, else ``$MINIGRAD_DATA``), or None to use the search path."""
     folder = root if root is not None else os.environ.get("MINIGRAD_DATA") or None
     return None if folder is None else os.fspath(folder)
 
 
-def candidate_folders(root=None):
+def candidate_folders(root: PathLike | None = None) -> list[str]:
     """The folders looked in, in order: the explicit folder alone, or the search path."""
     folder = explicit_folder(root)
     return [folder] if folder is not None else [DEFAULT_FOLDER, DEBIAN_FOLDER]
 
 
-def find_file(folder, name):
+def find_file(folder: PathLike, name: str) -> str | None:
     """The path of ``name`` or ``name.gz`` in ``folder``, or None."""
     for candidate in (name, name + ".gz"):
         path = os.path.join(folder, candidate)
@@ -81,7 +85,7 @@ def find_file(folder, name):
     return None
 
 
-def looks_like_mnist(raw, content, name):
+def looks_like_mnist(raw: bytes, content: bytes, name: str) -> bool:
     """True when a file that failed its checksum is recognisably MNIST (digits) instead of Fashion-MNIST."""
     if hashlib.md5(raw).hexdigest() in MNIST_GZ_MD5:
         return True
@@ -99,7 +103,7 @@ def looks_like_mnist(raw, content, name):
     return False
 
 
-def load_verified(path, name, verify=True):
+def load_verified(path: str, name: str, verify: bool = True) -> tuple[numpy.ndarray, str]:
     """Read an IDX file (gzip'd or not) and check its SHA-256 (unless ``verify`` is off).
 
     Returns (array, SHA-256 of the decompressed content): the digest is computed either way, so that a
@@ -122,7 +126,9 @@ def load_verified(path, name, verify=True):
     return parse_idx(content, path), digest
 
 
-def download_file(name, folder, mirrors=MIRRORS, progress=True, timeout=30):
+def download_file(
+    name: str, folder: PathLike, mirrors: Sequence[str] = MIRRORS, progress: bool = True, timeout: float = 30
+) -> str:
     """Fetch ``name``.gz from the first mirror that serves the right file; return its path.
 
     The file is written (atomically: a temporary file renamed into place) only after the
@@ -183,7 +189,15 @@ class FashionMNIST:
 
     classes = CLASSES
 
-    def __init__(self, root=None, train=True, download=True, verify=True, mirrors=None, progress=True):
+    def __init__(
+        self,
+        root: PathLike | None = None,
+        train: bool = True,
+        download: bool = True,
+        verify: bool = True,
+        mirrors: Sequence[str] | None = None,
+        progress: bool = True,
+    ) -> None:
         split = "train" if train else "test"
         names = [FILES[split, "images"], FILES[split, "labels"]]
         explicit = explicit_folder(root)
@@ -204,6 +218,7 @@ class FashionMNIST:
             paths = [
                 find_file(target, name) or download_file(name, target, mirrors or MIRRORS, progress) for name in names
             ]
+        assert paths[0] is not None and paths[1] is not None  # found, or downloaded
         self.root = os.path.dirname(paths[0])
         self.images, images_digest = load_verified(paths[0], names[0], verify)
         self.labels, labels_digest = load_verified(paths[1], names[1], verify)
@@ -218,7 +233,7 @@ class FashionMNIST:
     def __len__(self):
         return len(self.labels)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> tuple[numpy.ndarray, numpy.ndarray]:
         return self.images[index], self.labels[index]
 
     def __repr__(self):

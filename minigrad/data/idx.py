@@ -6,6 +6,8 @@ uint32 sizes; then the values, row-major. Files are often gzip'd; the reader dec
 the first bytes, not by the name. Every malformed input raises :class:`IDXFormatError`.
 """
 
+from __future__ import annotations
+
 import gzip
 import math
 import struct
@@ -13,7 +15,7 @@ import zlib
 
 import numpy
 
-from ..files import atomic_write
+from ..files import PathLike, atomic_write
 
 # type code -> big-endian dtype, as stored in the file
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -24,7 +26,7 @@ class IDXFormatError(ValueError):
     """A file that is not a well-formed IDX file; the message names the file and the problem."""
 
 
-def decompress_if_gzip(raw, name="<bytes>"):
+def decompress_if_gzip(raw: bytes, name: str = "<bytes>") -> bytes:
     """Return the content of gzip'd bytes, or the bytes themselves when they are not gzip'd."""
     if not raw.startswith(GZIP_MAGIC):
         return raw
@@ -34,14 +36,14 @@ def decompress_if_gzip(raw, name="<bytes>"):
         raise IDXFormatError(f"{name}: broken gzip data, probably a truncated download ({error})") from None
 
 
-def read_idx(path):
+def read_idx(path: PathLike) -> numpy.ndarray:
     """Read a raw or gzip'd IDX file into a NumPy array of its native-endian dtype and shape."""
     with open(path, "rb") as file:
         raw = file.read()
     return parse_idx(decompress_if_gzip(raw, str(path)), str(path))
 
 
-def parse_idx(content, name="<bytes>"):
+def parse_idx(content: bytes, name: str = "<bytes>") -> numpy.ndarray:
     """Parse the bytes of an (uncompressed) IDX file, checking every part of the layout."""
     if len(content) < 4:
         raise IDXFormatError(f"{name}: {len(content)} bytes, too short for the 4-byte IDX header")
@@ -83,7 +85,7 @@ def parse_idx(content, name="<bytes>"):
     return values.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
 
-def write_idx(path, array, compress=None):
+def write_idx(path: PathLike, array: numpy.ndarray, compress: bool | None = None) -> None:
     """Write ``array`` as IDX, gzip'd when ``compress`` (default: when the name ends in .gz); atomically."""
     array = numpy.asarray(array)
     codes = {numpy.dtype(big_endian).newbyteorder("="): code for code, big_endian in IDX_DTYPES.items()}

@@ -5,18 +5,22 @@ is gathered there and converted to float32 in [0, 1] there, so a CUDA epoch make
 host-to-device copy per batch (one small copy of the shuffled order per epoch).
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import numpy
 
 from .. import backend
 from .._tensor import Tensor
+from ..backend import Array
 from ..random import generator
 
 PIXEL_SCALE = numpy.float32(1.0 / 255.0)  # uint8 pixels times this: float32 in [0, 1]
 
 
-def scaled_pixels(images, out=None):
+def scaled_pixels(images: Array, out: Array | None = None) -> Array:
     """uint8 pixels as float32 in [0, 1], in one pass: images * (1/255) (into ``out`` when given)."""
     xp = backend.get_array_module(images)
     return xp.multiply(images, PIXEL_SCALE, out=out, dtype=xp.float32)
@@ -25,7 +29,9 @@ def scaled_pixels(images, out=None):
 class ArrayDataset:
     """A dataset made of two arrays: ``images`` (N, ...) and integer ``labels`` (N,)."""
 
-    def __init__(self, images, labels):
+    classes: tuple[str, ...] | None = None  # the class names, when known (Fashion-MNIST's for the synthetic data)
+
+    def __init__(self, images: numpy.ndarray, labels: numpy.ndarray) -> None:
         if len(images) != len(labels):
             raise ValueError(f"images and labels differ in length: {len(images)} and {len(labels)}")
         self.images, self.labels = numpy.asarray(images), numpy.asarray(labels)
@@ -34,7 +40,7 @@ class ArrayDataset:
         return len(self.labels)
 
 
-def checked_count(value, name, allow_none=False):
+def checked_count(value: Any, name: str, allow_none: bool = False) -> int | None:
     """``value`` as a count >= 1: an int (a NumPy integer too), never a bool or a float (2.5 is refused, not
     rounded), as PyTorch's DataLoader does."""
     if value is None and allow_none:
@@ -63,9 +69,17 @@ class DataLoader:
     """
 
     def __init__(
-        self, dataset, batch_size, shuffle=False, drop_last=False, device="cpu", limit=None, seed=None, flatten=True
-    ):
-        batch_size = checked_count(batch_size, "batch_size")
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        device: str | None = "cpu",
+        limit: int | None = None,
+        seed: int | None = None,
+        flatten: bool = True,
+    ) -> None:
+        batch_size = checked_count(batch_size, "batch_size")  # type: ignore[assignment]  # never None here
         limit = checked_count(limit, "limit", allow_none=True)
         images, labels = numpy.asarray(dataset.images), numpy.asarray(dataset.labels)
         if images.dtype != numpy.uint8 and images.dtype.kind != "f":
@@ -87,11 +101,11 @@ class DataLoader:
             seed = int(generator("cpu").integers(2**63))
         self.order_generator = numpy.random.default_rng(seed)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The shuffling generator's state (JSON-able), so that a resumed run draws the same orders."""
         return {"order_generator": self.order_generator.bit_generator.state}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the shuffling generator saved by ``state_dict``, so a resumed run draws the same orders."""
         self.order_generator.bit_generator.state = state["order_generator"]
 
@@ -100,7 +114,7 @@ class DataLoader:
         return math.floor(count) if self.drop_last else math.ceil(count)
 
     @property
-    def num_examples(self):
+    def num_examples(self) -> int:
         """Examples per epoch (fewer than the dataset's when ``drop_last`` cuts the tail)."""
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
@@ -109,7 +123,7 @@ class DataLoader:
         for index in range(len(self)):
             yield self.batch(order, index)
 
-    def epoch_order(self):
+    def epoch_order(self) -> Array | None:
         """The order of one epoch's examples on the loader's device (one upload), or None when not shuffling.
 
         Each call draws a fresh permutation from the shuffling generator, as each ``iter(loader)`` does.
@@ -118,7 +132,7 @@ class DataLoader:
             return None
         return backend.to_device(self.order_generator.permutation(len(self.labels)), self.device)
 
-    def batch(self, order, index):
+    def batch(self, order: Array | None, index: int) -> tuple[Tensor, Tensor]:
         """Batch number ``index`` of the epoch whose ``epoch_order()`` is ``order``: Tensors (x, y)."""
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = rows if order is None else order[rows]

@@ -1,12 +1,14 @@
 """A small, learnable stand-in for Fashion-MNIST, for tests and quick runs: no files, no download."""
 
+from __future__ import annotations
+
 import numpy
 
 from .fashion_mnist import CLASSES
 from .loader import ArrayDataset
 
 
-def synthetic_images(count, seed=0):
+def synthetic_images(count: int, seed: int = 0) -> tuple[numpy.ndarray, numpy.ndarray]:
     """``count`` 28x28 uint8 images in 10 balanced classes: each class brightens its own band of rows.
 
     Returns (images, labels); the pixel mean is about 66 (Fashion-MNIST's is 73, MNIST's 33).
@@ -20,7 +22,7 @@ def synthetic_images(count, seed=0):
     return images, labels
 
 
-def synthetic_fashion(count, seed=0):
+def synthetic_fashion(count: int, seed: int = 0) -> ArrayDataset:
     """The same as an ArrayDataset with Fashion-MNIST's class names."""
     dataset = ArrayDataset(*synthetic_images(count, seed))
     dataset.classes = CLASSES

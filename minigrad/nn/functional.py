@@ -1,12 +1,16 @@
 """The layers as plain functions (``import minigrad.nn.functional as F``), as in PyTorch."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from .. import autograd, ops
 from .._tensor import Tensor
 from ..backend import get_array_module
 
 
-def check_tensor(value, function, argument="input"):
-    """A clear TypeError when ``value`` is not a Tensor (a NumPy array, say): what was given and what to do."""
+def check_tensor(value: Any, function: str, argument: str = "input") -> Tensor:
+    """``value`` itself; a clear TypeError when it is not a Tensor (a NumPy array, say): what was given, what to do."""
     if not isinstance(value, Tensor):
         raise TypeError(
             f"{function}: {argument} must be a minigrad Tensor, got {type(value).__module__}."
@@ -15,12 +19,12 @@ def check_tensor(value, function, argument="input"):
     return value
 
 
-def relu(x):
+def relu(x: Tensor) -> Tensor:
     """y = max(x, 0), elementwise."""
     return ops.ReLU.apply(check_tensor(x, "relu"))
 
 
-def check_probability(p, what="dropout probability"):
+def check_probability(p: Any, what: str = "dropout probability") -> float:
     """Return ``p`` as a float if it lies in [0, 1]; otherwise raise a ValueError saying so."""
     try:
         p = float(p)
@@ -31,7 +35,7 @@ def check_probability(p, what="dropout probability"):
     return p
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Dropout, eq. (4.6.1): each element is zeroed with probability p, survivors scaled by 1/(1-p).
 
     E[y] = x, so nothing needs rescaling at evaluation: with ``training=False`` the input is
@@ -46,7 +50,7 @@ def dropout(x, p=0.5, training=True):
     return ops.Dropout.apply(x, p=p)
 
 
-def linear(x, weight, bias=None):
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, with W of shape (out_features, in_features) as in PyTorch."""
     check_tensor(x, "linear"), check_tensor(weight, "linear", "weight")
     if bias is not None:
@@ -63,7 +67,7 @@ def linear(x, weight, bias=None):
     return ops.Linear.apply(x, weight, bias)
 
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean softmax cross-entropy of logits (N, C) against integer labels (N,), fused and stable.
 
     The shapes, the labels' dtype and device are always checked; that every label lies in [0, C)
@@ -93,7 +97,7 @@ def cross_entropy(logits, labels):
     return ops.SoftmaxCrossEntropy.apply(logits, labels)
 
 
-def softmax(logits, dim=-1, *, axis=None):
+def softmax(logits: Tensor, dim: int = -1, *, axis: int | None = None) -> Tensor:
     """softmax(o)_k = exp(o_k - m) / sum_j exp(o_j - m), m = max(o): probabilities from logits (stable).
 
     ``dim`` (or NumPy's ``axis``) is the axis of the classes, the last by default.

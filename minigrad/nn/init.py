@@ -10,8 +10,13 @@ weights on the CPU and on a GPU.
 U(-1/sqrt(fan_in), 1/sqrt(fan_in))): the README lists that difference.
 """
 
+from __future__ import annotations
+
 import math
 
+import numpy
+
+from .._tensor import Tensor
 from ..autograd import mark_changed_in_place
 from ..backend import to_device
 from ..random import generator as default_generator
@@ -37,7 +42,7 @@ def _float_tensor(tensor, function):
         raise TypeError(f"nn.init.{function} fills floating-point tensors, got dtype {tensor.dtype}")
 
 
-def uniform_(tensor, a=0.0, b=1.0, generator=None):
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: numpy.random.Generator | None = None) -> Tensor:
     """w ~ U(a, b)."""
     _float_tensor(tensor, "uniform_")
     if not a <= b:
@@ -47,7 +52,9 @@ def uniform_(tensor, a=0.0, b=1.0, generator=None):
     return _fill(tensor, draw * dtype(b - a) + dtype(a))
 
 
-def normal_(tensor, mean=0.0, std=1.0, generator=None):
+def normal_(
+    tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: numpy.random.Generator | None = None
+) -> Tensor:
     """w ~ N(mean, std^2) (PyTorch's default std is 1; the chapter's layers use 0.01)."""
     _float_tensor(tensor, "normal_")
     if std < 0:
@@ -57,22 +64,22 @@ def normal_(tensor, mean=0.0, std=1.0, generator=None):
     return _fill(tensor, draw * dtype(std) + dtype(mean))
 
 
-def constant_(tensor, val):
+def constant_(tensor: Tensor, val: float) -> Tensor:
     """w = val."""
     return _fill(tensor, float(val))
 
 
-def zeros_(tensor):
+def zeros_(tensor: Tensor) -> Tensor:
     """w = 0."""
     return constant_(tensor, 0.0)
 
 
-def ones_(tensor):
+def ones_(tensor: Tensor) -> Tensor:
     """w = 1."""
     return constant_(tensor, 1.0)
 
 
-def calculate_gain(nonlinearity, param=None):
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The gain that keeps activations' variance through ``nonlinearity``, as PyTorch's table gives it."""
     linear = (
         "linear",
@@ -120,26 +127,38 @@ def _fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
-def xavier_uniform_(tensor, gain=1.0, generator=None):
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: numpy.random.Generator | None = None) -> Tensor:
     """w ~ U(-a, a), a = gain sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio, 2010)."""
     fan_in, fan_out = _fans(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(tensor, gain=1.0, generator=None):
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: numpy.random.Generator | None = None) -> Tensor:
     """w ~ N(0, std^2), std = gain sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _fans(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
 
 
-def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: numpy.random.Generator | None = None,
+) -> Tensor:
     """w ~ U(-bound, bound), bound = gain sqrt(3 / fan) (He et al., 2015)."""
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: numpy.random.Generator | None = None,
+) -> Tensor:
     """w ~ N(0, gain^2 / fan) (He et al., 2015): with the defaults, N(0, 2 / fan_in), suited to ReLU layers."""
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)

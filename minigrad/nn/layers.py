@@ -1,6 +1,14 @@
 """The layers of the chapter's MLP: Linear, ReLU, Dropout, Flatten, and Sequential to chain them."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from numpy.typing import DTypeLike
+
 from .. import backend
+from .._tensor import Tensor
 from . import functional as F
 from . import init as initializers
 from .module import Module, Parameter
@@ -12,7 +20,15 @@ class Linear(Module):
     ``init(weight)`` fills W; the default is the chapter's N(0, 0.01^2). Biases start at 0.
     """
 
-    def __init__(self, in_features, out_features, bias=True, init=None, device=None, dtype="float32"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init: Callable[[Tensor], Any] | None = None,
+        device: str | None = None,
+        dtype: DTypeLike = "float32",
+    ) -> None:
         xp = backend.module_for(device)
         with backend.on_device(device):
             self.weight = Parameter(xp.empty((out_features, in_features), dtype=dtype))
@@ -23,18 +39,18 @@ class Linear(Module):
         else:
             init(self.weight)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """y = x W^T + b, for x of shape (..., in_features)."""
         return F.linear(x, self.weight, self.bias)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 class ReLU(Module):
     """y = max(x, 0)."""
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """max(x, 0), elementwise."""
         return F.relu(x)
 
@@ -48,21 +64,21 @@ class Dropout(Module):
 
     stochastic = True
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         self.p = F.check_probability(p)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """Eq. (4.6.1) while training: each element 0 with probability p, else x / (1 - p); x itself in eval mode."""
         return F.dropout(x, self.p, training=self.training)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...): images to vectors."""
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x reshaped to (batch, everything else)."""
         return x.reshape(x.shape[0], -1)
 
@@ -70,7 +86,7 @@ class Flatten(Module):
 class Sequential(Module):
     """Modules applied one after the other; they are named "0", "1", ... as in PyTorch."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module) -> None:
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise TypeError(f"Sequential takes Modules, got {type(module).__name__} at position {index}")
@@ -91,7 +107,7 @@ class Sequential(Module):
             return part
         return list(self.children())[index]
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         """The output of each child module fed to the next, in order."""
         for module in self.children():
             x = module(x)

@@ -1,5 +1,8 @@
 """Loss modules."""
 
+from __future__ import annotations
+
+from .._tensor import Tensor
 from . import functional as F
 from .module import Module
 
@@ -7,6 +10,6 @@ from .module import Module
 class CrossEntropyLoss(Module):
     """L = mean over the batch of -log softmax(logits)_label, fused and numerically stable (``F.cross_entropy``)."""
 
-    def forward(self, logits, labels):
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The mean cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,) in [0, C)."""
         return F.cross_entropy(logits, labels)
