@@ -26,6 +26,8 @@ def program_name(module: str) -> str:
     else ``python -m <module>``, the form that works wherever the package is installed.
     """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if module == "__main__":  # the command's own module, run with python -m: its real name is its spec's
+        module = spec.name if spec is not None else os.path.basename(sys.argv[0])
     if spec is not None and spec.name.rsplit(".", 1)[-1] == module.rsplit(".", 1)[-1]:
         return f"python -m {spec.name}"
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""

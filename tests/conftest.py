@@ -1,5 +1,6 @@
 """Shared fixtures: the devices to run on (CPU always, CUDA where CuPy sees a GPU) and hypothesis settings."""
 
+import collections
 import os
 
 import pytest
@@ -43,3 +44,15 @@ def fake_data(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "MIRRORS", ("http://127.0.0.1:9/",))  # nothing listens on port 9
     write_fake_fashion(tmp_path / "fake", train=300, test=100)
     return tmp_path / "fake"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The skipped tests counted by reason, a few lines instead of one per test (``-rs`` lists them all)."""
+    reasons = collections.Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason[len("Skipped: ") :] if reason.startswith("Skipped: ") else reason] += 1
+    if reasons:
+        terminalreporter.section(f"{sum(reasons.values())} skipped, by reason", sep="-")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:4d}  {reason}")

@@ -1,10 +1,7 @@
 """A small synthetic Fashion-MNIST look-alike, written as the four IDX files, for fast tests."""
 
-import hashlib
-
-from minigrad.data import fashion_mnist, write_idx
-from minigrad.data.idx import decompress_if_gzip
-from minigrad.data.synthetic import synthetic_images
+from minigrad.data import fashion_mnist
+from minigrad.data.synthetic import synthetic_images, write_synthetic_fashion
 
 
 def make_split(count, seed):
@@ -14,16 +11,7 @@ def make_split(count, seed):
 
 def write_fake_fashion(folder, train=200, test=100, seed=0, gzipped=True):
     """Write the four files into ``folder``; return {file name: SHA-256 of its decompressed content}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    digests = {}
-    suffix = ".gz" if gzipped else ""
-    for split, count, split_seed in (("train", train, seed), ("test", test, seed + 1)):
-        images, labels = make_split(count, split_seed)
-        for part, array in (("images", images), ("labels", labels)):
-            name = fashion_mnist.FILES[split, part]
-            write_idx(folder / (name + suffix), array, compress=gzipped)
-            digests[name] = hashlib.sha256(decompress_if_gzip((folder / (name + suffix)).read_bytes())).hexdigest()
-    return digests
+    return write_synthetic_fashion(folder, train, test, seed, gzipped)
 
 
 REAL_FOLDER = fashion_mnist.DEBIAN_FOLDER

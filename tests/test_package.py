@@ -73,3 +73,22 @@ def test_help_shows_every_default():
             silent.append(action.option_strings[0])
     assert not silent, f"flags whose --help does not show their default: {silent}"
     assert "(default: 256)" in parser.format_help() and "(default: 0)" in parser.format_help()
+
+
+@pytest.mark.parametrize("command", [["-m", "minigrad.chapter.dropout_mlp"], ["-m", "examples.dropout_mlp"],
+                                     ["minigrad-dropout-mlp"]], ids=["python -m (installed)", "python -m (clone)",
+                                                                      "console script"])
+def test_each_form_of_the_command_names_itself_in_its_errors(command):
+    import shutil
+    import subprocess
+
+    if command[0] == "-m":
+        argv, name = [sys.executable, *command], f"python -m {command[1]}"
+    else:
+        script = shutil.which(command[0]) or os.path.join(os.path.dirname(sys.executable), command[0])
+        if not os.path.exists(script):
+            pytest.skip(f"{command[0]} is not installed here (pip install -e . makes it)")
+        argv, name = [script], command[0]
+    result = subprocess.run([*argv, "--epochs", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{name}: error: argument --epochs: must be at least 1"), result.stderr

@@ -1,10 +1,15 @@
-"""A small, learnable stand-in for Fashion-MNIST, for tests and quick runs: no files, no download."""
+"""A small, learnable stand-in for Fashion-MNIST, for tests and quick runs: in memory, or as the four IDX files."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import numpy
 
-from .fashion_mnist import CLASSES
+from ..files import PathLike
+from .fashion_mnist import CLASSES, FILES
+from .idx import decompress_if_gzip, write_idx
 from .loader import ArrayDataset
 
 
@@ -27,3 +32,22 @@ def synthetic_fashion(count: int, seed: int = 0) -> ArrayDataset:
     dataset = ArrayDataset(*synthetic_images(count, seed))
     dataset.classes = CLASSES
     return dataset
+
+
+def write_synthetic_fashion(
+    folder: PathLike, train: int = 200, test: int = 100, seed: int = 0, gzipped: bool = True
+) -> dict[str, str]:
+    """Write the stand-in as Fashion-MNIST's four IDX files into ``folder`` (made if missing), under the official
+    names, so that any command reads it with ``--data-dir folder --skip-checksum`` (the checksums are the real
+    files'). Returns {file name: SHA-256 of its decompressed content}."""
+    os.makedirs(folder, exist_ok=True)
+    digests = {}
+    suffix = ".gz" if gzipped else ""
+    for split, count, split_seed in (("train", train, seed), ("test", test, seed + 1)):
+        images, labels = synthetic_images(count, split_seed)
+        for part, array in (("images", images), ("labels", labels)):
+            path = os.path.join(folder, FILES[split, part] + suffix)
+            write_idx(path, array, compress=gzipped)
+            with open(path, "rb") as file:
+                digests[FILES[split, part]] = hashlib.sha256(decompress_if_gzip(file.read())).hexdigest()
+    return digests
