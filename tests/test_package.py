@@ -75,9 +75,11 @@ def test_help_shows_every_default():
     assert "(default: 256)" in parser.format_help() and "(default: 0)" in parser.format_help()
 
 
-@pytest.mark.parametrize("command", [["-m", "minigrad.chapter.dropout_mlp"], ["-m", "examples.dropout_mlp"],
-                                     ["minigrad-dropout-mlp"]], ids=["python -m (installed)", "python -m (clone)",
-                                                                      "console script"])
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "minigrad.chapter.dropout_mlp"], ["-m", "examples.dropout_mlp"], ["minigrad-dropout-mlp"]],
+    ids=["python -m (installed)", "python -m (clone)", "console script"],
+)
 def test_each_form_of_the_command_names_itself_in_its_errors(command):
     import shutil
     import subprocess

@@ -80,3 +80,17 @@ def test_the_package_says_it_is_typed():
     import os
 
     assert os.path.exists(os.path.join(os.path.dirname(minigrad.__file__), "py.typed"))
+
+
+def test_the_api_reference_has_a_page_for_every_public_module():
+    import os
+    import re
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "api")
+    directives = set()
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name)) as file:
+            directives |= set(re.findall(r"^::: ([\w.]+)", file.read(), flags=re.MULTILINE))
+    modules = {name for name, value in public_objects() if inspect.ismodule(value)}
+    missing = sorted(modules - directives)
+    assert not missing, f"public modules the API reference (docs/api/*.md) leaves out: {missing}"
