@@ -17,9 +17,10 @@ below Function, the only name it takes from here, and is used only when an opera
 
 from __future__ import annotations
 
+import builtins
 import collections
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Union
 
@@ -189,7 +190,7 @@ class Tensor:
         if not isinstance(data, backend.ARRAY_TYPES):
             data = _as_array(data)
         self.data: Array = data
-        self.grad: Array | None = None
+        self.grad: Array = None  # an array once backward gives one
         self.grad_fn: Function | None = None
         self._requires_grad = False
         if requires_grad:
@@ -283,17 +284,17 @@ class Tensor:
 
     retains_grad = False
 
-    def __len__(self):
+    def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return len(self.data)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tensor]:
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(len(self)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         xp = backend.get_array_module(self.data)
         values = backend.to_numpy(self.data) if xp is not backend.numpy else self.data
         body = backend.numpy.array2string(values, separator=", ", prefix="tensor(", threshold=64)
@@ -316,25 +317,25 @@ class Tensor:
             raise ValueError(f"only one-element tensors can be converted to Python scalars, got shape {self.shape}")
         return convert(self.data.item())
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         if self.data.size != 1:
             raise RuntimeError(
                 f"the truth value of a tensor with {self.data.size} values is ambiguous: use .any() or .all()"
             )
         return bool(self.data.item())
 
-    def __float__(self):
+    def __float__(self) -> builtins.float:
         return self._scalar(float)
 
-    def __int__(self):
+    def __int__(self) -> int:
         return self._scalar(int)
 
-    def __index__(self):
+    def __index__(self) -> int:
         if self.dtype.kind not in "iub" or self.data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return operator.index(self.data.item())
 
-    def __format__(self, spec):
+    def __format__(self, spec: str) -> str:
         """``f"{loss:.3f}"``: one-element tensors format as their value; others only as text."""
         if self.data.size == 1 and (spec or self.ndim == 0):
             return format(self.data.item(), spec)
@@ -434,45 +435,45 @@ class Tensor:
             a, b = (scalar, dimensioned) if a.ndim == 0 else (dimensioned, scalar)
         return a, b
 
-    def __add__(self, other):
+    def __add__(self, other: Any) -> Tensor:
         return ops.Add.apply(*self._operands(other))
 
-    def __radd__(self, other):
+    def __radd__(self, other: Any) -> Tensor:
         return ops.Add.apply(*self._operands(other, reflected=True))
 
-    def __sub__(self, other):
+    def __sub__(self, other: Any) -> Tensor:
         return ops.Sub.apply(*self._operands(other))
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: Any) -> Tensor:
         return ops.Sub.apply(*self._operands(other, reflected=True))
 
-    def __mul__(self, other):
+    def __mul__(self, other: Any) -> Tensor:
         return ops.Mul.apply(*self._operands(other))
 
-    def __rmul__(self, other):
+    def __rmul__(self, other: Any) -> Tensor:
         return ops.Mul.apply(*self._operands(other, reflected=True))
 
-    def __truediv__(self, other):
+    def __truediv__(self, other: Any) -> Tensor:
         return ops.Div.apply(*self._operands(other))
 
-    def __rtruediv__(self, other):
+    def __rtruediv__(self, other: Any) -> Tensor:
         return ops.Div.apply(*self._operands(other, reflected=True))
 
-    def __neg__(self):
+    def __neg__(self) -> Tensor:
         return ops.Neg.apply(self)
 
-    def __pow__(self, exponent):
+    def __pow__(self, exponent: builtins.float) -> Tensor:
         if not isinstance(exponent, (int, float)):
             raise TypeError(f"only a number can be an exponent, got {type(exponent).__name__}")
         return ops.Pow.apply(self, exponent=exponent)
 
-    def __matmul__(self, other):
+    def __matmul__(self, other: Any) -> Tensor:
         return _matmul(self, self._lift(other))
 
-    def __rmatmul__(self, other):
+    def __rmatmul__(self, other: Any) -> Tensor:
         return _matmul(self._lift(other), self)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Tensor:
         return ops.Index.apply(self, index=_raw_index(index))
 
     # In-place arithmetic (x += y) changes this tensor's array, as in PyTorch: the way to update parameters
@@ -488,16 +489,16 @@ class Tensor:
         autograd.mark_changed_in_place(self)
         return self
 
-    def __iadd__(self, other):
+    def __iadd__(self, other: Any) -> Tensor:
         return self._in_place(other, backend.get_array_module(self.data).add, "+=")
 
-    def __isub__(self, other):
+    def __isub__(self, other: Any) -> Tensor:
         return self._in_place(other, backend.get_array_module(self.data).subtract, "-=")
 
-    def __imul__(self, other):
+    def __imul__(self, other: Any) -> Tensor:
         return self._in_place(other, backend.get_array_module(self.data).multiply, "*=")
 
-    def __itruediv__(self, other):
+    def __itruediv__(self, other: Any) -> Tensor:
         return self._in_place(other, backend.get_array_module(self.data).true_divide, "/=")
 
     # Comparisons are elementwise, as in PyTorch and NumPy, and give a boolean tensor outside the graph
@@ -507,22 +508,22 @@ class Tensor:
             return NotImplemented  # t == None is False, as in PyTorch
         return Tensor(compare(self.data, self._lift(other).data))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> Tensor:  # type: ignore[override]  # elementwise, as in PyTorch
         return self._compare(other, operator.eq)
 
-    def __ne__(self, other):
+    def __ne__(self, other: object) -> Tensor:  # type: ignore[override]  # elementwise, as in PyTorch
         return self._compare(other, operator.ne)
 
-    def __gt__(self, other):
+    def __gt__(self, other: Any) -> Tensor:
         return self._compare(other, operator.gt)
 
-    def __ge__(self, other):
+    def __ge__(self, other: Any) -> Tensor:
         return self._compare(other, operator.ge)
 
-    def __lt__(self, other):
+    def __lt__(self, other: Any) -> Tensor:
         return self._compare(other, operator.lt)
 
-    def __le__(self, other):
+    def __le__(self, other: Any) -> Tensor:
         return self._compare(other, operator.le)
 
     __hash__ = object.__hash__

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from numpy.typing import DTypeLike
@@ -92,13 +92,13 @@ class Sequential(Module):
                 raise TypeError(f"Sequential takes Modules, got {type(module).__name__} at position {index}")
             setattr(self, str(index), module)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(1 for _ in self.children())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return self.children()
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> Any:
         """One module (``net[0]``), or with a slice a Sequential of those modules under their names (``net[:2]``)."""
         if isinstance(index, slice):
             part = Sequential()

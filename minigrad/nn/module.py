@@ -62,7 +62,7 @@ class Module:
         """The module's computation; subclasses define it, and ``module(x)`` calls it (then the forward hooks)."""
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs: Any) -> Any:
         output = self.forward(*inputs)
         for hook in self._forward_hooks:
             replaced = hook(self, inputs, output)
