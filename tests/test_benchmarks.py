@@ -12,6 +12,7 @@ import pytest
 
 from minigrad import backend
 
+from . import torch_oracle
 from .fakedata import write_fake_fashion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -287,7 +288,7 @@ def test_the_pytorch_contender_that_gathers_in_its_graph_trains_on_the_loaders_b
     """On the CPU, with a stand-in "graph" that runs the step when replayed (a real capture needs a GPU): the
     batches gathered by the order and position tensors are the loader's, so two epochs driven slice by slice
     end with the eager PyTorch contender's weights, bit for bit."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=torch_oracle.MISSING)
     import types
 
     from benchmarks import train_speed

@@ -16,16 +16,7 @@ from minigrad._tensor import Function, MaxMin
 
 from .op_table import CASES, VALUE_CASES, make_array, mlp_inputs
 from .strategies import DEVICES
-
-try:
-    import torch
-except ImportError:  # the oracle is optional: `pip install torch==2.13.0`
-    torch = None
-needs_torch = pytest.mark.skipif(
-    torch is None,
-    reason="PyTorch is not installed (pip install torch==2.13.0): "
-    "the PyTorch half of the differential suite is skipped",
-)
+from .torch_oracle import needs_torch, torch
 
 EXAMPLES = 25  # hypothesis examples per case and per check
 

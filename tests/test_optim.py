@@ -9,6 +9,8 @@ import pytest
 import minigrad as mg
 from minigrad import nn
 
+from . import torch_oracle
+
 
 def parameter(*values):
     return nn.Parameter(np.array(values, dtype=np.float64))
@@ -102,7 +104,7 @@ def test_sgd_matches_pytorchs_algorithm(settings):
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=str)
 def test_sgd_matches_pytorch_itself(settings):
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch==2.13.0")
+    torch = pytest.importorskip("torch", reason=torch_oracle.MISSING)
     rng = np.random.default_rng(1)
     start, grads = rng.standard_normal(5), [rng.standard_normal(5) for _ in range(4)]
     w = torch.nn.Parameter(torch.tensor(start))
@@ -152,7 +154,7 @@ def test_cosine_follows_pytorch_past_T_max():  # noqa: N802
 
 @pytest.mark.parametrize("kind", ["cosine", "step"])
 def test_schedules_match_pytorch_itself(kind):
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch==2.13.0")
+    torch = pytest.importorskip("torch", reason=torch_oracle.MISSING)
     ours = mg.optim.SGD([parameter(1.0)], lr=0.5)
     theirs = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     if kind == "cosine":

@@ -21,13 +21,7 @@ from minigrad import nn
 from minigrad.data import DataLoader
 from minigrad.data.loader import ArrayDataset
 
-try:
-    import torch
-except ImportError:  # the oracle is optional: the hard-coded expectations below still run
-    torch = None
-
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (the oracle is optional)")
-
+from .torch_oracle import needs_torch, torch  # the hard-coded expectations run without it
 
 # --- in-place changes through a view -------------------------------------------------------------------------
 
