@@ -97,6 +97,19 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def add_hidden_flag(parser: argparse.ArgumentParser, default: Sequence[int]) -> None:
+    """``--hidden H1 H2``, the two hidden layers' widths, as every command that trains the chapter's MLP takes it
+    (``check_mlp_fits`` checks them against the device's memory)."""
+    parser.add_argument(
+        "--hidden",
+        type=positive_int,
+        nargs=2,
+        default=list(default),
+        metavar=("H1", "H2"),
+        help="the two hidden layers' widths",
+    )
+
+
 def check_device(parser: argparse.ArgumentParser, device: str, flag: str = "--device") -> str:
     """The device, normalised; a flag error when this machine does not have it."""
     try:

@@ -38,14 +38,7 @@ def parse_args(argv=None):
         "--data-dir", default=None, help="the folder with the four IDX files (the only place looked in)"
     )
     parser.add_argument("--lr", type=cli.positive_float, default=LR, help="SGD learning rate")
-    parser.add_argument(
-        "--hidden",
-        type=cli.positive_int,
-        nargs=2,
-        default=list(NUM_HIDDENS),
-        metavar=("H1", "H2"),
-        help="the two hidden layers' widths",
-    )
+    cli.add_hidden_flag(parser, NUM_HIDDENS)
     parser.add_argument("--out", default=os.path.join("runs", "dropout_experiments"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="a small synthetic dataset and 3 epochs: for tests")
     args = parser.parse_args(argv)

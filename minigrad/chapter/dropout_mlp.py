@@ -116,14 +116,7 @@ def build_parser():
         default=DROPOUT2,
         help=f"dropout after the second hidden layer (default: {DROPOUT2})",
     )
-    add(
-        "--hidden",
-        type=cli.positive_int,
-        nargs=2,
-        default=list(NUM_HIDDENS),
-        metavar=("H1", "H2"),
-        help="the two hidden layers' widths",
-    )
+    cli.add_hidden_flag(parser, NUM_HIDDENS)
     add(
         "--weight-decay",
         type=cli.non_negative_float,
