@@ -54,7 +54,7 @@ class Function:
     points (``F.linear``, ``F.cross_entropy``), so that ``forward`` opens with the math.
     """
 
-    inputs: tuple[Tensor, ...] | None = ()  # None once released
+    inputs: tuple[Tensor, ...] = ()
     needs_input_grad: tuple[bool, ...] = ()
     makes_view = False  # True for ops whose output may be a view of their input (Reshape, Permute, Index)
     saves_output = False  # True for ops whose backward reads their own output (Exp, ReLU, Max)
@@ -101,7 +101,7 @@ class Function:
     def release(self) -> None:
         """Drop the inputs and everything saved for backward (called once backward has used them)."""
         self.__dict__.clear()
-        self.inputs = None
+        self.inputs = None  # type: ignore[assignment]  # freed: autograd.topological_order refuses to go through it
 
     def __repr__(self):
         return f"<{type(self).__name__}>"

@@ -260,7 +260,6 @@ def backward(
                 node.grad = node.grad + grad
             continue
         _check_unmodified(fn)
-        assert fn.inputs is not None, "backward through a graph that was already freed"  # Tensor.backward refuses it
         for parent, parent_grad in zip(fn.inputs, fn.backward(grad)):
             if parent_grad is None or not parent.requires_grad:
                 continue

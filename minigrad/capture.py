@@ -372,9 +372,9 @@ class CapturedStep:
 
     def set_lr(self) -> None:
         """Write the optimizer's current learning rates into the graph's device scalars, on its stream."""
-        if isinstance(self.static, StaticStep):  # evaluation has no learning rate
-            with self.stream:
-                self.static.set_lr()
+        assert isinstance(self.static, StaticStep), "only a training step has learning rates"
+        with self.stream:
+            self.static.set_lr()
 
     def step(self) -> None:
         """Replay: one step on the next batch of the epoch (at most ``full_batches`` per ``start_epoch``)."""

@@ -106,14 +106,16 @@ class Monitor:
 
     def step(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
         """After a step's update: its duration, and its loss and correct count kept on the device for the epoch."""
+        bar = self._current_bar()
         self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
-        self._current_bar().update(loss.data, correct_count(logits, labels), len(labels))
+        bar.update(loss.data, correct_count(logits, labels), len(labels))
 
     def replayed_step(self) -> None:
         """After a step replayed from a CUDA graph (``capture.CapturedStep``): its duration. Its loss and correct
         count are summed on the device by the step itself; ``end_epoch(sums=...)`` takes them."""
+        bar = self._current_bar()
         self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
-        self._current_bar().bar.update(1)
+        bar.bar.update(1)
 
     def end_epoch(
         self, evaluate: Callable[[], Mapping[str, float]] | None = None, sums: tuple[float, int, int] | None = None
@@ -124,8 +126,9 @@ class Monitor:
         examples) of steps that did not report through ``step`` (replayed ones). The record is checked (a NaN
         or infinite loss raises TrainingDiverged) and appended to ``history``.
         """
+        bar = self._current_bar()
         seconds = self.stopwatch.end_epoch(self._epoch_start)
-        loss_sum, correct, count = self._current_bar().finish()
+        loss_sum, correct, count = bar.finish()
         if sums is not None:
             loss_sum, correct, count = loss_sum + sums[0], correct + sums[1], count + sums[2]
         record = {

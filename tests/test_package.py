@@ -9,7 +9,10 @@ import pytest
 from minigrad import backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's") if sys.version_info >= (3, 11) else None
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    tomllib = None
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
+import minigrad.nn.functional as F
 from minigrad import nn
 from minigrad.data import ArrayDataset, DataLoader
 from minigrad.monitor import EpochProgress, Monitor, TrainingDiverged
@@ -155,6 +156,16 @@ def test_progress_gives_bit_identical_means_whenever_it_reads():
             assert len(bar.losses) < EpochProgress.FOLD_EVERY  # the kept values stay few
         results.append(bar.finish())
     assert all(result == results[0] for result in results), results
+
+
+def test_a_monitor_step_outside_an_epoch_says_where_it_belongs():
+    """It used to fail with an AttributeError naming the Monitor's private attributes."""
+    monitor = Monitor(progress=False)
+    logits, labels = mg.tensor(np.random.default_rng(0).standard_normal((4, 3))), mg.tensor(np.array([0, 1, 2, 0]))
+    with pytest.raises(RuntimeError, match=r"loop over monitor.epoch\(loader, epoch\) first"):
+        monitor.step(F.cross_entropy(logits, labels), logits, labels)
+    with pytest.raises(RuntimeError, match=r"loop over monitor.epoch"):
+        monitor.end_epoch()
 
 
 def test_progress_on_a_gpu_finds_a_nan_loss_when_it_reads():
