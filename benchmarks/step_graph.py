@@ -1,8 +1,8 @@
-"""The captured training step of the chapter's MLP as a CUDA graph: what it holds, and what one replay costs.
+"""The planned training step of the chapter's MLP recorded as a CUDA graph: what it holds, what one replay costs.
 
     python -m benchmarks.step_graph [--passes 5] [--dot PATH] [--json PATH] [--data-dir DIR]
 
-Captures the step as ``Trainer(capture=True)`` does (``capture.CapturedTraining`` on the training loader),
+Records the step as ``Trainer`` does on a GPU (``fast.PlannedTraining`` on the training loader),
 then prints the graph's nodes and its kernels by name (from CUDA's DOT dump of the graph, written to
 ``--dot``), and times ``--passes`` passes over the epoch's full batches: the host's seconds to launch a pass's
 replays, and the GPU's (CUDA events around the pass). A GPU time per replay near the host's says the step is
@@ -16,9 +16,10 @@ import sys
 import time
 
 import minigrad as mg
-from minigrad import backend, capture, cli
+from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
+from minigrad.fast import PlannedTraining, PlanProblem
 from minigrad.files import save_json
 
 
@@ -37,40 +38,40 @@ def run(args):
     data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
     loader = DataLoader(data, BATCH_SIZE, shuffle=True, device="cuda", seed=0)
     model = concise_mlp(device="cuda")
-    training = capture.CapturedTraining(model, mg.optim.SGD(model.parameters(), lr=LR))
-    replay = training.start(loader)
-    captured = replay.captured
-    replay.finish()
-    dot = captured.graph.debug_dot_str()
+    training = PlannedTraining(model, mg.optim.SGD(model.parameters(), lr=LR))
+    planned = training.start(loader)
+    planned.end()
+    recorded, full_batches = planned.recorded, planned.cursor.full_batches
+    dot = recorded.graph.debug_dot_str()
     if args.dot:
         with open(args.dot, "w") as file:
             file.write(dot)
     nodes, kernels = graph_contents(dot)
     host, gpu = [], []
     for _ in range(args.passes + 1):  # the first pass warms up
-        replay = training.start(loader)
-        with captured.on_stream():
+        planned = training.start(loader)
+        with planned.on_stream():
             cupy.cuda.get_current_stream().synchronize()
             start, end = cupy.cuda.Event(), cupy.cuda.Event()
             began = time.perf_counter()
             start.record()
-            for _ in range(captured.full_batches):
-                captured.step()
+            for _ in range(full_batches):
+                recorded.replay()
             host.append(time.perf_counter() - began)
             end.record()
             end.synchronize()
             gpu.append(cupy.cuda.get_elapsed_time(start, end) / 1000)
-        replay.finish()
+        planned.end()
     host, gpu = host[1:], gpu[1:]
     per_replay = {
-        "host_us": statistics.median(host) / captured.full_batches * 1e6,
-        "gpu_us": statistics.median(gpu) / captured.full_batches * 1e6,
+        "host_us": statistics.median(host) / full_batches * 1e6,
+        "gpu_us": statistics.median(gpu) / full_batches * 1e6,
     }
-    print(f"the captured training step: {nodes} nodes, {sum(kernels.values())} of them these kernels:")
+    print(f"the recorded training step: {nodes} nodes, {sum(kernels.values())} of them these kernels:")
     for name, count in kernels.items():
         print(f"  {count:3d} x {name}")
     print(
-        f"{captured.full_batches} replays per pass, median of {args.passes} passes: host "
+        f"{full_batches} replays per pass, median of {args.passes} passes: host "
         f"{per_replay['host_us']:.1f} us to launch one, GPU {per_replay['gpu_us']:.1f} us per replay "
         f"({statistics.median(gpu):.4f} s per pass of full batches)"
     )
@@ -78,7 +79,7 @@ def run(args):
         "device": backend.gpu_name(),
         "nodes": nodes,
         "kernels": kernels,
-        "replays_per_pass": captured.full_batches,
+        "replays_per_pass": full_batches,
         "passes_host_s": host,
         "passes_gpu_s": gpu,
         "per_replay": per_replay,
@@ -97,12 +98,12 @@ def main(argv=None):
     parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     args = parser.parse_args(argv)
     if not backend.cuda_available():
-        parser.error("this benchmark needs a GPU (CuPy finds none): it captures a CUDA graph")
+        parser.error("this benchmark needs a GPU (CuPy finds none): it records a CUDA graph")
     cli.check_data_dir(parser, args.data_dir)
     for path in (args.dot, args.json):
         if path:
             cli.check_writable_file(parser, path)
-    return cli.exit_status(lambda: run(args), (DatasetError, IDXFormatError, OSError, capture.CaptureProblem))
+    return cli.exit_status(lambda: run(args), (DatasetError, IDXFormatError, OSError, PlanProblem))
 
 
 if __name__ == "__main__":

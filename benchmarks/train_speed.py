@@ -1,7 +1,8 @@
-"""Epoch time of the chapter's MLP: minigrad (concise and scratch) against the NumPy floor and PyTorch.
+"""Epoch time of the chapter's MLP: minigrad (planned, concise and scratch) against the NumPy floor, the
+matrix products alone and PyTorch.
 
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
-                                     [--json PATH] [--skip concise|scratch|pytorch ...]
+                                     [--json PATH] [--skip planned|concise|scratch|products|pytorch ...]
 
 Every contender trains the chapter's model (``minigrad/chapter/model.py``: 784-256-256-10, dropout 0.2/0.5,
 SGD lr 0.5, batch 256) on the same batches from the same device-resident DataLoader, for ``--epochs``
@@ -9,10 +10,13 @@ full training epochs, ``--repeats`` times, each in its own worker process. The c
 every ``1/--slices`` of an epoch (interleaved, in a rotating order) so that noise on a shared machine,
 which comes and goes over seconds, hits them alike; an epoch's time is the sum of its slices. Reported: median, min
 and max epoch seconds, ratios, and the floor's achieved GFLOP/s against this machine's sgemm rate,
-measured in the same run. Both minigrad contenders report through the same ``monitor.Monitor`` (the
-concise one inside ``Trainer``), so they pay for the same instruments; the floor and PyTorch have none.
-With ``--device cuda`` three contenders replay their step as a CUDA graph: minigrad captured (the batch gathered
-inside the graph), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes on CUDA graphs
+measured in the same run. "minigrad planned" is what ``Trainer`` runs by default (``minigrad.fast``),
+"minigrad concise" the eager ops (``Trainer(eager=True)``), "minigrad scratch" the example's own loop; all three
+report through the same ``monitor.Monitor``, so they pay for the same instruments; the floor and PyTorch have
+none. "products" runs only the step's eight matrix products (forward three, backward five), as many times as
+there are batches: what no implementation of this step can go below.
+With ``--device cuda`` three contenders replay their step as a CUDA graph: minigrad planned (recorded, the batch
+gathered inside the graph), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes on CUDA graphs
 do) and PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is). A contender that fails is
 left out of the table, and the report says why.
 """
@@ -30,10 +34,10 @@ import traceback
 import numpy
 
 import minigrad as mg
-import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from benchmarks.numpy_floor import train_epoch as floor_epoch
-from minigrad import backend, capture, cli
+from minigrad import backend, cli
+from minigrad.chapter.dropout_mlp import train_scratch_epoch
 from minigrad.chapter.model import (
     BATCH_SIZE,
     DROPOUT1,
@@ -47,6 +51,7 @@ from minigrad.chapter.model import (
 )
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.data.loader import PIXEL_SCALE
+from minigrad.fast import PlannedTraining
 from minigrad.files import save_json
 from minigrad.monitor import Monitor
 from minigrad.random import generator
@@ -82,8 +87,9 @@ def sgemm_gflops(device, size=2048, repeats=5):
 
 
 def minigrad_concise(device):
+    """The chapter's concise model trained by the eager ops (``Trainer(eager=True)``): the lesson's loop."""
     model = concise_mlp(device=device)
-    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False, capture=False)  # eager
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=LR), progress=False, eager=True)
 
     def epoch(loader, number):
         trainer.train_epoch(loader, number)
@@ -92,39 +98,54 @@ def minigrad_concise(device):
     return epoch
 
 
-def minigrad_captured(device):
-    """The concise model with its training step captured as a CUDA graph and replayed, batches gathered inside
-    the graph (capture.CapturedTraining), driven slice by slice: a pass starts at an epoch's first batch."""
+def minigrad_planned(device):
+    """The concise model trained by the planned step, what ``Trainer`` runs by default (fast.PlannedTraining;
+    recorded as a CUDA graph on a GPU, batches gathered inside it), driven slice by slice with the same
+    Monitor: a pass starts at an epoch's first batch."""
     model = concise_mlp(device=device)
-    # No eager fallback here: a step that cannot be captured raises CaptureProblem in the warm-up, untimed
-    training, passes = capture.CapturedTraining(model, mg.optim.SGD(model.parameters(), lr=LR)), {}
+    # No eager fallback here: a step that cannot be planned raises PlanProblem in the warm-up, untimed
+    training = PlannedTraining(model, mg.optim.SGD(model.parameters(), lr=LR))
+    monitor, passes = Monitor(device, progress=False), {}
 
-    def epoch(batches, _):
+    def epoch(batches, number):
         if batches.indices.start == 0:
             passes[batches.loader] = training.start(batches.loader)
-        replay = passes[batches.loader]
-        with replay.captured.on_stream():
-            for index in batches.indices:
-                replay.step(index)
-        replay.captured.wait_for_replays()  # the caller's synchronize() then waits for them too
-        if batches.indices.stop == len(batches.loader):
-            replay.finish()
+        planned = passes[batches.loader]
+        with planned.on_stream():
+            for index in monitor.epoch(batches.indices, number):
+                step, slot = planned.run(index)
+                monitor.record_step(step.losses[slot], step.corrects[slot], step.batch_size)
+        planned.end()
+        monitor.end_epoch()
 
     return epoch
 
 
 def minigrad_scratch(device):
-    """The loop of minigrad/chapter/dropout_mlp.py's fit_scratch, with the same Monitor."""
+    """The example's own scratch loop (``dropout_mlp.train_scratch_epoch``), with the same Monitor."""
     model, monitor = ScratchMLP(device=device), Monitor(device, progress=False)
 
     def epoch(loader, number):
-        for X, y in monitor.epoch(loader, number):
-            y_hat = model.net(X, is_training=True)
-            loss = F.cross_entropy(y_hat, y)
-            loss.backward()
-            model.sgd(LR)
-            monitor.step(loss, y_hat, y)
+        train_scratch_epoch(model, loader, monitor, number, LR)
         monitor.end_epoch()
+
+    return epoch
+
+
+def products_alone(device):
+    """Only the step's matrix products, at the chapter's shapes, once per batch (no data, no update)."""
+    floor = FloorMLP(NUM_HIDDENS, (DROPOUT1, DROPOUT2), LR, device)
+    W1, W2, W3 = floor.weights
+    x = floor.xp.ones((BATCH_SIZE, NUM_INPUTS), dtype=numpy.float32)
+
+    def epoch(loader, _):
+        for _ in range(len(loader)):
+            h1 = x @ W1.T
+            h2 = h1 @ W2.T
+            logits = h2 @ W3.T
+            logits.T @ h2, logits @ W3  # dW3, dH2
+            h2.T @ h1, h2 @ W2  # dW2, dH1
+            h1.T @ x  # dW1
 
     return epoch
 
@@ -273,11 +294,12 @@ def torch_version():
 # --- the run ---------------------------------------------------------------------------------------
 
 CONTENDERS = {
+    "minigrad planned": minigrad_planned,
     "minigrad concise": minigrad_concise,
     "minigrad scratch": minigrad_scratch,
     "floor": numpy_floor,
+    "products": products_alone,
     "pytorch eager": pytorch_eager,
-    "minigrad captured": minigrad_captured,
     "pytorch graph": pytorch_graph,
     "pytorch graph+gather": pytorch_graph_gather,
 }
@@ -378,7 +400,8 @@ def receive(connection, timeout):
 def run(args):
     device = backend.check_device(args.device)
     skip = set(args.skip or ())
-    names = [name for name in ("minigrad concise", "minigrad scratch", "floor") if name.split()[-1] not in skip]
+    contenders = ("minigrad planned", "minigrad concise", "minigrad scratch", "floor", "products")
+    names = [name for name in contenders if name.split()[-1] not in skip]
     skipped = []
     if "pytorch" in skip:
         skipped.append("pytorch eager: --skip pytorch")
@@ -387,10 +410,8 @@ def run(args):
         print(f"skipping {skipped[-1]}")
     else:
         names.append("pytorch eager")
-    if device != "cpu":  # the CUDA-graph contenders
-        names.insert(1, "minigrad captured")
-        if "pytorch eager" in names:
-            names += ["pytorch graph", "pytorch graph+gather"]
+    if device != "cpu" and "pytorch eager" in names:  # PyTorch's CUDA-graph contenders
+        names += ["pytorch graph", "pytorch graph+gather"]
     context = multiprocessing.get_context("spawn")
     workers = {}
     for name in names:
@@ -454,6 +475,9 @@ def run(args):
             "ratio_to_floor": medians[name] / medians["floor"],
             # epoch k of this contender against epoch k of the floor (the same round): less exposed to slow drift
             "paired_ratio_to_floor": statistics.median(a / b for a, b in zip(times, epochs["floor"])),
+            "paired_ratio_to_products": (
+                statistics.median(a / b for a, b in zip(times, epochs["products"])) if "products" in epochs else None
+            ),
             "ratio_to_pytorch": medians[name] / medians["pytorch eager"] if "pytorch eager" in medians else None,
             "ratio_to_pytorch_graph": (
                 medians[name] / medians["pytorch graph"] if "pytorch graph" in medians else None
@@ -488,7 +512,7 @@ def format_table(report):
     graph = any(r["ratio_to_pytorch_graph"] is not None for r in report["results"].values())
     lines = [
         f"{'contender':20s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
-        f"{'x pytorch':>10s}" + (f" {'x graph':>8s}" if graph else "")
+        f"{'x products':>11s} {'x pytorch':>10s}" + (f" {'x graph':>8s}" if graph else "")
     ]
 
     def ratio(value, width):
@@ -497,12 +521,13 @@ def format_table(report):
     for name, r in report["results"].items():
         lines.append(
             f"{name:20s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
-            f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} {ratio(r['ratio_to_pytorch'], 10)}"
+            f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} "
+            f"{ratio(r.get('paired_ratio_to_products'), 11)} {ratio(r['ratio_to_pytorch'], 10)}"
             + (f" {ratio(r['ratio_to_pytorch_graph'], 8)}" if graph else "")
         )
     lines.append(
-        "x floor, x pytorch (eager), x graph (pytorch graph): ratios of the medians; paired: median over "
-        "rounds of the ratio of epochs run in the same round"
+        "x floor, x pytorch (eager), x graph (pytorch graph): ratios of the medians; paired, x products: median "
+        "over rounds of the ratio to the floor's (the products') epoch run in the same round"
     )
     lines.append(
         f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
@@ -530,7 +555,7 @@ def main(argv=None):
     parser.add_argument(
         "--skip",
         action="append",
-        choices=["concise", "scratch", "pytorch"],
+        choices=["planned", "concise", "scratch", "products", "pytorch"],
         help="leave out a contender (repeatable; the floor always runs: the ratios need it)",
     )
     args = parser.parse_args(argv)

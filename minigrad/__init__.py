@@ -11,8 +11,10 @@ The file map (each name says what the file holds):
 - models: ``nn`` (Module, Parameter, layers, losses, ``functional``, ``init``, the noise layers),
   ``optim`` (SGD and learning-rate schedules);
 - training: ``data`` (the IDX format, Fashion-MNIST, DataLoader), ``train`` (Trainer, evaluate),
-  ``monitor`` (the instruments: timings, progress bar, each epoch's record), ``capture`` (the step on
-  static buffers that a GPU replays as a CUDA graph), ``uncertainty`` (Monte-Carlo dropout, calibration);
+  ``monitor`` (the instruments: timings, progress bar, each epoch's record), ``uncertainty`` (Monte-Carlo
+  dropout, calibration);
+- the fast path, apart from the lesson: ``fast`` (the step planned ahead, which ``Trainer`` runs by default
+  where the model fits; the recorder of CUDA graphs; the matrix product a graph can record);
 - files and pictures: ``files`` (atomic writes, strict JSON), ``checkpoint`` (weights, training checkpoints),
   ``viz`` (the graph and the training curves), ``cli`` (what every command line shares);
 - the lesson as programs: ``chapter`` (the chapter's model, its training command, the engine tour, the
@@ -74,11 +76,11 @@ __version__ = "0.1.0"
 # The rest of the package is imported on first use, so `import minigrad as mg; mg.data.FashionMNIST` works
 # as torch.utils.data does after `import torch`, without paying for matplotlib or tqdm at import time.
 _LAZY_SUBMODULES = (
-    "capture",
     "chapter",
     "checkpoint",
     "cli",
     "data",
+    "fast",
     "files",
     "monitor",
     "train",

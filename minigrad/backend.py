@@ -14,7 +14,6 @@ The random generators live in ``random.py``.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -173,84 +172,3 @@ class CudaKernel:
         if self.kernel is None:
             self.kernel = cupy.ElementwiseKernel(*self.source, preamble=self.preamble)
         return self.kernel(*args, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------
-# Matrix products that CUDA-graph capture allows (capture.py). CuPy refuses every cuBLAS call while a
-# stream is being captured, so while ``capturing()`` is on, ``matmul`` multiplies float32 matrices on a GPU
-# with this project's own tiled kernel instead.
-
-_capturing = False
-
-
-@contextlib.contextmanager
-def capturing() -> Iterator[None]:
-    """While on, ``matmul`` avoids cuBLAS on a GPU (for the warm-up and the capture of a CUDA graph)."""
-    global _capturing
-    previous, _capturing = _capturing, True
-    try:
-        yield
-    finally:
-        _capturing = previous
-
-
-def matmul(a: Array, b: Array) -> Array:
-    """``a @ b``; while ``capturing()``, for 2-D float32 arrays on a GPU, by ``capturable_gemm``."""
-    if _capturing and cupy is not None and isinstance(a, cupy.ndarray) and a.ndim == b.ndim == 2:
-        return capturable_gemm(a, b)
-    return a @ b
-
-
-GEMM_CUDA = r"""
-// C[M, N] = A[M, K] @ B[K, N], float32; A and B any strides (in elements), so transposed views cost nothing.
-// 16 x 16 tiles through shared memory; one thread per element of C.
-extern "C" __global__ void minigrad_sgemm(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int M, int N, int K,
-                                          long long sAm, long long sAk, long long sBk, long long sBn) {
-    __shared__ float As[16][17];
-    __shared__ float Bs[16][17];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    const int row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
-    float acc = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += 16) {
-        const int ka = k0 + tx, kb = k0 + ty;
-        As[ty][tx] = (row < M && ka < K) ? A[row * sAm + ka * sAk] : 0.0f;
-        Bs[ty][tx] = (kb < K && col < N) ? B[kb * sBk + col * sBn] : 0.0f;
-        __syncthreads();
-        #pragma unroll
-        for (int kk = 0; kk < 16; ++kk) acc = fmaf(As[ty][kk], Bs[kk][tx], acc);
-        __syncthreads();
-    }
-    if (row < M && col < N) C[(long long)row * N + col] = acc;
-}
-"""
-
-
-@functools.cache
-def _gemm_kernel():
-    return cupy.RawKernel(GEMM_CUDA, "minigrad_sgemm")
-
-
-def capturable_gemm(a: Array, b: Array) -> Array:
-    """``a @ b`` for 2-D float32 CuPy arrays without cuBLAS (slower than cuBLAS, but allowed during capture)."""
-    if a.dtype != numpy.float32 or b.dtype != numpy.float32:
-        raise TypeError(f"capturable_gemm multiplies float32 matrices, got {a.dtype} and {b.dtype}")
-    (m, k), n = a.shape, b.shape[1]
-    out = cupy.empty((m, n), dtype=numpy.float32)
-    _gemm_kernel()(
-        ((n + 15) // 16, (m + 15) // 16),
-        (16, 16),
-        (
-            a,
-            b,
-            out,
-            numpy.int32(m),
-            numpy.int32(n),
-            numpy.int32(k),
-            numpy.int64(a.strides[0] // 4),
-            numpy.int64(a.strides[1] // 4),
-            numpy.int64(b.strides[0] // 4),
-            numpy.int64(b.strides[1] // 4),
-        ),
-    )
-    return out

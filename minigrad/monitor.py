@@ -106,31 +106,24 @@ class Monitor:
 
     def step(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
         """After a step's update: its duration, and its loss and correct count kept on the device for the epoch."""
+        self.record_step(loss.data, correct_count(logits, labels), len(labels))
+
+    def record_step(self, loss: Array, correct: Array, batch_size: int) -> None:
+        """``step`` for a loop that counts its correct predictions itself: the step's duration, and its mean loss
+        and correct count (device scalars, which must stay as they are until the epoch ends) kept for the epoch."""
         bar = self._current_bar()
         self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
-        bar.update(loss.data, correct_count(logits, labels), len(labels))
+        bar.update(loss, correct, batch_size)
 
-    def replayed_step(self) -> None:
-        """After a step replayed from a CUDA graph (``capture.CapturedStep``): its duration. Its loss and correct
-        count are summed on the device by the step itself; ``end_epoch(sums=...)`` takes them."""
-        bar = self._current_bar()
-        self.stopwatch.interval("step", self._step_start, self.stopwatch.mark())
-        bar.bar.update(1)
-
-    def end_epoch(
-        self, evaluate: Callable[[], Mapping[str, float]] | None = None, sums: tuple[float, int, int] | None = None
-    ) -> dict[str, Any]:
+    def end_epoch(self, evaluate: Callable[[], Mapping[str, float]] | None = None) -> dict[str, Any]:
         """The epoch's record: train loss, accuracy and seconds, and ``evaluate()``'s loss and accuracy as test_.
 
-        ``evaluate`` returns ``{"loss", "acc"}`` (``train.evaluate`` does). ``sums`` = (loss sum, correct,
-        examples) of steps that did not report through ``step`` (replayed ones). The record is checked (a NaN
-        or infinite loss raises TrainingDiverged) and appended to ``history``.
+        ``evaluate`` returns ``{"loss", "acc"}`` (``train.evaluate`` does). The record is checked (a NaN or
+        infinite loss raises TrainingDiverged) and appended to ``history``.
         """
         bar = self._current_bar()
         seconds = self.stopwatch.end_epoch(self._epoch_start)
         loss_sum, correct, count = bar.finish()
-        if sums is not None:
-            loss_sum, correct, count = loss_sum + sums[0], correct + sums[1], count + sums[2]
         record = {
             "epoch": self._epoch,
             "train_loss": loss_sum / count,

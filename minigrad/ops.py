@@ -21,7 +21,7 @@ import numpy
 from numpy.typing import DTypeLike
 
 from ._tensor import Function
-from .backend import Array, CudaKernel, cupy, device_of, matmul
+from .backend import Array, CudaKernel, cupy, device_of
 from .random import PHILOX_CUDA, PhiloxStream, dropout_stream
 
 # --- arithmetic ------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class Linear(Function):
 
     def forward(self, x: Array, weight: Array, bias: Array | None = None) -> Array:
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = matmul(x, weight.T)  # x @ W^T (backend.matmul: also while a CUDA graph is being captured)
+        y = x @ weight.T
         if bias is not None:
             y += bias  # y is a fresh array, so adding in place saves a temporary
         return y
@@ -195,8 +195,8 @@ class Linear(Function):
     def backward(self, gy: Array) -> tuple[Array | None, ...]:
         gy2d = gy.reshape(-1, gy.shape[-1])
         # The first layer's input is the data: its gradient would cost a third of the MLP's FLOPs for nothing.
-        gx = matmul(gy, self.weight) if self.needs_input_grad[0] else None
-        gw = matmul(gy2d.T, self.x.reshape(-1, self.x.shape[-1])) if self.needs_input_grad[1] else None
+        gx = gy @ self.weight if self.needs_input_grad[0] else None
+        gw = gy2d.T @ self.x.reshape(-1, self.x.shape[-1]) if self.needs_input_grad[1] else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, gy2d.sum(axis=0)

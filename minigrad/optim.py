@@ -9,7 +9,7 @@ and without momentum simply w <- w - lr * g. Each update is applied in place to 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy
@@ -175,49 +175,31 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def step(self, lr_arrays: Sequence[Array] | None = None) -> None:
-        """One update of every parameter with a gradient.
-
-        ``lr_arrays`` (one 1-element array per parameter group, on the parameters' device) replaces the groups'
-        learning rates by arrays read when the update runs, not when it is recorded: a step captured as a CUDA
-        graph then follows a schedule without being captured again (``capture.StaticStep``).
-        """
-        for index, group in enumerate(self.param_groups):
-            momentum, weight_decay = group["momentum"], group["weight_decay"]
-            lr = group["lr"] if lr_arrays is None else lr_arrays[index]
+    def step(self) -> None:
+        """One update of every parameter with a gradient."""
+        for group in self.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is None:
                     continue
-                if momentum == 0:
-                    self._plain_step(parameter.data, parameter.grad, lr, weight_decay)
-                elif lr_arrays is not None:
-                    raise NotImplementedError("SGD with momentum takes its learning rate from param_groups only")
+                if group["momentum"] == 0:
+                    self._plain_step(parameter.data, parameter.grad, group["lr"], group["weight_decay"])
                 else:
                     self._momentum_step(parameter, group)
                 mark_changed_in_place(parameter)  # a graph that saved the old weights must not backward
 
-    # The chapter's update, in place: w <- w - lr * (g + weight_decay * w). One fused pass on a GPU, with lr a
-    # number (fixed when a graph is captured) or a 1-element array read when the kernel runs.
+    # The chapter's update, in place: w <- w - lr * (g + weight_decay * w); one fused pass on a GPU.
     plain_step_gpu = CudaKernel(
         "T grad, T lr, T weight_decay", "T param", "param -= lr * (grad + weight_decay * param)", "minigrad_sgd"
-    )
-    plain_step_gpu_lr_array = CudaKernel(
-        "T grad, raw T lr, T weight_decay",
-        "T param",
-        "param -= lr[0] * (grad + weight_decay * param)",
-        "minigrad_sgd_lr_array",
     )
 
     def _plain_step(self, w, g, lr, weight_decay):
         dtype = w.dtype.type
-        lr = dtype(lr) if isinstance(lr, (int, float)) else lr  # a number, or a 1-element array on w's device
         if backend.get_array_module(w) is cupy:
-            kernel = self.plain_step_gpu if isinstance(lr, numpy.generic) else self.plain_step_gpu_lr_array
-            kernel(g, lr, dtype(weight_decay), w)
+            self.plain_step_gpu(g, dtype(lr), dtype(weight_decay), w)
             return
         if weight_decay:
             g = g + dtype(weight_decay) * w
-        w -= lr * g
+        w -= dtype(lr) * g
 
     def _momentum_step(self, parameter, group):
         w, dtype = parameter.data, parameter.dtype.type

@@ -1,8 +1,9 @@
 """Training and evaluation as the chapter writes them: ``Trainer`` and ``evaluate``.
 
 ``Trainer.train_epoch`` is the chapter's loop (forward, loss, backward, update); the timings,
-progress bar and each epoch's record come from a ``monitor.Monitor``, one call per step. On a GPU the
-same step can instead be captured once as a CUDA graph and replayed (``capture.py``).
+progress bar and each epoch's record come from a ``monitor.Monitor``, one call per step. Where the model
+fits it, the Trainer runs the same step planned ahead instead (``minigrad.fast``: the fast path, apart from
+the lesson); ``Trainer(eager=True)`` always runs the loop below.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .autograd import no_grad
-from .capture import CapturedTraining, CaptureProblem
+from .fast import PlannedTraining, PlanProblem, plan_problem
 from .monitor import Monitor, correct_count
 from .nn import functional as F
 
@@ -67,11 +68,10 @@ class Trainer:
     the model's. ``history`` gets one dict per epoch; ``stopwatch`` the step, epoch and evaluation
     times. ``on_epoch_end(record)`` is called after each epoch (to print, save metrics, ...).
 
-    ``capture``: the training step and the evaluation of a model on a GPU are captured as CUDA graphs and
-    replayed (``capture.CapturedTraining``: the batches are gathered inside the graph, a smaller last batch
-    runs eagerly); when that cannot be done the Trainer says why in one line and runs eagerly. None (the
-    default) captures a model on a GPU and runs a model on the CPU eagerly, where there is nothing to capture;
-    True asks for capture (and says why not, on the CPU too); False runs eagerly, for comparison.
+    ``eager``: False (the default) runs the planned step where the model fits it (``fast.PlannedTraining``:
+    the same math on buffers made once, recorded as a CUDA graph on a GPU), and the eager ops otherwise,
+    saying why in one line when the model looked like it fits; True always runs the eager ops. ``step_kind``
+    says which ran ("planned", "planned, recorded as a CUDA graph", or "eager: why").
 
     ``loss_limit``: an epoch whose mean training loss is above it raises ``monitor.TrainingDiverged``, as a NaN
     or infinite loss always does.
@@ -84,20 +84,22 @@ class Trainer:
         loss_fn: LossFunction = F.cross_entropy,
         progress: bool = True,
         scheduler: LRScheduler | None = None,
-        capture: bool | None = None,
+        eager: bool = False,
         loss_limit: float | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
         parameter = next(iter(model.parameters()), None)
         device = parameter.device if parameter is not None else "cpu"
         self.monitor = Monitor(device, progress, loss_limit)
-        # the capture.CapturedTraining while capture is on; capture_off says why it is not
-        self.captured: CapturedTraining | None = None
-        self.capture_off: str | None = "not asked for"
-        if capture is None and device == "cpu":
-            self.capture_off = "the model is on the CPU"
-        elif capture is None or capture:
-            self.captured, self.capture_off = CapturedTraining(model, optimizer, loss_fn), None
+        self.planned: PlannedTraining | None = None  # the fast path, while it runs
+        self.step_kind = "eager: asked for"
+        if not eager:
+            problem = plan_problem(model, optimizer, loss_fn)
+            if problem is None:
+                self.planned = PlannedTraining(model, optimizer, loss_fn)
+                self.step_kind = self.planned.describe()
+            else:
+                self.step_kind = f"eager: {problem}"
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -113,16 +115,13 @@ class Trainer:
         """The timings of steps, epochs and evaluations, the Monitor's."""
         return self.monitor.stopwatch
 
-    def train_epoch(self, loader: DataLoader, epoch: int) -> tuple[float, int, int] | None:
-        """One pass over ``loader``: the chapter's step for every batch (``monitor.end_epoch`` closes the epoch).
-
-        Returns the (loss sum, correct, examples) of replayed steps for ``end_epoch(sums=...)``, or None.
-        """
-        if self.captured is not None:
-            try:  # a loader's step is captured on its first pass; a failed capture changed nothing
-                return self.captured.train_epoch(loader, self.monitor, epoch)
-            except CaptureProblem as problem:
-                self._capture_failed(problem)
+    def train_epoch(self, loader: DataLoader, epoch: int) -> None:
+        """One pass over ``loader``: the chapter's step for every batch (``monitor.end_epoch`` closes the epoch)."""
+        if self.planned is not None:
+            try:  # a loader's plan is made on its first pass; a plan that cannot be made changed nothing
+                return self.planned.train_epoch(loader, self.monitor, epoch)
+            except PlanProblem as problem:
+                self._plan_failed(problem)
         self.model.train()
         for x, y in self.monitor.epoch(loader, epoch):
             logits = self.model(x)
@@ -131,20 +130,19 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.monitor.step(loss, logits, y)
-        return None
 
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
-        """``evaluate(model, loader)``, by replaying a captured step when the training step is captured."""
-        if self.captured is not None:
+        """``evaluate(model, loader)``, by the planned evaluation while the planned step runs."""
+        if self.planned is not None:
             try:
-                return self.captured.evaluate(loader)
-            except CaptureProblem as problem:
-                self._capture_failed(problem)
+                return self.planned.evaluate(loader)
+            except PlanProblem as problem:
+                self._plan_failed(problem)
         return evaluate(self.model, loader, self.loss_fn)
 
-    def _capture_failed(self, problem):
-        self.captured, self.capture_off = None, problem
-        print(f"capture off: {problem}; the step runs eagerly", file=sys.stderr)
+    def _plan_failed(self, problem):
+        self.planned, self.step_kind = None, f"eager: {problem}"
+        print(f"planned step off: {problem}; the eager ops run", file=sys.stderr)
 
     def fit(
         self,
@@ -155,8 +153,8 @@ class Trainer:
     ) -> list[dict[str, Any]]:
         """Train ``epochs`` more epochs, evaluating on ``test_loader`` after each; return the history."""
         for epoch in range(len(self.history) + 1, len(self.history) + epochs + 1):
-            sums = self.train_epoch(train_loader, epoch)
-            record = self.monitor.end_epoch(lambda: self.evaluate(test_loader), sums)
+            self.train_epoch(train_loader, epoch)
+            record = self.monitor.end_epoch(lambda: self.evaluate(test_loader))
             if self.scheduler is not None:
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()

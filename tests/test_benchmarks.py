@@ -77,6 +77,8 @@ def test_train_speed_skips_the_contenders_it_is_told_to(tmp_path):
         "scratch",
         "--skip",
         "pytorch",
+        "--skip",
+        "planned",
         "--data-dir",
         str(data),
         "--skip-checksum",
@@ -85,7 +87,7 @@ def test_train_speed_skips_the_contenders_it_is_told_to(tmp_path):
         cwd=ROOT,
     )
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"minigrad concise", "numpy floor"}
+    assert set(report["results"]) == {"minigrad concise", "numpy floor", "products"}
     assert report["results"]["minigrad concise"]["ratio_to_pytorch"] is None
     assert any("pytorch" in line for line in report["skipped"])
 
@@ -252,21 +254,18 @@ def test_train_speed_with_broken_data_is_one_line(tmp_path):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
-def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(monkeypatch):
-    """On the CPU, with the eager stand-in for a graph (tests/test_capture.py): driven by EpochSlices (a pass
-    starts at an epoch's first slice and finishes after its last, the smaller last batch included), the
-    captured contender ends two epochs with the concise contender's weights, bit for bit."""
+def test_the_planned_contender_driven_slice_by_slice_trains_as_the_concise_one(monkeypatch):
+    """Driven by EpochSlices (a pass starts at an epoch's first slice and ends after its last, the smaller last
+    batch included), the planned contender ends two epochs with the eager concise contender's weights, bit for
+    bit."""
     import numpy as np
 
     import minigrad as mg
     from benchmarks import train_speed
-    from minigrad import capture
     from minigrad.chapter.model import concise_mlp
 
-    from .test_capture import EagerStandIn, loader
+    from .test_planned import loader
 
-    monkeypatch.setattr(capture, "CapturedStep", EagerStandIn)
-    monkeypatch.setattr(capture, "capture_problem", lambda *args: None)
     made = []
 
     def recording_concise_mlp(device):
@@ -274,7 +273,7 @@ def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(
         return made[-1]
 
     monkeypatch.setattr(train_speed, "concise_mlp", recording_concise_mlp)
-    for contender in (train_speed.minigrad_captured, train_speed.minigrad_concise):
+    for contender in (train_speed.minigrad_planned, train_speed.minigrad_concise):
         mg.manual_seed(0)
         epoch = contender("cpu")
         slices = train_speed.EpochSlices(loader(count=300), 3)  # 5 batches (the last of 44) in slices of 1, 2, 2
@@ -282,6 +281,18 @@ def test_the_captured_contender_driven_slice_by_slice_trains_as_the_concise_one(
             epoch(slices.next_slice(), 1)
     for ours, theirs in zip(made[0].parameters(), made[1].parameters()):
         np.testing.assert_array_equal(ours.data, theirs.data)
+
+
+def test_the_scratch_contender_runs_the_examples_own_loop():
+    """Not a copy: the benchmark calls dropout_mlp.train_scratch_epoch, so a change to the lesson's loop is timed."""
+    import inspect
+
+    from benchmarks import train_speed
+    from minigrad.chapter import dropout_mlp
+
+    assert train_speed.train_scratch_epoch is dropout_mlp.train_scratch_epoch
+    assert "train_scratch_epoch(" in inspect.getsource(train_speed.minigrad_scratch)
+    assert "train_scratch_epoch(" in inspect.getsource(dropout_mlp.fit_scratch)
 
 
 def test_the_pytorch_contender_that_gathers_in_its_graph_trains_on_the_loaders_batches(monkeypatch):
@@ -293,7 +304,7 @@ def test_the_pytorch_contender_that_gathers_in_its_graph_trains_on_the_loaders_b
 
     from benchmarks import train_speed
 
-    from .test_capture import loader
+    from .test_planned import loader
 
     made = []
 
@@ -369,7 +380,7 @@ def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatc
         == 0
     )
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"numpy floor"}
+    assert set(report["results"]) == {"minigrad planned", "numpy floor", "products"}
     assert len(report["results"]["numpy floor"]["epochs_s"]) == 2
     assert "minigrad concise: failed (Boom: no such model)" in report["skipped"]
     assert "minigrad scratch: failed (Boom: the replay broke)" in report["skipped"]

@@ -9,9 +9,11 @@ skipped. It reaches into CuPy's code generation (``cupy._core._kernel``), so the
 import numpy as np
 import pytest
 
-from minigrad import backend, capture, ops, optim
+from minigrad import backend, ops, optim
 from minigrad import random as mg_random
 from minigrad.backend import CudaKernel
+from minigrad.data import loader as data_loader
+from minigrad.fast import gemm, plan
 
 
 def nvrtc_or_skip():
@@ -94,10 +96,9 @@ CALLS = {
         array(T),
     ],
     "optim.SGD.plain_step_gpu": lambda T: [array(T), scalar(T), scalar(T), array(T)],
-    "optim.SGD.plain_step_gpu_lr_array": lambda T: [array(T), array(T), scalar(T), array(T)],
     "random._philox_words_gpu": lambda T: [array("u8"), array("u8"), array("u4")],
     "random._philox_advance_gpu": lambda T: [scalar("u8"), array("u8")],
-    "capture.BatchGather.pixels_gpu": lambda T: [
+    "loader.BatchCursor.pixels_gpu": lambda T: [
         array("u1"),
         array("i8"),
         array("i8"),
@@ -105,15 +106,17 @@ CALLS = {
         scalar("f4"),
         array("f4"),
     ],
-    "capture.BatchGather.labels_gpu": lambda T: [array("i8"), array("i8"), array("i8"), array("i8")],
-    "capture.BatchGather.advance_gpu": lambda T: [scalar("i8"), array("i8")],
+    "loader.BatchCursor.labels_gpu": lambda T: [array("i8"), array("i8"), array("i8"), array("i8")],
+    "loader.BatchCursor.advance_gpu": lambda T: [scalar("i8"), array("i8")],
+    "plan.PlannedStep.log_gpu": lambda T: [array(T), array("i8"), array(T), array("i8"), array("i8")],
+    "plan.PlannedStep.sgd_gpu": lambda T: [array(T), array(T), scalar(T), array(T)],
 }
 
 
 def declared_kernels():
     """Every CudaKernel in the modules that have them, at module level or in a class: {'module.Name': kernel}."""
     found = {}
-    for module in (backend, capture, ops, optim, mg_random):
+    for module in (backend, data_loader, plan, ops, optim, mg_random):
         short = module.__name__.rsplit(".", 1)[1]
         for name, value in vars(module).items():
             if isinstance(value, CudaKernel):
@@ -149,7 +152,7 @@ def test_the_kernel_compiles_for_the_types_it_is_called_with(name, dtype):
 
 
 def test_the_capturable_matrix_product_compiles():
-    compile_cuda(backend.GEMM_CUDA, "minigrad_sgemm")
+    compile_cuda(gemm.GEMM_CUDA, "minigrad_sgemm")
 
 
 def test_a_kernel_that_does_not_compile_is_caught():

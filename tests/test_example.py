@@ -40,9 +40,7 @@ def test_cli_trains_and_writes_its_files(fake_data, tmp_path, impl, capsys):
     # the machines are shared).
     assert [metrics["timings"][phase]["count"] for phase in ("step", "epoch", "eval")] == [30, 3, 3]
     assert metrics["status"] == "completed"
-    assert metrics["capture"] == (
-        "off: the model is on the CPU" if impl == "concise" else "off: --impl scratch runs its own loop, eagerly"
-    )
+    assert metrics["step"] == ("planned" if impl == "concise" else "eager: --impl scratch runs its own loop")
     assert set(metrics["data"]["folders"].values()) == {str(fake_data)} and len(metrics["data"]["sha256"]) == 4
     # Chance is 0.1 with a standard deviation of sqrt(0.1 * 0.9 / 100) = 0.03 on the 100 test examples.
     assert metrics["final_test_acc"] > 0.25
@@ -114,7 +112,7 @@ def test_environment_sets_epoch_and_limit_defaults_and_flags_win(fake_data, tmp_
         (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
         (["--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
         (["--impl", "scratch", "--lr-schedule", "cosine"], "implemented for --impl concise only"),
-        (["--impl", "scratch", "--capture"], "implemented for --impl concise only"),
+        (["--impl", "scratch", "--eager"], "implemented for --impl concise only"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, monkeypatch):
@@ -134,17 +132,33 @@ def test_bad_environment_value_exits_2(monkeypatch, capsys):
     assert caught.value.code == 2 and "environment variable MAX_EPOCH" in capsys.readouterr().err
 
 
+def test_the_planned_run_and_the_eager_run_end_alike_bit_for_bit(fake_data, tmp_path, capsys):
+    """The default (the planned step) against --eager: the same records, the same saved weights."""
+    runs = {}
+    for name, flags in (("planned", []), ("eager", ["--eager"])):
+        out = tmp_path / name
+        assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "3", "--batch-size", "32", *flags)) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        records = [{k: v for k, v in r.items() if "seconds" not in k} for r in metrics["epochs"]]
+        runs[name] = metrics["step"], records, load_state_dict(out / "model.npz")
+    assert runs["planned"][0] == "planned" and runs["eager"][0] == "eager: asked for"
+    assert runs["planned"][1] == runs["eager"][1]
+    for key, value in runs["planned"][2].items():
+        np.testing.assert_array_equal(value, runs["eager"][2][key])
+    assert "planned step off" not in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
-@pytest.mark.parametrize("flag, capture", [([], "on"), (["--no-capture"], "off: not asked for")])
-def test_cuda_captures_the_step_unless_told_not_to(fake_data, tmp_path, flag, capture, capsys):
+@pytest.mark.parametrize("flag, step", [([], "planned, recorded as a CUDA graph"), (["--eager"], "eager: asked for")])
+def test_cuda_records_the_planned_step_unless_told_not_to(fake_data, tmp_path, flag, step, capsys):
     out = tmp_path / "run"
     assert (
         dropout_mlp.main(base_args(fake_data, out, "--device", "cuda", "--epochs", "3", "--batch-size", "32", *flag))
         == 0
     )
-    assert "capture off" not in capsys.readouterr().err
+    assert "planned step off" not in capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["capture"] == capture and metrics["status"] == "completed"
+    assert metrics["step"] == step and metrics["status"] == "completed"
     assert [metrics["timings"][phase]["count"] for phase in ("step", "epoch", "eval")] == [30, 3, 3]
     assert metrics["final_test_acc"] > 0.25
 
@@ -239,7 +253,7 @@ def test_a_nan_test_loss_stops_the_run_with_strict_json(fake_data, tmp_path, mon
     """--lr 50 on the real data used to exit 0 with a finite training loss, a NaN test loss and NaN in the JSON."""
     import minigrad.train
 
-    monkeypatch.setattr(minigrad.train, "evaluate", lambda *args, **kwargs: {"loss": float("nan"), "acc": 0.1})
+    monkeypatch.setattr(minigrad.train.Trainer, "evaluate", lambda *args, **kwargs: {"loss": float("nan"), "acc": 0.1})
     out = tmp_path / "nan-test"
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "3", "--batch-size", "32")) == 1
     assert "the test loss became nan in epoch 1" in capsys.readouterr().err
@@ -264,7 +278,7 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_the_previous_run_as_it_w
     def fail(*args, **kwargs):
         raise OSError("the disk went away")
 
-    monkeypatch.setattr(minigrad.train, "evaluate", fail)
+    monkeypatch.setattr(minigrad.train.Trainer, "evaluate", lambda self, *args: fail(*args))
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32", "--seed", "1")) == 1
     assert "error: the disk went away" in capsys.readouterr().err
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
@@ -283,7 +297,7 @@ def test_a_run_that_fails_after_its_first_epoch_replaces_the_previous_run(fake_d
             raise OSError("the disk went away")
         return {"loss": 1.0, "acc": 0.5}
 
-    monkeypatch.setattr(minigrad.train, "evaluate", fail_second_time)
+    monkeypatch.setattr(minigrad.train.Trainer, "evaluate", lambda self, *args: fail_second_time(*args))
     assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "3", "--batch-size", "32", "--seed", "1")) == 1
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.json"], "no model or curves of the earlier run"
     metrics = strict_json(out / "metrics.json")

@@ -55,6 +55,16 @@ def chapter_demo(device):
 DIVERGED_LOSS = 10 * math.log(NUM_OUTPUTS)
 
 
+def train_scratch_epoch(model, train_loader, monitor, epoch, lr):
+    """One epoch of section 4.6.4's loop: the chapter's four lines per batch, reported to ``monitor``."""
+    for X, y in monitor.epoch(train_loader, epoch):
+        y_hat = model.net(X, is_training=True)
+        loss = F.cross_entropy(y_hat, y)
+        loss.backward()
+        model.sgd(lr)
+        monitor.step(loss, y_hat, y)
+
+
 def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()):
     """Section 4.6.4's training loop (continuing after ``history``'s epochs when resuming).
 
@@ -64,12 +74,7 @@ def fit_scratch(model, train_loader, test_loader, args, on_epoch_end, history=()
     monitor = Monitor(args.device, progress=not args.no_progress, loss_limit=DIVERGED_LOSS)
     monitor.history = list(history)
     for epoch in range(len(history) + 1, args.epochs + 1):
-        for X, y in monitor.epoch(train_loader, epoch):
-            y_hat = model.net(X, is_training=True)
-            loss = F.cross_entropy(y_hat, y)
-            loss.backward()
-            model.sgd(args.lr)
-            monitor.step(loss, y_hat, y)
+        train_scratch_epoch(model, train_loader, monitor, epoch, args.lr)
         record = monitor.end_epoch(lambda: evaluate_predictions(lambda X: model.net(X, is_training=False), test_loader))
         on_epoch_end(record)
     return monitor
@@ -148,11 +153,10 @@ def build_parser():
     add("--out", default=os.path.join("runs", "dropout_mlp"), help="output folder (default: runs/dropout_mlp)")
     add("--resume", action="store_true", help="continue the run whose checkpoint.npz is in --out")
     add(
-        "--capture",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="capture the training step and the evaluation as CUDA graphs and replay them (default: on a GPU, "
-        "for --impl concise); --no-capture runs eagerly, for comparison",
+        "--eager",
+        action="store_true",
+        help="run the eager ops, step by step, instead of the planned step (minigrad.fast: the default for "
+        "--impl concise, recorded as a CUDA graph on a GPU), for comparison",
     )
     add("--no-progress", action="store_true", help="no progress bars")
     add("--no-plot", action="store_true", help="do not draw curves.png")
@@ -164,8 +168,8 @@ def parse_args(argv=None):
     """The flags, every one checked (files, device and memory too) before any work starts."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay or args.capture):
-        parser.error("--lr-schedule, --weight-decay and --capture are implemented for --impl concise only")
+    if args.impl == "scratch" and (args.lr_schedule != "constant" or args.weight_decay or args.eager):
+        parser.error("--lr-schedule, --weight-decay and --eager are implemented for --impl concise only")
     for flag, variable, default in (("epochs", "MAX_EPOCH", NUM_EPOCHS), ("limit", "DATASET_LIMIT", None)):
         if getattr(args, flag) is None:
             text = os.environ.get(variable)
@@ -496,20 +500,20 @@ def run(args):
             stopwatch = fit_scratch(
                 outputs.model, train_loader, test_loader, args, on_epoch_end, outputs.metrics["epochs"]
             ).stopwatch
-            outputs.metrics["capture"] = "off: --impl scratch runs its own loop, eagerly"
+            outputs.metrics["step"] = "eager: --impl scratch runs its own loop"
         else:
             trainer = Trainer(
                 outputs.model,
                 outputs.optimizer,
                 progress=not args.no_progress,
-                capture=args.capture,
+                eager=args.eager,
                 scheduler=outputs.scheduler,
                 loss_limit=DIVERGED_LOSS,
             )
             trainer.history = outputs.metrics["epochs"]
             trainer.fit(train_loader, test_loader, args.epochs - done, on_epoch_end)
             stopwatch = trainer.stopwatch
-            outputs.metrics["capture"] = "on" if trainer.captured is not None else f"off: {trainer.capture_off}"
+            outputs.metrics["step"] = trainer.step_kind
     except TrainingDiverged as error:
         outputs.stop("diverged", str(error), error.record)
         raise

@@ -14,16 +14,26 @@ import numpy
 
 from .. import backend
 from .._tensor import Tensor
-from ..backend import Array
+from ..backend import Array, CudaKernel
 from ..random import generator
 
 PIXEL_SCALE = numpy.float32(1.0 / 255.0)  # uint8 pixels times this: float32 in [0, 1]
 
 
 def scaled_pixels(images: Array, out: Array | None = None) -> Array:
-    """uint8 pixels as float32 in [0, 1], in one pass: images * (1/255) (into ``out`` when given)."""
+    """uint8 pixels as float32 in [0, 1]: images * (1/255) in float32 (into ``out`` when given).
+
+    On a GPU one kernel does it. On the CPU a cast (exact: every uint8 is a float32) and then an in-place
+    multiply give the same values about three times faster than NumPy's mixed-type loop (``dtype=``).
+    """
     xp = backend.get_array_module(images)
-    return xp.multiply(images, PIXEL_SCALE, out=out, dtype=xp.float32)
+    if xp is backend.cupy:
+        return xp.multiply(images, PIXEL_SCALE, out=out, dtype=xp.float32)
+    if out is None:
+        out = numpy.empty(images.shape, dtype=numpy.float32)
+    out[...] = images
+    out *= PIXEL_SCALE
+    return out
 
 
 class ArrayDataset:
@@ -140,3 +150,68 @@ class DataLoader:
         if isinstance(rows, slice) and images.dtype != numpy.uint8:
             images = images.copy()  # a batch of its own: changing it in place never changes the dataset
         return Tensor(scaled_pixels(images) if images.dtype == numpy.uint8 else images), Tensor(self.labels[rows])
+
+
+class BatchCursor:
+    """A loader's batches gathered into buffers of the caller's, by the epoch's order and a position that live on
+    the loader's device: a step that begins with ``gather`` takes the next batch by itself, so a GPU can replay
+    it from a recorded graph with no host work per batch.
+
+    ``start_epoch(order)`` (between steps) writes the epoch's order (``DataLoader.epoch_order()``; None for 0,
+    1, ..., N - 1) and puts the position at 0. ``gather(x, y)`` writes the examples ``order[position : position
+    + B]`` into x (B, features) and y (B,), exactly as ``DataLoader.batch`` makes them, and moves the position on
+    by B. An epoch has ``full_batches`` gathers of ``batch_size``, then a smaller last one when the loader has it.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        xp = backend.get_array_module(loader.images)
+        self.images = loader.images.reshape(len(loader.images), -1)  # (N, features), resident on the device
+        self.labels = loader.labels
+        self.batch_size = loader.batch_size
+        self.full_batches = len(self.labels) // loader.batch_size
+        self._scratch: dict[int, Array] = {}  # batch size -> the gathered images before scaling (CPU, uint8)
+        with backend.on_device(loader.device):
+            self.in_turn = xp.arange(len(self.labels), dtype=xp.int64)
+            self.order = self.in_turn.copy()
+            self.position = xp.zeros(1, dtype=xp.int64)  # 1-D: a kernel reads position[0]
+
+    def start_epoch(self, order: Array | None = None) -> None:
+        """Write the epoch's batch order (None: the examples in turn) and put the position back at 0."""
+        self.order[...] = self.in_turn if order is None else order
+        self.position.fill(0)
+
+    def gather(self, x: Array, y: Array) -> None:
+        """Fill ``x`` and ``y`` with the next batch in the order, and advance the position."""
+        if backend.get_array_module(x) is backend.cupy:
+            pixels = self.images.reshape(-1)
+            self.pixels_gpu(pixels, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
+            self.labels_gpu(self.labels, self.order, self.position, y)
+            self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
+            return
+        start = int(self.position[0])
+        rows = self.order[start : start + len(y)]
+        if self.images.dtype == numpy.uint8:
+            if len(y) not in self._scratch:
+                self._scratch[len(y)] = numpy.empty((len(y), self.images.shape[1]), dtype=numpy.uint8)
+            # mode="clip" skips the bounds check ("raise" is 2x slower): the rows are a permutation's
+            scaled_pixels(numpy.take(self.images, rows, axis=0, out=self._scratch[len(y)], mode="clip"), out=x)
+        else:
+            numpy.take(self.images, rows, axis=0, out=x, mode="clip")  # floating-point images, used as they are
+        numpy.take(self.labels, rows, out=y, mode="clip")
+        self.position += len(y)
+
+    # The same three acts on a GPU (uint8 images). x is (B, features) in C order: element i is row
+    # i / features, column i % features.
+    pixels_gpu = CudaKernel(
+        "raw uint8 pixels, raw int64 order, raw int64 position, int64 features, float32 scale",
+        "float32 x",
+        "x = (float)pixels[order[position[0] + i / features] * features + i % features] * scale",
+        "minigrad_gather_pixels",
+    )
+    labels_gpu = CudaKernel(
+        "raw int64 labels, raw int64 order, raw int64 position",
+        "int64 y",
+        "y = labels[order[position[0] + i]]",
+        "minigrad_gather_labels",
+    )
+    advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")

@@ -1,0 +1,456 @@
+"""The CUDA-graph recorder (fast.graphs.RecordedStep) and the planned step it records. Without a GPU: the
+recorder's own logic with a stand-in for ``cupy.cuda``, the Trainer's recorded path driven through it, and the
+graph's matrix-product kernel built for the host. With one (CuPy finds a GPU): replay against the planned step
+run eagerly, bit for bit, and against the eager ops and the CPU, to 1e-4."""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn
+from minigrad.chapter.model import concise_mlp
+from minigrad.data import ArrayDataset, DataLoader
+from minigrad.data.loader import BatchCursor
+from minigrad.fast import GraphMismatch, PlannedStep, PlannedTraining, RecordedStep
+from minigrad.monitor import TrainingDiverged
+from minigrad.train import Trainer
+
+needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
+
+
+def loader(device="cpu", count=300, batch=64, seed=0):
+    rng = np.random.default_rng(seed)
+    data = ArrayDataset(rng.integers(0, 256, (count, 784), dtype=np.uint8), rng.integers(0, 10, count))
+    return DataLoader(data, batch, shuffle=True, device=device, seed=0)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("flatten", [True, False])
+def test_the_cursor_gives_the_loaders_batches_bit_for_bit(device, shuffle, flatten):
+    """On every device: on a GPU its three kernels against the loader's own batches; a smaller last batch too."""
+    rng = np.random.default_rng(3)
+    data = ArrayDataset(rng.integers(0, 256, (200, 28, 28)).astype(np.uint8), rng.integers(0, 10, 200))
+    batches = DataLoader(data, 64, shuffle=shuffle, seed=5, flatten=flatten, device=device)
+    cursor = BatchCursor(batches)
+    assert cursor.full_batches == 3
+    xp = mg.backend.module_for(device)
+    with mg.backend.on_device(device):
+        buffers = {size: (xp.zeros((size, 784), np.float32), xp.zeros(size, np.int64)) for size in (64, 8)}
+    for _epoch in range(2):  # a fresh order each epoch, as iter(loader) draws
+        order = batches.epoch_order()
+        cursor.start_epoch(order)
+        for index in range(4):
+            x, y = buffers[64 if index < 3 else 8]
+            cursor.gather(x, y)
+            expected_x, expected_y = batches.batch(order, index)
+            np.testing.assert_array_equal(
+                mg.backend.to_numpy(x), mg.backend.to_numpy(expected_x.data).reshape(len(y), -1)
+            )
+            np.testing.assert_array_equal(mg.backend.to_numpy(y), mg.backend.to_numpy(expected_y.data))
+        assert int(cursor.position[0]) == 200
+    cursor.start_epoch(None)  # no order: 0, 1, ..., N - 1 again, whatever order came before
+    cursor.gather(*buffers[64])
+    np.testing.assert_array_equal(mg.backend.to_numpy(buffers[64][1]), data.labels[:64])
+
+
+class FakeCuda:
+    """Just enough of ``cupy.cuda`` for RecordedStep's own logic to run on the CPU. NumPy cannot record work, so
+    a "capture" runs the step and then puts its state back (a real capture executes nothing), and the graph it
+    returns runs ``replay`` (by default the step again) at each launch."""
+
+    def __init__(self):
+        fake = self
+
+        class Stream:
+            def __init__(self, non_blocking=False):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def synchronize(self):
+                pass
+
+            def record(self):
+                return None
+
+            def wait_event(self, event):
+                pass
+
+            def begin_capture(self):
+                fake.captures += 1
+                self.saved = {name: array.copy() for name, array in fake.state().items()}
+
+            def end_capture(self):
+                for name, array in fake.state().items():
+                    array[...] = self.saved[name]
+                return Graph(fake.replay or fake.step)
+
+        class Graph:
+            def __init__(self, run):
+                self.run = run
+
+            def upload(self, stream):
+                pass
+
+            def launch(self, stream):
+                fake.launches += 1
+                self.run()
+
+        class MemoryPool:
+            def malloc(self, size):
+                raise AssertionError("NumPy allocates by itself")
+
+        self.Stream, self.Graph, self.MemoryPool = Stream, Graph, MemoryPool
+        self.captures = self.launches = 0
+        self.replay = None
+        self.get_current_stream = Stream
+        self.using_allocator = lambda malloc: contextlib.nullcontext()
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """The stand-in as backend.cupy.cuda; RecordedStep tells it which step and state it records."""
+    cuda = FakeCuda()
+    monkeypatch.setattr(mg.backend, "cupy", type("FakeCuPy", (), {"cuda": cuda, "ndarray": type("NoArray", (), {})}))
+    original = RecordedStep.__init__
+
+    def init(self, step, state, *args, **kwargs):
+        cuda.step, cuda.state = step, state
+        original(self, step, state, *args, **kwargs)
+
+    monkeypatch.setattr(RecordedStep, "__init__", init)
+    return cuda
+
+
+def no_dropout_model():  # NumPy's dropout stream is not an array a snapshot could restore: no dropout here
+    return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def planned_step(model, batches):
+    cursor = BatchCursor(batches)
+    return PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.5), cursor, 64, cursor.full_batches)
+
+
+def test_recording_checks_two_replays_then_leaves_the_state_as_it_was(fake_cuda):
+    batches = loader(count=320)
+    model = no_dropout_model()
+    step = planned_step(model, batches)
+    before = {name: array.copy() for name, array in step.state().items()}
+    recorded = RecordedStep(step.step, step.state)
+    assert (fake_cuda.captures, fake_cuda.launches) == (1, 2)
+    for name, array in step.state().items():
+        np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+    twin = no_dropout_model()  # the same epoch, eagerly, from a copy of the state
+    for ours, theirs in zip(twin.parameters(), model.parameters()):
+        ours.data[...] = theirs.data
+    eager = planned_step(twin, batches)
+    order = batches.epoch_order()
+    for each in (step, eager):
+        each.cursor.start_epoch(order)
+        each.start_epoch()
+    for _ in range(step.cursor.full_batches):
+        recorded.replay()
+        eager.step()
+    np.testing.assert_array_equal(step.losses, eager.losses)
+    for ours, theirs, start in zip(model.parameters(), twin.parameters(), before.values()):
+        np.testing.assert_array_equal(ours.data, theirs.data)
+        assert not np.array_equal(ours.data, start)
+
+
+def test_a_graph_that_disagrees_with_the_eager_steps_is_refused_and_the_state_restored(fake_cuda):
+    """A replay that does not move the batch position on: the first step agrees, the second cannot."""
+    batches = loader(count=320)
+    step = planned_step(no_dropout_model(), batches)
+    before = {name: array.copy() for name, array in step.state().items()}
+
+    def stuck():
+        step.step()
+        step.cursor.position -= 64
+
+    fake_cuda.replay = stuck
+    with pytest.raises(
+        GraphMismatch, match="differ in parameter 0 .*, the batch position, the step log, the correct counts$"
+    ):
+        RecordedStep(step.step, step.state)
+    for name, array in step.state().items():
+        np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+
+def test_the_trainers_recorded_path_equals_its_eager_path(fake_cuda, monkeypatch):
+    """Through PlannedTraining(record=True) with the stand-in graph: the per-batch replays, the smaller last batch,
+    evaluation, a learning-rate schedule and the check against the eager ops; then the same weights and records
+    as the eager ops, bit for bit."""
+    results = []
+    for record in (True, False):
+        mg.manual_seed(0)
+        model = no_dropout_model()
+        optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+        trainer = Trainer(
+            model,
+            optimizer,
+            progress=False,
+            eager=not record,
+            scheduler=mg.optim.StepLR(optimizer, step_size=1, gamma=0.5),
+        )
+        if record:
+            trainer.planned = PlannedTraining(model, optimizer, record=True)
+        trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=3)
+        results.append(
+            (
+                [{k: v for k, v in r.items() if "seconds" not in k} for r in trainer.history],
+                [p.data.copy() for p in model.parameters()],
+            )
+        )
+    assert fake_cuda.captures == 2  # one graph for training, one for evaluation
+    assert results[0][0] == results[1][0]
+    for ours, theirs in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, monkeypatch, capsys):
+    """The guard for a GPU whose planned step was never run before: the replays are checked against two steps of
+    the eager ops; a wrong step (here: the update skipped) falls back to the eager ops in one line."""
+    monkeypatch.setattr(PlannedStep, "_update", lambda self, folded: None)
+    mg.manual_seed(0)
+    model = no_dropout_model()
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False)
+    trainer.planned = PlannedTraining(model, optimizer, record=True)
+    start = [p.data.copy() for p in model.parameters()]
+    trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    err = capsys.readouterr().err
+    assert err.startswith("planned step off: the planned step disagrees with the eager ops on this GPU (a parameter")
+    assert trainer.planned is None and trainer.step_kind.startswith("eager: the planned step disagrees")
+    mg.manual_seed(0)
+    twin = no_dropout_model()
+    eager = Trainer(twin, mg.optim.SGD(twin.parameters(), lr=0.5), progress=False, eager=True)
+    for p, data in zip(twin.parameters(), start):
+        p.data[...] = data
+    eager.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    for ours, theirs in zip(model.parameters(), twin.parameters()):  # the failed check changed nothing
+        np.testing.assert_array_equal(ours.data, theirs.data)
+
+
+GEMM_HOST_PRELUDE = r"""
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+struct dim { int x, y; };
+static thread_local dim threadIdx, blockIdx;
+static std::barrier<>* block_barrier;
+#define __global__
+#define __shared__ static
+#define __syncthreads() block_barrier->arrive_and_wait()
+"""
+GEMM_HOST_MAIN = r"""
+int main(int argc, char** argv) {  // M N K sAm sAk sBk sBn |A| |B|; A's and B's buffers on stdin; C on stdout
+    int M = atoi(argv[1]), N = atoi(argv[2]), K = atoi(argv[3]);
+    long long sAm = atoll(argv[4]), sAk = atoll(argv[5]), sBk = atoll(argv[6]), sBn = atoll(argv[7]);
+    std::vector<float> A(atoll(argv[8])), B(atoll(argv[9])), C((size_t)M * N);
+    for (auto& a : A) if (scanf("%a", &a) != 1) return 1;
+    for (auto& b : B) if (scanf("%a", &b) != 1) return 1;
+    for (int by = 0; by < (M + 15) / 16; ++by)
+        for (int bx = 0; bx < (N + 15) / 16; ++bx) {  // a block at a time: its 256 threads, __syncthreads a barrier
+            std::barrier<> sync(256);
+            block_barrier = &sync;
+            std::vector<std::thread> threads;
+            for (int ty = 0; ty < 16; ++ty)
+                for (int tx = 0; tx < 16; ++tx)
+                    threads.emplace_back([&, tx, ty] {
+                        threadIdx = {tx, ty};
+                        blockIdx = {bx, by};
+                        minigrad_sgemm(A.data(), B.data(), C.data(), M, N, K, sAm, sAk, sBk, sBn);
+                    });
+            for (auto& thread : threads) thread.join();
+        }
+    for (auto c : C) printf("%a\n", c);
+    return 0;
+}
+"""
+
+
+def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path):
+    """fast.gemm.GEMM_CUDA built as C++20 with a thread per CUDA thread and a barrier for __syncthreads: the
+    products of plain and transposed (strided) views equal NumPy's, as the planned step uses them."""
+    import shutil
+    import subprocess
+
+    from minigrad.fast.gemm import GEMM_CUDA
+
+    compiler = shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler (g++ or clang++) to emulate the CUDA kernel on the host")
+    source, program = tmp_path / "gemm.cpp", tmp_path / "gemm"
+    source.write_text(GEMM_HOST_PRELUDE + GEMM_CUDA + GEMM_HOST_MAIN)
+    built = subprocess.run(
+        [compiler, "-std=c++20", "-O1", "-pthread", "-o", str(program), str(source)], capture_output=True, text=True
+    )
+    if built.returncode:
+        pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
+
+    def gemm(a, b):
+        (m, k), n = a.shape, b.shape[1]
+        buffers = [view if view.base is None else view.base for view in (a, b)]
+        args = [
+            m,
+            n,
+            k,
+            a.strides[0] // 4,
+            a.strides[1] // 4,
+            b.strides[0] // 4,
+            b.strides[1] // 4,
+            buffers[0].size,
+            buffers[1].size,
+        ]
+        text = "\n".join(float(v).hex() for buffer in buffers for v in buffer.ravel()) + "\n"
+        out = subprocess.run(
+            [str(program), *map(str, args)], input=text, capture_output=True, text=True, check=True
+        ).stdout.split()
+        return np.array([float.fromhex(v) for v in out], dtype=np.float32).reshape(m, n)
+
+    rng = np.random.default_rng(0)
+    x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))
+    for a, b in ((x, w.T), (gy, w), (gy.T, x)):  # x W^T, dL/dx = gy W, dL/dW = gy^T x
+        np.testing.assert_allclose(gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
+# --- on a GPU -------------------------------------------------------------------------------------------
+
+
+@needs_cuda
+def test_cuda_the_graphs_gemm_equals_cupys_matmul():
+    import cupy
+
+    from minigrad.fast.gemm import gemm
+
+    rng = np.random.default_rng(0)
+    shapes = ((256, 784), (256, 784), (256, 256))
+    x, w, gy = (cupy.asarray(rng.standard_normal(shape).astype(np.float32)) for shape in shapes)
+    for a, b in ((x, w.T), (gy, w), (gy.T, x)):
+        out = cupy.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+        np.testing.assert_allclose(cupy.asnumpy(gemm(a, b, out)), cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-4)
+
+
+def fit_cuda(record, hidden=(64, 64), lr=0.5, epochs=1, count=640, eager=False):
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=hidden, device="cuda")
+    optimizer = mg.optim.SGD(model.parameters(), lr=lr)
+    trainer = Trainer(model, optimizer, progress=False, eager=eager)
+    if not eager:
+        trainer.planned = PlannedTraining(model, optimizer, record=record)
+    trainer.fit(loader("cuda", count=count), loader("cuda", count=200, seed=1), epochs=epochs)
+    return trainer, [mg.backend.to_numpy(p.data) for p in model.parameters()]
+
+
+@needs_cuda
+def test_cuda_graph_replay_equals_the_planned_step_run_eagerly_bit_for_bit():
+    (recorded, ours), (plain, theirs) = (
+        fit_cuda(record=True, epochs=2, count=600),
+        fit_cuda(record=False, epochs=2, count=600),
+    )
+    assert recorded.step_kind == "planned, recorded as a CUDA graph" and recorded.planned is not None
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    assert recorded.history[-1]["train_loss"] == plain.history[-1]["train_loss"]
+    assert recorded.history[-1]["test_loss"] == plain.history[-1]["test_loss"]
+
+
+@needs_cuda
+def test_cuda_the_planned_step_follows_the_eager_ops():
+    """The same batches and masks; other matrix-product kernels (the graph's against cuBLAS): close numbers."""
+    (planned, ours), (eager, theirs) = fit_cuda(record=True, lr=0.1), fit_cuda(record=True, lr=0.1, eager=True)
+    assert planned.planned is not None, planned.step_kind
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert planned.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
+    assert planned.history[0]["test_acc"] == pytest.approx(eager.history[0]["test_acc"], abs=0.01)
+
+
+@needs_cuda
+def test_cuda_a_replayed_step_reads_the_learning_rate_at_replay_time():
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=(32, 32), device="cuda")
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False)
+    batches = loader("cuda", count=128, batch=64)  # one loader: its graph is recorded once, in epoch 1
+    trainer.train_epoch(batches, 1)
+    assert trainer.step_kind == "planned, recorded as a CUDA graph"
+    before = [p.data.copy() for p in model.parameters()]
+    optimizer.param_groups[0]["lr"] = 1e-30  # effectively no update, if and only if the graph reads it
+    trainer.train_epoch(batches, 2)
+    for ours, theirs in zip(model.parameters(), before):
+        np.testing.assert_allclose(mg.backend.to_numpy(ours.data), mg.backend.to_numpy(theirs), atol=1e-20)
+
+
+@needs_cuda
+def test_cuda_the_trainer_plans_by_default_and_runs_the_eager_ops_when_told():
+    for eager, kind in ((False, "planned, recorded as a CUDA graph"), (True, "eager: asked for")):
+        model = concise_mlp(hidden=(16, 16), device="cuda")
+        trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, eager=eager)
+        trainer.fit(loader("cuda"), loader("cuda", seed=1), epochs=1)
+        assert trainer.step_kind == kind
+
+
+@needs_cuda
+def test_cuda_a_recorded_run_that_diverges_stops_at_that_epoch():
+    """A replayed step reads no loss on the host, so the epoch's logged losses carry a NaN to end_epoch."""
+    model = concise_mlp(hidden=(16, 16), device="cuda")
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False)
+    train, test = loader("cuda"), loader("cuda", seed=1)
+    trainer.fit(train, test, epochs=1)
+    model[0].weight.data[0, :] = float("nan")  # in place: the graph's own array, no new recording
+    with pytest.raises(TrainingDiverged, match=r"became nan"):
+        trainer.fit(train, test, epochs=1)
+    assert trainer.planned is not None and len(trainer.history) == 1
+
+
+@needs_cuda
+def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by_step():
+    """The chapter's model for a whole epoch (235 steps of up to 256) on cpu and cuda in lockstep, from the same
+    seed (so the same weights, order and dropout streams): at every step both layers' masks are identical and
+    the losses agree to 1e-4 (relative). A recorded planned epoch's mean loss agrees with the CPU's to 1e-4 too."""
+    from minigrad.autograd import topological_order
+
+    models, optimizers = {}, {}
+    for device in ("cpu", "cuda:0"):
+        mg.manual_seed(0)  # initial weights are drawn on the CPU's generator for every device
+        models[device] = concise_mlp(device=device)
+        optimizers[device] = mg.optim.SGD(models[device].parameters(), lr=0.1)
+    loss_sum = count = 0
+    for step, batches in enumerate(zip(loader("cpu", count=60000, batch=256), loader("cuda", count=60000, batch=256))):
+        losses, masks = {}, {}
+        for device, (x, y) in zip(("cpu", "cuda:0"), batches):
+            loss = mg.nn.functional.cross_entropy(models[device](x), y)
+            masks[device] = [
+                mg.backend.to_numpy(t.grad_fn.mask)
+                for t in topological_order(loss)
+                if type(t.grad_fn).__name__ == "Dropout"
+            ]
+            optimizers[device].zero_grad()
+            loss.backward()
+            optimizers[device].step()
+            losses[device] = float(loss.data)
+        assert len(masks["cpu"]) == len(masks["cuda:0"]) == 2
+        for on_cpu, on_gpu in zip(masks["cpu"], masks["cuda:0"]):
+            np.testing.assert_array_equal(on_cpu, on_gpu, err_msg=f"step {step}")
+        assert losses["cuda:0"] == pytest.approx(losses["cpu"], rel=1e-4), f"step {step}"
+        loss_sum, count = loss_sum + losses["cpu"] * len(batches[0][1]), count + len(batches[0][1])
+    assert step == 234 and count == 60000
+
+    mg.manual_seed(0)
+    model = concise_mlp(device="cuda")
+    trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    trainer.train_epoch(loader("cuda", count=60000, batch=256), 1)
+    record = trainer.monitor.end_epoch()
+    assert trainer.step_kind == "planned, recorded as a CUDA graph"
+    assert record["train_loss"] == pytest.approx(loss_sum / count, rel=1e-4)
