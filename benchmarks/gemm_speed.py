@@ -1,5 +1,5 @@
 """The matrix products of one training step of the chapter's MLP: cuBLAS (CuPy's matmul) against the kernel a
-captured step must use (``backend.capturable_gemm``: CuPy refuses cuBLAS while a stream is being captured).
+recorded step must use (``fast.gemm.gemm``: CuPy refuses cuBLAS while a stream is being captured).
 
     python -m benchmarks.gemm_speed [--batch 256] [--repeats 200] [--json PATH]
 
@@ -17,6 +17,7 @@ import numpy
 
 from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
+from minigrad.fast.gemm import gemm
 from minigrad.files import save_json
 
 
@@ -60,13 +61,13 @@ def run(args):
     rows = []
     for name, a_spec, b_spec in step_products(args.batch):
         a, b = operand(cupy, rng, a_spec), operand(cupy, rng, b_spec)
-        difference = float(abs(backend.capturable_gemm(a, b) - a @ b).max())
+        difference = float(abs(gemm(a, b) - a @ b).max())
         rows.append(
             {
                 "product": name,
                 "shape": [a.shape[0], a.shape[1], b.shape[1]],
                 "cublas_us": median_us(cupy, lambda: a @ b, args.repeats),
-                "capturable_us": median_us(cupy, lambda: backend.capturable_gemm(a, b), args.repeats),
+                "capturable_us": median_us(cupy, lambda: gemm(a, b), args.repeats),
                 "max_abs_difference": difference,
             }
         )

@@ -1,9 +1,11 @@
-"""Where a training step's time goes: forward, backward and update of minigrad (concise and scratch) against the
-hand-written floor, and the matrix products alone, per phase.
+"""Where a training step's time goes: forward, backward and update of minigrad (planned, concise and scratch)
+against the hand-written floor, and the matrix products alone, per phase.
 
     python -m benchmarks.step_phases [--device cpu|cuda] [--rounds 40] [--steps 20] [--json PATH]
 
-The chapter's model on a batch of 256 random images (the data's values do not change the time). The
+The chapter's model on a batch of 256 random images (the data's values do not change the time); the planned
+step's forward phase includes gathering its batch (from a loader over 16 such batches), the others get theirs
+ready-made. The
 contenders take turns, ``--steps`` steps at a time, for ``--rounds`` rounds in a rotating order, so that
 noise hits them alike; each phase's time is the median over rounds of the mean step. "products" times
 the matrix products alone: the forward's three and the backward's five (no dX for the input images),
@@ -22,6 +24,9 @@ import minigrad.nn.functional as F
 from benchmarks.numpy_floor import FloorMLP
 from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, LR, NUM_INPUTS, NUM_OUTPUTS, ScratchMLP, concise_mlp
+from minigrad.data import ArrayDataset, DataLoader
+from minigrad.data.loader import BatchCursor
+from minigrad.fast import PlannedStep
 from minigrad.files import save_json
 
 PHASES = ("forward", "backward", "update")
@@ -29,10 +34,31 @@ PHASES = ("forward", "backward", "update")
 
 def contenders(device):
     """{name: step(x, y, clock) -> (forward, backward, update) seconds}; ``clock()`` reads the time."""
+    planned_model = concise_mlp(device=device)
+    planned_optimizer = mg.optim.SGD(planned_model.parameters(), lr=LR)
+    rng = numpy.random.default_rng(1)
+    images = ArrayDataset(
+        rng.integers(0, 256, (16 * BATCH_SIZE, NUM_INPUTS), dtype=numpy.uint8), rng.integers(0, 10, 16 * BATCH_SIZE)
+    )
+    cursor = BatchCursor(DataLoader(images, BATCH_SIZE, device=device))
+    planned = PlannedStep(planned_model, planned_optimizer, cursor, BATCH_SIZE, cursor.full_batches)
     concise = concise_mlp(device=device)
     optimizer = mg.optim.SGD(concise.parameters(), lr=LR)
     scratch, floor = ScratchMLP(device=device), FloorMLP(device=device)
     weights = [layer.weight.data for layer in concise if isinstance(layer, mg.nn.Linear)]
+
+    def planned_step(x, y, clock):
+        if int(cursor.position[0]) == len(cursor.labels):
+            cursor.start_epoch(None)
+            planned.start_epoch()
+        t0 = clock()
+        kinds = planned.forward_step()
+        t1 = clock()
+        lr = planned.folded_lr()
+        planned.backward_step(kinds, lr)
+        t2 = clock()
+        planned.update(folded=lr is not None)
+        return t1 - t0, t2 - t1, clock() - t2
 
     def concise_step(x, y, clock):
         t0 = clock()
@@ -75,6 +101,7 @@ def contenders(device):
         return t1 - t0, clock() - t1, 0.0
 
     return {
+        "minigrad planned": planned_step,
         "minigrad concise": concise_step,
         "minigrad scratch": scratch_step,
         "floor": floor_step,
@@ -135,7 +162,7 @@ def format_table(report):
         lines.append(
             f"{name:22s} " + " ".join(f"{phases[phase]:9.0f}" for phase in (*PHASES, "step")) + f" {ratio:8.2f}"
         )
-    for name in ("minigrad concise", "minigrad scratch", "floor"):
+    for name in ("minigrad planned", "minigrad concise", "minigrad scratch", "floor"):
         over = " ".join(f"{us[name][phase] - us['products'][phase]:9.0f}" for phase in PHASES)
         lines.append(f"{name + ' - products':22s} {over}")
     lines.append("medians over rounds; each phase timed with the device synchronised at its ends")

@@ -16,8 +16,8 @@ report through the same ``monitor.Monitor``, so they pay for the same instrument
 none. "products" runs only the step's eight matrix products (forward three, backward five), as many times as
 there are batches: what no implementation of this step can go below.
 With ``--device cuda`` three contenders replay their step as a CUDA graph: minigrad planned (recorded, the batch
-gathered inside the graph), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes on CUDA graphs
-do) and PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is). A contender that fails is
+gathered inside the graph), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes on CUDA
+graphs do) and PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is). A contender that fails is
 left out of the table, and the report says why.
 """
 
@@ -244,7 +244,7 @@ def pytorch_graph(device):
 
 
 def pytorch_graph_gather(device):
-    """As "pytorch graph", but the graph also gathers its batch, as minigrad's captured step does: from the
+    """As "pytorch graph", but the graph also gathers its batch, as minigrad's recorded planned step does: from the
     dataset on the GPU (the loader's arrays, shared through DLPack), by the epoch's order and a position held
     on the GPU, so the host only launches the graph. Captured on the first pass (the untimed warm-up)."""
     import torch
@@ -331,7 +331,7 @@ class EpochSlices:
 
 class BatchSlice:
     """The next batches of a running epoch's iterator: those numbered ``indices`` in the epoch of ``loader``
-    (a captured step takes its batches from the loader itself, by number)."""
+    (the planned step takes its batches from the loader itself, by number)."""
 
     def __init__(self, loader, iterator, indices):
         self.loader, self.iterator, self.indices = loader, iterator, indices
@@ -363,7 +363,7 @@ def worker(connection, name, args):
             loader = DataLoader(data, BATCH_SIZE, shuffle=True, device=device, limit=args.limit, seed=0)
             epoch_slices = EpochSlices(loader, args.slices)
             run_epoch = CONTENDERS[name](device)
-            # Warm-up on the loader's first two batches: first-call costs, and the captured step's capture
+            # Warm-up on the loader's first two batches: first-call costs, and the planned step's plan (and graph)
             run_epoch(EpochSlices(loader, len(loader) // 2).next_slice(), 0)
         except Exception as error:  # this contender is out; the others still run
             return report_failure(connection, error)

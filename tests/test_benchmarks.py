@@ -115,11 +115,11 @@ def test_step_phases_reports_every_phase_of_every_contender(tmp_path):
     out = tmp_path / "phases.json"
     printed = run_module("benchmarks.step_phases", "--rounds", "4", "--steps", "2", "--json", str(out), cwd=ROOT)
     report = json.loads(out.read_text())
-    assert set(report["us"]) == {"minigrad concise", "minigrad scratch", "floor", "products"}
+    assert set(report["us"]) == {"minigrad planned", "minigrad concise", "minigrad scratch", "floor", "products"}
     for name, phases in report["us"].items():
         assert set(phases) == {"forward", "backward", "update", "step"}
         assert phases["forward"] > 0 and phases["backward"] > 0 and (phases["update"] > 0) == (name != "products")
-    assert "minigrad concise - products" in printed
+    assert "minigrad concise - products" in printed and "minigrad planned - products" in printed
 
 
 def test_dropout_bits_reports_both_generators(tmp_path):

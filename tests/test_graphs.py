@@ -217,7 +217,7 @@ def test_the_trainers_recorded_path_equals_its_eager_path(fake_cuda, monkeypatch
 def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, monkeypatch, capsys):
     """The guard for a GPU whose planned step was never run before: the replays are checked against two steps of
     the eager ops; a wrong step (here: the update skipped) falls back to the eager ops in one line."""
-    monkeypatch.setattr(PlannedStep, "_update", lambda self, folded: None)
+    monkeypatch.setattr(PlannedStep, "update", lambda self, folded: None)
     mg.manual_seed(0)
     model = no_dropout_model()
     optimizer = mg.optim.SGD(model.parameters(), lr=0.5)

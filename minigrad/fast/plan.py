@@ -308,14 +308,25 @@ class PlannedStep(Plan):
         return lr if math.frexp(float(self.dtype.type(lr)))[0] == 0.5 else None
 
     def step(self) -> None:
-        """One training step on the next batch of the cursor."""
-        xp = self.xp
+        """One training step on the next batch of the cursor: ``forward_step``, ``backward_step``, ``update``."""
+        kinds = self.forward_step()
+        lr = self.folded_lr()
+        self.backward_step(kinds, lr)
+        self.update(folded=lr is not None)
+
+    def forward_step(self) -> list[str]:
+        """Gather the next batch, run the blocks and the loss, log the loss and correct count; the blocks' mask
+        kinds for ``backward_step``."""
         self.cursor.gather(self.x, self.y)
         kinds = self.forward(training=True)
         loss, correct = self.loss()
         self._log(loss, correct)
+        return kinds
+
+    def backward_step(self, kinds: list[str], lr: float | None) -> None:
+        """Every block's gradients, into the gradient buffers; multiplied by ``lr`` when it is folded in."""
+        xp = self.xp
         # dL/dlogits = (softmax - onehot) / N, times the learning rate when it is folded in
-        lr = self.folded_lr()
         scale = self.dtype.type(1) / self.dtype.type(self.batch_size)
         self.probs[self.rows, self.y] -= 1
         self.probs *= scale if lr is None else scale * self.dtype.type(lr)
@@ -334,7 +345,6 @@ class PlannedStep(Plan):
             if index > 0:
                 self.matmul(dz, block.linear.weight.data, self.buffers[index - 1].dz)
                 upstream = self.buffers[index - 1].dz
-        self._update(folded=lr is not None)
 
     def _log(self, loss: Array, correct: Array) -> None:
         if self.on_gpu:
@@ -351,7 +361,7 @@ class PlannedStep(Plan):
         "minigrad_log_step",
     )
 
-    def _update(self, folded: bool) -> None:
+    def update(self, folded: bool) -> None:
         """SGD: w <- w - lr (g + weight_decay w), each parameter in place (g already times lr when folded)."""
         xp, dtype = self.xp, self.dtype.type
         for parameter, grad, group in self.updates:
