@@ -1,4 +1,5 @@
-"""Peak memory of a training run: minigrad's example against the hand-written floor, each in its own process.
+"""Peak memory of a training run: minigrad's example (the planned step, its default, and ``--eager``) against the
+hand-written floor, each in its own process.
 
     python -m benchmarks.memory [--device cpu|cuda] [--epochs 2] [--limit N] [--json PATH]
 
@@ -26,7 +27,7 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
     import minigrad as mg
 
     mg.manual_seed(0)
-    if kind == "minigrad":
+    if kind in ("minigrad", "minigrad-eager"):
         from minigrad.chapter import dropout_mlp
 
         argv = [
@@ -39,6 +40,7 @@ def child(kind, device, epochs, limit, data_dir, skip_checksum):
             tempfile.mkdtemp(prefix="minigrad-memory-"),
         ]
         argv += ["--limit", str(limit)] if limit else []
+        argv += ["--eager"] if kind == "minigrad-eager" else []
         argv += ["--data-dir", data_dir] if data_dir else []
         argv += ["--skip-checksum"] if skip_checksum else []
         with open(os.devnull, "w") as quiet:
@@ -104,7 +106,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--child", choices=["minigrad", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["minigrad", "minigrad-eager", "floor"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = cli.check_device(parser, args.device)
     cli.check_data_dir(parser, args.data_dir)
@@ -117,11 +119,16 @@ def main(argv=None):
         "epochs": args.epochs,
         "limit": args.limit,
         "minigrad": measure("minigrad", args),
+        "minigrad_eager": measure("minigrad-eager", args),
         "floor": measure("floor", args),
     }
     report["rss_ratio"] = report["minigrad"]["peak_rss_mb"] / report["floor"]["peak_rss_mb"]
     minigrad_mb, floor_mb = report["minigrad"]["peak_rss_mb"], report["floor"]["peak_rss_mb"]
-    print(f"peak RSS: minigrad {minigrad_mb:.0f} MB, floor {floor_mb:.0f} MB, ratio {report['rss_ratio']:.2f}")
+    eager_mb = report["minigrad_eager"]["peak_rss_mb"]
+    print(
+        f"peak RSS: minigrad {minigrad_mb:.0f} MB (planned step; --eager {eager_mb:.0f} MB), floor "
+        f"{floor_mb:.0f} MB, ratio {report['rss_ratio']:.2f}"
+    )
     if args.json:
         save_json(report, args.json)
     return 0
