@@ -98,7 +98,8 @@ class Pass:
 class PlannedTraining:
     """Training epochs and evaluations of ``model`` by the planned step (see the module's docstring).
 
-    ``record``: record the full batches' step as a CUDA graph (default: on a GPU; never on the CPU).
+    ``record``: record the full batches' step as a CUDA graph (default: on a GPU; never on the CPU). A loader
+    with fewer than two full batches (the check replays two) runs the planned step without a graph.
     """
 
     def __init__(
