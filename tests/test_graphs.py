@@ -17,13 +17,9 @@ from minigrad.fast import GraphMismatch, PlannedStep, PlannedTraining, RecordedS
 from minigrad.monitor import TrainingDiverged
 from minigrad.train import Trainer
 
+from .test_planned import loader
+
 needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
-
-
-def loader(device="cpu", count=300, batch=64, seed=0):
-    rng = np.random.default_rng(seed)
-    data = ArrayDataset(rng.integers(0, 256, (count, 784), dtype=np.uint8), rng.integers(0, 10, count))
-    return DataLoader(data, batch, shuffle=True, device=device, seed=0)
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
@@ -348,7 +344,7 @@ def fit_cuda(record, hidden=(64, 64), lr=0.5, epochs=1, count=640, eager=False):
     trainer = Trainer(model, optimizer, progress=False, eager=eager)
     if not eager:
         trainer.planned = PlannedTraining(model, optimizer, record=record)
-    trainer.fit(loader("cuda", count=count), loader("cuda", count=200, seed=1), epochs=epochs)
+    trainer.fit(loader(device="cuda", count=count), loader(device="cuda", count=200, seed=1), epochs=epochs)
     return trainer, [mg.backend.to_numpy(p.data) for p in model.parameters()]
 
 
@@ -382,7 +378,7 @@ def test_cuda_a_replayed_step_reads_the_learning_rate_at_replay_time():
     model = concise_mlp(hidden=(32, 32), device="cuda")
     optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
     trainer = Trainer(model, optimizer, progress=False)
-    batches = loader("cuda", count=128, batch=64)  # one loader: its graph is recorded once, in epoch 1
+    batches = loader(device="cuda", count=128, batch=64)  # one loader: its graph is recorded once, in epoch 1
     trainer.train_epoch(batches, 1)
     assert trainer.step_kind == "planned, recorded as a CUDA graph"
     before = [p.data.copy() for p in model.parameters()]
@@ -397,7 +393,7 @@ def test_cuda_the_trainer_plans_by_default_and_runs_the_eager_ops_when_told():
     for eager, kind in ((False, "planned, recorded as a CUDA graph"), (True, "eager: asked for")):
         model = concise_mlp(hidden=(16, 16), device="cuda")
         trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False, eager=eager)
-        trainer.fit(loader("cuda"), loader("cuda", seed=1), epochs=1)
+        trainer.fit(loader(device="cuda"), loader(device="cuda", seed=1), epochs=1)
         assert trainer.step_kind == kind
 
 
@@ -406,7 +402,7 @@ def test_cuda_a_recorded_run_that_diverges_stops_at_that_epoch():
     """A replayed step reads no loss on the host, so the epoch's logged losses carry a NaN to end_epoch."""
     model = concise_mlp(hidden=(16, 16), device="cuda")
     trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.5), progress=False)
-    train, test = loader("cuda"), loader("cuda", seed=1)
+    train, test = loader(device="cuda"), loader(device="cuda", seed=1)
     trainer.fit(train, test, epochs=1)
     model[0].weight.data[0, :] = float("nan")  # in place: the graph's own array, no new recording
     with pytest.raises(TrainingDiverged, match=r"became nan"):
@@ -427,7 +423,8 @@ def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by
         models[device] = concise_mlp(device=device)
         optimizers[device] = mg.optim.SGD(models[device].parameters(), lr=0.1)
     loss_sum = count = 0
-    for step, batches in enumerate(zip(loader("cpu", count=60000, batch=256), loader("cuda", count=60000, batch=256))):
+    epochs = (loader(device=device, count=60000, batch=256) for device in ("cpu", "cuda"))
+    for step, batches in enumerate(zip(*epochs)):
         losses, masks = {}, {}
         for device, (x, y) in zip(("cpu", "cuda:0"), batches):
             loss = mg.nn.functional.cross_entropy(models[device](x), y)
@@ -450,7 +447,7 @@ def test_cuda_a_seeded_epoch_draws_the_cpus_masks_and_follows_its_losses_step_by
     mg.manual_seed(0)
     model = concise_mlp(device="cuda")
     trainer = Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1), progress=False)
-    trainer.train_epoch(loader("cuda", count=60000, batch=256), 1)
+    trainer.train_epoch(loader(device="cuda", count=60000, batch=256), 1)
     record = trainer.monitor.end_epoch()
     assert trainer.step_kind == "planned, recorded as a CUDA graph"
     assert record["train_loss"] == pytest.approx(loss_sum / count, rel=1e-4)

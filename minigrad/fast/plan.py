@@ -56,11 +56,11 @@ class Block:
     dropout: Dropout | None = None
 
 
-def _leaves(module: Module) -> Iterator[Module]:
+def leaf_modules(module: Module) -> Iterator[Module]:
     """The modules a Sequential applies, in order, nested Sequentials opened."""
     for child in module.children():
         if type(child) is Sequential:
-            yield from _leaves(child)
+            yield from leaf_modules(child)
         else:
             yield child
 
@@ -78,7 +78,7 @@ def blocks_of(model: Module) -> list[Block] | str:
             )
         if module._forward_hooks:
             return "the model has forward hooks: they run Python at every step, which the planned step would skip"
-    for module in _leaves(model):
+    for module in leaf_modules(model):
         if isinstance(module, Flatten):
             if blocks:
                 return "the model flattens after a Linear; the planned step handles a Flatten before the first Linear"
@@ -141,7 +141,7 @@ def loader_problem(model: Module, loader: Any) -> str | None:
             f"the loader's images are {images.dtype}; the planned step takes uint8 pixels (or, on the CPU, images "
             f"of the parameters' dtype)"
         )
-    flattens = any(isinstance(module, Flatten) for module in _leaves(model))
+    flattens = any(isinstance(module, Flatten) for module in leaf_modules(model))
     if images.ndim != 2 and not flattens:
         return f"the loader's batches are {images.shape[1:]} images and the model has no Flatten"
     features = math.prod(images.shape[1:])
@@ -274,18 +274,17 @@ class PlannedStep(Plan):
         super().__init__(model, cursor, batch_size)
         self.optimizer = optimizer
         xp = self.xp
-        group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-        self.updates = []  # (parameter, gradient buffer, its group), in the model's order
-        for block, buffers in zip(self.blocks, self.buffers):
-            self.updates.append((block.linear.weight, buffers.gW, group_of[id(block.linear.weight)]))
-            if block.linear.bias is not None:
-                self.updates.append((block.linear.bias, buffers.gb, group_of[id(block.linear.bias)]))
         with backend.on_device(self.device):
             self.losses = xp.zeros(steps, dtype=self.dtype)
             self.corrects = xp.zeros(steps, dtype=xp.int64)
             self.logged = xp.zeros(1, dtype=xp.int64)  # steps logged since start_epoch (a graph reads it on the GPU)
             self.lrs = [xp.zeros(1, dtype=self.dtype) for _ in optimizer.param_groups]  # a GPU kernel reads lr[0]
-        self.lr_index = {id(group): index for index, group in enumerate(optimizer.param_groups)}
+        group_of = {id(p): (g, lr) for g, lr in zip(optimizer.param_groups, self.lrs) for p in g["params"]}
+        self.updates = []  # (parameter, gradient buffer, its group, the group's lr on the device), in the model's order
+        for block, buffers in zip(self.blocks, self.buffers):
+            self.updates.append((block.linear.weight, buffers.gW, *group_of[id(block.linear.weight)]))
+            if block.linear.bias is not None:
+                self.updates.append((block.linear.bias, buffers.gb, *group_of[id(block.linear.bias)]))
         self.decay: dict[int, Array] = {}  # per parameter: scratch for weight decay, made on first use
         self.set_lr()
 
@@ -365,13 +364,12 @@ class PlannedStep(Plan):
     def update(self, folded: bool) -> None:
         """SGD: w <- w - lr (g + weight_decay w), each parameter in place (g already times lr when folded)."""
         xp, dtype = self.xp, self.dtype.type
-        for parameter, grad, group in self.updates:
+        for parameter, grad, group, lr_on_device in self.updates:
             w = parameter.data
             if folded:
                 xp.subtract(w, grad, out=w)
             elif self.on_gpu:
-                lr = self.lrs[self.lr_index[id(group)]]
-                self.sgd_gpu(grad, lr, dtype(group["weight_decay"]), w)
+                self.sgd_gpu(grad, lr_on_device, dtype(group["weight_decay"]), w)
             else:  # eager's passes: g + weight_decay * w, then w - lr * g
                 if group["weight_decay"]:
                     decay = self._decay_buffer(parameter, grad)
@@ -397,7 +395,7 @@ class PlannedStep(Plan):
 
     def state(self) -> dict[str, Array]:
         """The arrays a step changes, by name (a recorder snapshots, restores and compares them)."""
-        state = {f"parameter {i} {tuple(p.shape)}": p.data for i, (p, _, _) in enumerate(self.updates)}
+        state = {f"parameter {i} {tuple(p.shape)}": p.data for i, (p, *_) in enumerate(self.updates)}
         if self.on_gpu:
             state["the dropout counter"] = dropout_stream(self.device).counter_on_device
         state.update({"the batch position": self.cursor.position, "the step log": self.losses})

@@ -25,7 +25,7 @@ from .. import backend
 from ..nn import functional as F
 from ..random import dropout_stream
 from .graphs import CHECKS, GraphMismatch, RecordedStep
-from .plan import PlannedEval, PlannedStep, _leaves, loader_problem, plan_problem
+from .plan import PlannedEval, PlannedStep, leaf_modules, loader_problem, plan_problem
 
 if TYPE_CHECKING:
     from ..data.loader import DataLoader
@@ -160,10 +160,10 @@ class PlannedTraining:
     def _made_with(self, loader: DataLoader) -> tuple[list[Any], list[Any]]:
         """(the objects a plan holds, compared by identity; the settings it holds, compared by value)."""
         groups = self.optimizer.param_groups
-        objects: list[Any] = [p.data for p in self.model.parameters()] + list(_leaves(self.model))
+        objects: list[Any] = [p.data for p in self.model.parameters()] + list(leaf_modules(self.model))
         objects += [p for group in groups for p in group["params"]]
         objects += [dropout_stream(self.device), loader.images, loader.labels]
-        settings: list[Any] = [(type(m).__name__, getattr(m, "p", None)) for m in _leaves(self.model)]
+        settings: list[Any] = [(type(m).__name__, getattr(m, "p", None)) for m in leaf_modules(self.model)]
         settings += [{k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")} for group in groups]
         return objects, settings
 
