@@ -52,10 +52,10 @@ def contenders(device):
             cursor.start_epoch(None)
             planned.start_epoch()
         t0 = clock()
-        kinds = planned.forward_step()
-        t1 = clock()
         lr = planned.folded_lr()
-        planned.backward_step(kinds, lr)
+        kinds = planned.forward_step(lr)
+        t1 = clock()
+        planned.backward_step(kinds)
         t2 = clock()
         planned.update(folded=lr is not None)
         return t1 - t0, t2 - t1, clock() - t2

@@ -6,8 +6,9 @@ both libraries. Devices are named as in PyTorch: ``"cpu"``, ``"cuda"`` (the firs
 ``"cuda:N"``. CuPy is optional; asking for a GPU without it raises :class:`DeviceError`
 with the command that installs it.
 
-GPU code inside an op is a :class:`CudaKernel` declared beside the op's NumPy code and run only on
-CuPy arrays (one idiom for "on the GPU?": ``xp is cupy``, with ``xp`` the op's array module).
+GPU code inside an op is a :class:`CudaKernel` (an elementwise expression) or a :class:`CudaFunction` (a
+CUDA C function) declared beside the op's NumPy code and run only on CuPy arrays (one idiom for "on the
+GPU?": ``xp is cupy``, with ``xp`` the op's array module).
 The random generators live in ``random.py``.
 """
 
@@ -172,3 +173,28 @@ class CudaKernel:
         if self.kernel is None:
             self.kernel = cupy.ElementwiseKernel(*self.source, preamble=self.preamble)
         return self.kernel(*args, **kwargs)
+
+
+class CudaFunction:
+    """A CUDA C function (``extern "C" __global__``) as a CuPy ``RawKernel``, compiled on its first call.
+
+    For the kernels an elementwise expression cannot say (a block of threads that sums in shared memory, a
+    table of arrays). Its source is plain CUDA C++, so the tests also build it for the host and check it
+    against the NumPy code it stands for. Call it as ``function(grid, block, args)``: ``args`` are CuPy arrays
+    (passed as pointers) and NumPy scalars of the parameters' exact C types.
+    """
+
+    def __init__(self, source: str, name: str) -> None:
+        self.source, self.name = source, name
+        self.kernel: Any = None
+
+    def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
+        if self.kernel is None:
+            self.kernel = cupy.RawKernel(self.source, self.name)
+        self.kernel(grid, block, args)
+
+
+def address(array: Array) -> int:
+    """Where an array's first element lives (for a kernel that reads a table of arrays): a device address on a
+    GPU, a host one for a NumPy array."""
+    return array.ctypes.data if isinstance(array, numpy.ndarray) else array.data.ptr

@@ -1,6 +1,6 @@
 """Every CUDA kernel in minigrad compiles, checked without a GPU: CuPy writes each ElementwiseKernel's source for
 the argument types the code passes it (the same code generation a GPU run uses), and NVRTC compiles that for
-compute_90 (H100, H200) with CuPy's headers. The matrix-product RawKernel is compiled as it is.
+compute_90 (H100, H200) with CuPy's headers. Each CudaFunction (a RawKernel) is compiled as it is.
 
 This needs CuPy and NVRTC, not a GPU: CI installs cupy-cuda12x and nvidia-cuda-nvrtc-cu12; elsewhere it is
 skipped. It reaches into CuPy's code generation (``cupy._core._kernel``), so the CuPy version matters: CI pins it.
@@ -11,7 +11,7 @@ import pytest
 
 from minigrad import backend, ops, optim
 from minigrad import random as mg_random
-from minigrad.backend import CudaKernel
+from minigrad.backend import CudaFunction, CudaKernel
 from minigrad.data import loader as data_loader
 from minigrad.fast import gemm, plan
 
@@ -98,38 +98,32 @@ CALLS = {
     "optim.SGD.plain_step_gpu": lambda T: [array(T), scalar(T), scalar(T), array(T)],
     "random._philox_words_gpu": lambda T: [array("u8"), array("u8"), array("u4")],
     "random._philox_advance_gpu": lambda T: [scalar("u8"), array("u8")],
-    "loader.BatchCursor.pixels_gpu": lambda T: [
-        array("u1"),
-        array("i8"),
-        array("i8"),
-        scalar("i8"),
-        scalar("f4"),
-        array("f4"),
-    ],
-    "loader.BatchCursor.labels_gpu": lambda T: [array("i8"), array("i8"), array("i8"), array("i8")],
     "loader.BatchCursor.advance_gpu": lambda T: [scalar("i8"), array("i8")],
-    "plan.PlannedStep.log_gpu": lambda T: [array(T), array("i8"), array(T), array("i8"), array("i8")],
-    "plan.PlannedStep.sgd_gpu": lambda T: [array(T), array(T), scalar(T), array(T)],
 }
 
 
-def declared_kernels():
-    """Every CudaKernel in the modules that have them, at module level or in a class: {'module.Name': kernel}."""
+def declared(kind):
+    """Every ``kind`` (CudaKernel or CudaFunction) in the modules that have them, at module level or in a class:
+    {'module.Name': kernel}."""
     found = {}
-    for module in (backend, data_loader, plan, ops, optim, mg_random):
+    for module in (backend, data_loader, gemm, plan, ops, optim, mg_random):
         short = module.__name__.rsplit(".", 1)[1]
         for name, value in vars(module).items():
-            if isinstance(value, CudaKernel):
+            if isinstance(value, kind):
                 found[f"{short}.{name}"] = value
             elif isinstance(value, type) and value.__module__ == module.__name__:
                 found.update(
                     {
                         f"{short}.{name}.{attribute}": kernel
                         for attribute, kernel in vars(value).items()
-                        if isinstance(kernel, CudaKernel)
+                        if isinstance(kernel, kind)
                     }
                 )
     return found
+
+
+def declared_kernels():
+    return declared(CudaKernel)
 
 
 def test_every_cuda_kernel_has_a_compile_case():
@@ -151,8 +145,24 @@ def test_the_kernel_compiles_for_the_types_it_is_called_with(name, dtype):
     compile_cuda(elementwise_source(kernel, CALLS[name](dtype)), kernel.source[3])
 
 
-def test_the_capturable_matrix_product_compiles():
-    compile_cuda(gemm.GEMM_CUDA, "minigrad_sgemm")
+FUNCTIONS = {  # every CudaFunction, each built for the host and checked against NumPy in the test named
+    "gemm.GEMM": "test_graphs.py::test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host",
+    "loader.BatchCursor.gather_gpu": "test_step_kernels.py::test_the_gather_kernel_gives_the_cursors_batch_and_...",
+    "plan.Plan.ACTIVATE": "test_step_kernels.py::test_the_activate_kernel_equals_the_numpy_passes",
+    "plan.Plan.LOSS": "test_step_kernels.py::test_the_loss_kernel_equals_the_numpy_loss_and_gradient",
+    "plan.PlannedStep.BACKWARD_MASK": "test_step_kernels.py::test_the_backward_mask_kernel_equals_the_numpy_passes",
+    "plan.PlannedStep.UPDATE": "test_step_kernels.py::test_the_update_kernel_equals_sgds_passes_and_moves_the_...",
+}
+
+
+def test_every_cuda_function_has_a_compile_case():
+    assert set(declared(CudaFunction)) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_the_cuda_function_compiles(name):
+    function = declared(CudaFunction)[name]
+    compile_cuda(function.source, function.name)
 
 
 def test_a_kernel_that_does_not_compile_is_caught():

@@ -234,85 +234,22 @@ def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, 
         np.testing.assert_array_equal(ours.data, theirs.data)
 
 
-GEMM_HOST_PRELUDE = r"""
-#include <barrier>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <thread>
-#include <vector>
-struct dim { int x, y; };
-static thread_local dim threadIdx, blockIdx;
-static std::barrier<>* block_barrier;
-#define __global__
-#define __shared__ static
-#define __syncthreads() block_barrier->arrive_and_wait()
-"""
-GEMM_HOST_MAIN = r"""
-int main(int argc, char** argv) {  // M N K sAm sAk sBk sBn |A| |B|; A's and B's buffers on stdin; C on stdout
-    int M = atoi(argv[1]), N = atoi(argv[2]), K = atoi(argv[3]);
-    long long sAm = atoll(argv[4]), sAk = atoll(argv[5]), sBk = atoll(argv[6]), sBn = atoll(argv[7]);
-    std::vector<float> A(atoll(argv[8])), B(atoll(argv[9])), C((size_t)M * N);
-    for (auto& a : A) if (scanf("%a", &a) != 1) return 1;
-    for (auto& b : B) if (scanf("%a", &b) != 1) return 1;
-    for (int by = 0; by < (M + 15) / 16; ++by)
-        for (int bx = 0; bx < (N + 15) / 16; ++bx) {  // a block at a time: its 256 threads, __syncthreads a barrier
-            std::barrier<> sync(256);
-            block_barrier = &sync;
-            std::vector<std::thread> threads;
-            for (int ty = 0; ty < 16; ++ty)
-                for (int tx = 0; tx < 16; ++tx)
-                    threads.emplace_back([&, tx, ty] {
-                        threadIdx = {tx, ty};
-                        blockIdx = {bx, by};
-                        minigrad_sgemm(A.data(), B.data(), C.data(), M, N, K, sAm, sAk, sBk, sBn);
-                    });
-            for (auto& thread : threads) thread.join();
-        }
-    for (auto c : C) printf("%a\n", c);
-    return 0;
-}
-"""
-
-
 def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path):
-    """fast.gemm.GEMM_CUDA built as C++20 with a thread per CUDA thread and a barrier for __syncthreads: the
-    products of plain and transposed (strided) views equal NumPy's, as the planned step uses them."""
-    import shutil
-    import subprocess
+    """fast.gemm.GEMM built for the host (a thread per CUDA thread, a barrier for __syncthreads): the products of
+    plain and transposed (strided) views equal NumPy's, as the planned step uses them."""
+    from minigrad.fast.gemm import GEMM
 
-    from minigrad.fast.gemm import GEMM_CUDA
+    from .cuda_host import HostFunction
 
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        pytest.skip("no C++ compiler (g++ or clang++) to emulate the CUDA kernel on the host")
-    source, program = tmp_path / "gemm.cpp", tmp_path / "gemm"
-    source.write_text(GEMM_HOST_PRELUDE + GEMM_CUDA + GEMM_HOST_MAIN)
-    built = subprocess.run(
-        [compiler, "-std=c++20", "-O1", "-pthread", "-o", str(program), str(source)], capture_output=True, text=True
-    )
-    if built.returncode:
-        pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
+    multiply = HostFunction(GEMM, tmp_path)
 
     def gemm(a, b):
         (m, k), n = a.shape, b.shape[1]
+        out = np.full((m, n), np.nan, np.float32)
+        strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
         buffers = [view if view.base is None else view.base for view in (a, b)]
-        args = [
-            m,
-            n,
-            k,
-            a.strides[0] // 4,
-            a.strides[1] // 4,
-            b.strides[0] // 4,
-            b.strides[1] // 4,
-            buffers[0].size,
-            buffers[1].size,
-        ]
-        text = "\n".join(float(v).hex() for buffer in buffers for v in buffer.ravel()) + "\n"
-        out = subprocess.run(
-            [str(program), *map(str, args)], input=text, capture_output=True, text=True, check=True
-        ).stdout.split()
-        return np.array([float.fromhex(v) for v in out], dtype=np.float32).reshape(m, n)
+        multiply(((n + 15) // 16, (m + 15) // 16), (16, 16), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
+        return out
 
     rng = np.random.default_rng(0)
     x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))

@@ -110,54 +110,31 @@ def test_manual_seed_restarts_the_stream():
     np.testing.assert_array_equal(F.dropout(mg.ones(64), 0.5).numpy(), first)
 
 
-HOST_PRELUDE = r"""
-#include <cstdio>
-#include <cstdlib>
-#define __device__
-#define __forceinline__ inline
-static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
-    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
-}
-"""
-HOST_MAIN = r"""
-int main(int argc, char** argv) {  // key0 key1 counter n blocks: n words from the counter, then the counter + blocks
-    unsigned long long key[2] = {strtoull(argv[1], 0, 10), strtoull(argv[2], 0, 10)};
-    unsigned long long counter[4] = {strtoull(argv[3], 0, 10), 0, 0, 0};
-    unsigned long long n = strtoull(argv[4], 0, 10);
-    for (unsigned long long j = 0; j < n; ++j) printf("%u\n", minigrad_philox_u32(key, counter, j));
-    minigrad_philox_advance(counter, strtoull(argv[5], 0, 10));
-    printf("%llu %llu\n", counter[0], counter[1]);
-    return 0;
+PHILOX_WORDS = r"""
+extern "C" __global__ void minigrad_test_philox(const unsigned long long* key, unsigned long long* counter,
+                                                unsigned long long n, unsigned long long blocks, unsigned int* words) {
+    for (unsigned long long j = 0; j < n; ++j) words[j] = minigrad_philox_u32(key, counter, j);
+    minigrad_philox_advance(counter, blocks);
 }
 """
 
 
 def test_the_cuda_source_computes_numpys_words_when_compiled_for_the_host(tmp_path):
     """PHILOX_CUDA is plain C++ but for __umul64hi: built for the CPU, it must give NumPy's words and carries."""
-    import shutil
-    import subprocess
-
+    from minigrad.backend import CudaFunction
     from minigrad.random import PHILOX_CUDA
 
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        pytest.skip("no C++ compiler (g++ or clang++) to build the CUDA source for the host")
-    source, program = tmp_path / "philox.cpp", tmp_path / "philox"
-    source.write_text(HOST_PRELUDE + PHILOX_CUDA + HOST_MAIN)
-    subprocess.run([compiler, "-O1", "-o", str(program), str(source)], check=True, capture_output=True)
+    from .cuda_host import HostFunction
+
+    draw = HostFunction(CudaFunction(PHILOX_CUDA + PHILOX_WORDS, "minigrad_test_philox"), tmp_path)
     key = np.random.SeedSequence(0xDEADBEAF).generate_state(2, np.uint64)
     for counter, n, blocks in ((0, 20, 3), (5, 37, 2**64 - 3), (2**40, 16, 1)):  # 5 + 2**64 - 3 carries
-        lines = subprocess.run(
-            [str(program), str(key[0]), str(key[1]), str(counter), str(n), str(blocks)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-        words = np.array([int(line) for line in lines[:n]], dtype=np.uint32)
+        words, state = np.zeros(n, np.uint32), np.array([counter, 0, 0, 0], np.uint64)
+        draw((1,), (1,), (key, state, np.uint64(n), np.uint64(blocks), words))
         expected = np.random.Philox(key=key, counter=counter).random_raw((n + 1) // 2).view(np.uint32)[:n]
         np.testing.assert_array_equal(words, expected)
         total = counter + blocks
-        assert [int(part) for part in lines[n].split()] == [total & MASK64, total >> 64]
+        assert [int(part) for part in state[:2]] == [total & MASK64, total >> 64]
 
 
 @pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")

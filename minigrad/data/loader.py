@@ -14,10 +14,11 @@ import numpy
 
 from .. import backend
 from .._tensor import Tensor
-from ..backend import Array, CudaKernel
+from ..backend import Array, CudaFunction, CudaKernel
 from ..random import generator
 
 PIXEL_SCALE = numpy.float32(1.0 / 255.0)  # uint8 pixels times this: float32 in [0, 1]
+GATHER_THREADS = 256  # threads per block of the batch cursor's gather on a GPU
 
 
 def scaled_pixels(images: Array, out: Array | None = None) -> Array:
@@ -165,6 +166,7 @@ class BatchCursor:
 
     def __init__(self, loader: DataLoader) -> None:
         xp = backend.get_array_module(loader.images)
+        self.on_gpu = xp is backend.cupy
         self.images = loader.images.reshape(len(loader.images), -1)  # (N, features), resident on the device
         self.labels = loader.labels
         self.batch_size = loader.batch_size
@@ -180,13 +182,17 @@ class BatchCursor:
         self.order[...] = self.in_turn if order is None else order
         self.position.fill(0)
 
-    def gather(self, x: Array, y: Array) -> None:
-        """Fill ``x`` and ``y`` with the next batch in the order, and advance the position."""
-        if backend.get_array_module(x) is backend.cupy:
-            pixels = self.images.reshape(-1)
-            self.pixels_gpu(pixels, self.order, self.position, numpy.int64(self.images.shape[1]), PIXEL_SCALE, x)
-            self.labels_gpu(self.labels, self.order, self.position, y)
-            self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
+    def gather(self, x: Array, y: Array, advance: bool = True) -> None:
+        """Fill ``x`` and ``y`` with the next batch in the order; then advance the position (unless ``advance`` is
+        False: a planned step on a GPU moves it in its last kernel, one launch fewer)."""
+        if self.on_gpu:
+            rows, features = x.shape
+            size = numpy.int64(rows * features)
+            blocks = (int(size) + GATHER_THREADS - 1) // GATHER_THREADS
+            args = (self.images, self.labels, self.order, self.position, size, numpy.int64(features), PIXEL_SCALE, x, y)
+            self.gather_gpu((blocks,), (GATHER_THREADS,), args)
+            if advance:
+                self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
             return
         start = int(self.position[0])
         rows = self.order[start : start + len(y)]
@@ -198,20 +204,26 @@ class BatchCursor:
         else:
             numpy.take(self.images, rows, axis=0, out=x, mode="clip")  # floating-point images, used as they are
         numpy.take(self.labels, rows, out=y, mode="clip")
-        self.position += len(y)
+        if advance:
+            self.position += len(y)
 
-    # The same three acts on a GPU (uint8 images). x is (B, features) in C order: element i is row
-    # i / features, column i % features.
-    pixels_gpu = CudaKernel(
-        "raw uint8 pixels, raw int64 order, raw int64 position, int64 features, float32 scale",
-        "float32 x",
-        "x = (float)pixels[order[position[0] + i / features] * features + i % features] * scale",
-        "minigrad_gather_pixels",
-    )
-    labels_gpu = CudaKernel(
-        "raw int64 labels, raw int64 order, raw int64 position",
-        "int64 y",
-        "y = labels[order[position[0] + i]]",
-        "minigrad_gather_labels",
+    # The same on a GPU (uint8 images), one thread per pixel of the batch: x[r, f] = pixels[order[position + r],
+    # f] * scale, the cast and multiply of scaled_pixels, and y[r] = labels[order[position + r]] by each row's
+    # first thread. x is (rows, features) in C order.
+    gather_gpu = CudaFunction(
+        r"""
+extern "C" __global__ void minigrad_gather_batch(const unsigned char* pixels, const long long* labels,
+                                                 const long long* order, const long long* position,
+                                                 long long size, long long features, float scale,
+                                                 float* x, long long* y) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    const long long row = i / features, column = i - row * features;
+    const long long example = order[position[0] + row];
+    x[i] = (float)pixels[example * features + column] * scale;
+    if (column == 0) y[row] = labels[example];
+}
+""",
+        "minigrad_gather_batch",
     )
     advance_gpu = CudaKernel("int64 count", "raw int64 position", "position[0] += count", "minigrad_advance_position")

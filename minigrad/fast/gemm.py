@@ -8,12 +8,10 @@ shared-memory tile: simple and correct, far from cuBLAS's speed.
 
 from __future__ import annotations
 
-import functools
-
 import numpy
 
 from .. import backend
-from ..backend import Array
+from ..backend import Array, CudaFunction
 
 GEMM_CUDA = r"""
 // C[M, N] = A[M, K] @ B[K, N], float32; A and B any strides (in elements), so transposed views cost nothing.
@@ -40,9 +38,7 @@ extern "C" __global__ void minigrad_sgemm(const float* __restrict__ A, const flo
 """
 
 
-@functools.cache
-def _gemm_kernel():
-    return backend.cupy.RawKernel(GEMM_CUDA, "minigrad_sgemm")
+GEMM = CudaFunction(GEMM_CUDA, "minigrad_sgemm")
 
 
 def gemm(a: Array, b: Array, out: Array | None = None) -> Array:
@@ -54,7 +50,7 @@ def gemm(a: Array, b: Array, out: Array | None = None) -> Array:
         out = backend.cupy.empty((m, n), dtype=numpy.float32)
     elif out.shape != (m, n) or not out.flags.c_contiguous:
         raise ValueError(f"gemm writes a C-contiguous ({m}, {n}) array, got out of shape {out.shape}")
-    _gemm_kernel()(
+    GEMM(
         ((n + 15) // 16, (m + 15) // 16),
         (16, 16),
         (

@@ -34,17 +34,20 @@ import numpy
 
 from .. import backend
 from ..autograd import mark_changed_in_place
-from ..backend import Array, CudaKernel
+from ..backend import Array, CudaFunction
 from ..data.loader import BatchCursor
 from ..nn import Dropout, Flatten, Linear, ReLU, Sequential
 from ..nn import functional as F
 from ..nn.module import Module
 from ..ops import keep_threshold
 from ..optim import SGD
-from ..random import dropout_stream
+from ..random import PHILOX_CUDA, blocks_for, dropout_stream
 from .gemm import gemm
 
 PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
+THREADS = 256  # threads per block of the elementwise kernels on a GPU
+COLUMN_THREADS = 32  # threads per block of backward_mask (one per column: small blocks spread over the GPU)
+LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source)
 
 
 @dataclass
@@ -195,6 +198,7 @@ class Plan:
             self.row_losses = xp.empty(batch_size, dtype=self.dtype)
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
+        self.words_drawn = 0  # dropout words the last forward drew (a GPU's step moves the counter in its update)
 
     def _block_buffers(self, linear: Linear) -> Buffers:
         xp, shape = self.xp, (self.batch_size, linear.out_features)
@@ -215,40 +219,113 @@ class Plan:
         else:
             numpy.matmul(a, b, out=out)
 
+    @staticmethod
+    def kind(block: Block, training: bool) -> str:
+        """How the block's activation is masked: "mask" (ReLU, if any, and dropout's keep decisions, in M),
+        "relu" (ReLU alone) or "" (nothing: the product plus the bias is the block's output)."""
+        dropout = block.dropout
+        if training and dropout is not None and dropout.training and dropout.p > 0:
+            return "mask"
+        return "relu" if block.relu else ""
+
     def forward(self, training: bool) -> list[str]:
-        """The blocks on ``self.x``, the logits left in the last block's z. Returns each block's mask kind for
-        backward: "mask" (z was multiplied by M), "relu" (positive holds z > 0) or "" (nothing)."""
-        xp, a, kinds = self.xp, self.x, []
-        for block, buffers in zip(self.blocks, self.buffers):
-            z = buffers.z
-            self.matmul(a, block.linear.weight.data.T, z)
-            if block.linear.bias is not None:
-                xp.add(z, block.linear.bias.data, out=z)
-            dropout = block.dropout
-            if training and dropout is not None and dropout.training and dropout.p > 0:
-                words = dropout_stream(self.device).words(z.size).reshape(z.shape)
-                xp.greater(words, keep_threshold(dropout.p), out=buffers.keep)
-                if block.relu:
-                    xp.greater(z, 0, out=buffers.positive)
-                    xp.logical_and(buffers.keep, buffers.positive, out=buffers.keep)
-                buffers.M[...] = buffers.keep  # 1 or 0, then times the scale: faster than one mixed-type pass
-                buffers.M *= self.dtype.type(1.0 / (1.0 - dropout.p))
-                xp.multiply(z, buffers.M, out=z)
-                kinds.append("mask")
-            elif block.relu:
-                xp.maximum(z, 0, out=z)
-                if training:
-                    xp.greater(z, 0, out=buffers.positive)
-                kinds.append("relu")
-            else:
-                kinds.append("")
-            a = z
+        """The blocks on ``self.x``, the logits left in the last block's z. Returns each block's ``kind``. On a
+        GPU, the last block's bias (when nothing masks it) is left to the loss's kernel."""
+        a, kinds, self.words_drawn = self.x, [], 0
+        for index, (block, buffers) in enumerate(zip(self.blocks, self.buffers)):
+            self.matmul(a, block.linear.weight.data.T, buffers.z)
+            kind = self.kind(block, training)
+            if not (self.on_gpu and kind == "" and index == len(self.blocks) - 1):
+                self.activate(block, buffers, kind, training)
+            kinds.append(kind)
+            a = buffers.z
         return kinds
 
-    def loss(self) -> tuple[Array, Array]:
+    def activate(self, block: Block, buffers: Buffers, kind: str, training: bool) -> None:
+        """z <- z + b, then z <- z * M for a "mask" (M = [z > 0 where ReLU] * keep * 1/(1-p)) or ReLU's max(z, 0)
+        (with positive = [z > 0] kept for backward when training). On a GPU one kernel: ``ACTIVATE``."""
+        xp, z, bias = self.xp, buffers.z, block.linear.bias
+        p = block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
+        if self.on_gpu:
+            if kind == "" and bias is None:
+                return
+            stream = dropout_stream(self.device)
+            size = numpy.int64(z.size)
+            args = (
+                z,
+                buffers.M,
+                bias.data if bias is not None else z,  # (not read without a bias)
+                numpy.int32(bias is not None),
+                numpy.int64(z.shape[1]),
+                size,
+                numpy.int32(block.relu),
+                numpy.int32(kind == "mask"),
+                stream.key_on_device,
+                stream.counter_on_device,
+                numpy.uint64(self.words_drawn),
+                keep_threshold(p),
+                numpy.float32(1.0 / (1.0 - p)),
+            )
+            self.ACTIVATE(((int(size) + THREADS - 1) // THREADS,), (THREADS,), args)
+            self.words_drawn += 8 * blocks_for(z.size) if kind == "mask" else 0
+            return
+        if bias is not None:
+            xp.add(z, bias.data, out=z)
+        if kind == "mask":
+            words = dropout_stream(self.device).words(z.size).reshape(z.shape)
+            self.words_drawn += 8 * blocks_for(z.size)
+            xp.greater(words, keep_threshold(p), out=buffers.keep)
+            if block.relu:
+                xp.greater(z, 0, out=buffers.positive)
+                xp.logical_and(buffers.keep, buffers.positive, out=buffers.keep)
+            buffers.M[...] = buffers.keep  # 1 or 0, then times the scale: faster than one mixed-type pass
+            buffers.M *= self.dtype.type(1.0 / (1.0 - p))
+            xp.multiply(z, buffers.M, out=z)
+        elif kind == "relu":
+            xp.maximum(z, 0, out=z)
+            if training:
+                xp.greater(z, 0, out=buffers.positive)
+
+    # activate on a GPU, one thread per element. Word j of the step's dropout draws is Philox word j after the
+    # counter (random.PHILOX_CUDA): the step's blocks draw in turn from first_word, and the update moves the
+    # counter past them all. M is written for "relu" too (1 or 0), so that backward has one case on a GPU.
+    ACTIVATE = CudaFunction(
+        PHILOX_CUDA
+        + r"""
+extern "C" __global__ void minigrad_activate(float* z, float* M, const float* bias, int has_bias, long long columns,
+                                             long long size, int relu, int dropout,
+                                             const unsigned long long* key, const unsigned long long* counter,
+                                             unsigned long long first_word, unsigned int threshold, float scale) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    float v = z[i];
+    if (has_bias) v += bias[i % columns];
+    if (dropout) {
+        const bool kept = minigrad_philox_u32(key, counter, first_word + (unsigned long long)i) > threshold;
+        const float m = kept && (!relu || v > 0.0f) ? scale : 0.0f;
+        M[i] = m;
+        z[i] = v * m;
+    } else if (relu) {
+        M[i] = v > 0.0f ? 1.0f : 0.0f;
+        z[i] = v > 0.0f || v != v ? v : 0.0f;  // NumPy's maximum(v, 0): a NaN stays NaN
+    } else {
+        z[i] = v;
+    }
+}
+""",
+        "minigrad_activate",
+    )
+
+    def loss(self, gradient_scale: float | None, out: tuple[Array, Array, Array]) -> None:
         """Softmax cross-entropy of the logits against ``self.y``, max-shifted as ``ops.SoftmaxCrossEntropy``
-        does: (mean loss, correct count), device scalars. Leaves softmax(o) in ``probs``; the logits' buffer
-        is shifted in place."""
+        does; with ``gradient_scale`` (training) its gradient (softmax - onehot) * gradient_scale goes to
+        ``probs``. ``out`` is (losses, corrects, slot): training writes the mean loss and the correct count to
+        losses[slot[0]] and corrects[slot[0]]; evaluation adds loss * batch size and the count to losses[0] and
+        corrects[0]. On the CPU the logits' buffer is shifted in place. On a GPU one kernel (``LOSS``) does it
+        all, the last block's bias and its gradient too where nothing masks that block."""
+        if self.on_gpu:
+            self._loss_gpu(gradient_scale, out)
+            return
         xp, logits = self.xp, self.buffers[-1].z
         xp.argmax(logits, axis=1, out=self.predicted)
         xp.equal(self.predicted, self.y, out=self.hits)
@@ -261,37 +338,140 @@ class Plan:
         self.row_losses -= logits[self.rows, self.y]
         loss = self.row_losses.mean()
         xp.divide(self.probs, self.row_sums, out=self.probs)
-        return loss, correct
+        losses, corrects, slot = out
+        if gradient_scale is None:
+            losses[0] += loss * self.batch_size
+            corrects[0] += correct
+            return
+        self.probs[self.rows, self.y] -= 1
+        self.probs *= self.dtype.type(gradient_scale)
+        k = int(slot[0])
+        losses[k], corrects[k] = loss, correct
+
+    def _loss_gpu(self, gradient_scale: float | None, out: tuple[Array, Array, Array]) -> None:
+        last, buffers = self.blocks[-1], self.buffers[-1]
+        bias = last.linear.bias
+        fused_bias = bias is not None and self.kind(last, gradient_scale is not None) == ""
+        args = (
+            buffers.z,
+            bias.data if fused_bias and bias is not None else buffers.z,
+            numpy.int32(fused_bias),
+            self.y,
+            numpy.int64(self.batch_size),
+            numpy.int64(buffers.z.shape[1]),
+            numpy.int32(gradient_scale is not None),
+            numpy.float32(gradient_scale or 0.0),
+            self.probs,
+            buffers.gb if fused_bias and gradient_scale is not None else buffers.z,
+            numpy.int32(fused_bias and gradient_scale is not None),
+            *out,
+        )
+        self.LOSS((1,), (LOSS_THREADS,), args)
+
+    # loss on a GPU: one block of LOSS_THREADS threads (a power of two), thread t taking rows t, t + LOSS_THREADS,
+    # ...; the sums in shared memory in a fixed order (no atomics: a replay gives the same bits every time). Then
+    # the last block's bias gradient, one thread per column summing its rows in turn (NumPy's order for sum over
+    # axis 0 of a C-ordered array, so it is bit for bit the CPU's sum of the same gradient).
+    LOSS = CudaFunction(
+        r"""
+#define MINIGRAD_LOSS_THREADS 256
+extern "C" __global__ void minigrad_softmax_cross_entropy(
+        float* logits, const float* bias, int add_bias, const long long* y, long long rows, long long classes,
+        int training, float gradient_scale, float* gradient, float* bias_gradient, int want_bias_gradient,
+        float* losses, long long* corrects, const long long* slot) {
+    __shared__ float loss_parts[MINIGRAD_LOSS_THREADS];
+    __shared__ long long hit_parts[MINIGRAD_LOSS_THREADS];
+    const int t = threadIdx.x;
+    float loss = 0.0f;
+    long long hits = 0;
+    for (long long r = t; r < rows; r += MINIGRAD_LOSS_THREADS) {
+        float* o = logits + r * classes;
+        if (add_bias) for (long long c = 0; c < classes; ++c) o[c] += bias[c];
+        float top = o[0];
+        long long predicted = 0;
+        for (long long c = 1; c < classes; ++c)  // the first largest, or the first NaN (NumPy's argmax and max)
+            if (o[c] > top || (o[c] != o[c] && top == top)) { top = o[c]; predicted = c; }
+        const long long label = y[r];
+        hits += predicted == label;
+        float sum = 0.0f;
+        for (long long c = 0; c < classes; ++c) sum += expf(o[c] - top);
+        loss += logf(sum) - (o[label] - top);
+        if (training)
+            for (long long c = 0; c < classes; ++c)
+                gradient[r * classes + c] = (expf(o[c] - top) / sum - (c == label ? 1.0f : 0.0f)) * gradient_scale;
+    }
+    loss_parts[t] = loss;
+    hit_parts[t] = hits;
+    __syncthreads();
+    for (int half = MINIGRAD_LOSS_THREADS / 2; half > 0; half /= 2) {
+        if (t < half) { loss_parts[t] += loss_parts[t + half]; hit_parts[t] += hit_parts[t + half]; }
+        __syncthreads();
+    }
+    if (t == 0) {
+        const float mean = loss_parts[0] / (float)rows;
+        if (training) { losses[slot[0]] = mean; corrects[slot[0]] = hit_parts[0]; }
+        else { losses[0] += mean * (float)rows; corrects[0] += hit_parts[0]; }
+    }
+    if (training && want_bias_gradient)
+        for (long long c = t; c < classes; c += MINIGRAD_LOSS_THREADS) {
+            float sum = 0.0f;
+            for (long long r = 0; r < rows; ++r) sum += gradient[r * classes + c];
+            bias_gradient[c] = sum;
+        }
+}
+""",
+        "minigrad_softmax_cross_entropy",
+    )
 
 
 class PlannedStep(Plan):
     """The chapter's training step on buffers made once: ``step()`` gathers the next batch from the cursor,
     then forward, loss, backward and SGD, and logs the step's loss and correct count in ``losses[k]`` and
     ``corrects[k]`` for the k-th step since ``start_epoch()`` (slots that later steps do not overwrite, so a
-    monitor may keep them until the epoch ends). ``steps`` is how many a pass has."""
+    monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
+
+    On a GPU the step is 15 kernels for the chapter's model: the gather, three products and two ``activate``
+    kernels forward, the ``loss`` kernel (the last bias, the loss, its gradient and the logs), five products
+    and two ``backward_mask`` kernels backward, and one ``update`` for every parameter, which also moves the
+    batch position, the dropout counter and the log position on (the kernels before it read them)."""
 
     def __init__(self, model: Module, optimizer: SGD, cursor: BatchCursor, batch_size: int, steps: int) -> None:
         super().__init__(model, cursor, batch_size)
         self.optimizer = optimizer
         xp = self.xp
+        groups = optimizer.param_groups
         with backend.on_device(self.device):
             self.losses = xp.zeros(steps, dtype=self.dtype)
             self.corrects = xp.zeros(steps, dtype=xp.int64)
             self.logged = xp.zeros(1, dtype=xp.int64)  # steps logged since start_epoch (a graph reads it on the GPU)
-            self.lrs = [xp.zeros(1, dtype=self.dtype) for _ in optimizer.param_groups]  # a GPU kernel reads lr[0]
-        group_of = {id(p): (g, lr) for g, lr in zip(optimizer.param_groups, self.lrs) for p in g["params"]}
-        self.updates = []  # (parameter, gradient buffer, its group, the group's lr on the device), in the model's order
+            self.lr = xp.zeros(len(groups), dtype=self.dtype)  # each group's rate, which a GPU's update reads
+        group_of = {id(p): g for g, group in enumerate(groups) for p in group["params"]}
+        self.updates = []  # (parameter, gradient buffer, the index of its group), in the model's order
         for block, buffers in zip(self.blocks, self.buffers):
-            self.updates.append((block.linear.weight, buffers.gW, *group_of[id(block.linear.weight)]))
+            self.updates.append((block.linear.weight, buffers.gW, group_of[id(block.linear.weight)]))
             if block.linear.bias is not None:
-                self.updates.append((block.linear.bias, buffers.gb, *group_of[id(block.linear.bias)]))
+                self.updates.append((block.linear.bias, buffers.gb, group_of[id(block.linear.bias)]))
         self.decay: dict[int, Array] = {}  # per parameter: scratch for weight decay, made on first use
+        if self.on_gpu:
+            self.update_table = self._update_table()
         self.set_lr()
 
+    def _update_table(self) -> tuple[Array, ...]:
+        """What ``UPDATE`` reads about the parameters: their and their gradients' addresses, where each ends in
+        the concatenation of them all, their groups and their groups' weight decays."""
+        xp, groups = self.xp, self.optimizer.param_groups
+        with backend.on_device(self.device):
+            return (
+                xp.asarray([backend.address(p.data) for p, _, _ in self.updates], dtype=xp.uint64),
+                xp.asarray([backend.address(g) for _, g, _ in self.updates], dtype=xp.uint64),
+                xp.asarray(numpy.cumsum([p.data.size for p, _, _ in self.updates]), dtype=xp.int64),
+                xp.asarray([g for _, _, g in self.updates], dtype=xp.int32),
+                xp.asarray([groups[g]["weight_decay"] for _, _, g in self.updates], dtype=xp.float32),
+            )
+
     def set_lr(self) -> None:
-        """Write each group's current learning rate into the device scalar a GPU's update reads (between steps)."""
-        for group, lr in zip(self.optimizer.param_groups, self.lrs):
-            lr.fill(group["lr"])
+        """Write each group's current learning rate where a GPU's update reads it (between steps)."""
+        self.lr[...] = self.xp.asarray([group["lr"] for group in self.optimizer.param_groups], dtype=self.dtype)
 
     def start_epoch(self) -> None:
         """The next step logs into slot 0."""
@@ -309,74 +489,118 @@ class PlannedStep(Plan):
 
     def step(self) -> None:
         """One training step on the next batch of the cursor: ``forward_step``, ``backward_step``, ``update``."""
-        kinds = self.forward_step()
         lr = self.folded_lr()
-        self.backward_step(kinds, lr)
+        kinds = self.forward_step(lr)
+        self.backward_step(kinds)
         self.update(folded=lr is not None)
 
-    def forward_step(self) -> list[str]:
-        """Gather the next batch, run the blocks and the loss, log the loss and correct count; the blocks' mask
-        kinds for ``backward_step``."""
-        self.cursor.gather(self.x, self.y)
+    def forward_step(self, lr: float | None) -> list[str]:
+        """Gather the next batch, run the blocks and the loss, log the loss and correct count, and leave the
+        loss's gradient in ``probs``, times ``lr`` when it is folded in; the blocks' kinds for ``backward_step``."""
+        self.cursor.gather(self.x, self.y, advance=not self.on_gpu)
         kinds = self.forward(training=True)
-        loss, correct = self.loss()
-        self._log(loss, correct)
+        scale = self.dtype.type(1) / self.dtype.type(self.batch_size)  # dL/dlogits = (softmax - onehot) / N
+        self.loss(scale if lr is None else scale * self.dtype.type(lr), (self.losses, self.corrects, self.logged))
+        if not self.on_gpu:
+            self.logged += 1
         return kinds
 
-    def backward_step(self, kinds: list[str], lr: float | None) -> None:
-        """Every block's gradients, into the gradient buffers; multiplied by ``lr`` when it is folded in."""
-        xp = self.xp
-        # dL/dlogits = (softmax - onehot) / N, times the learning rate when it is folded in
-        scale = self.dtype.type(1) / self.dtype.type(self.batch_size)
-        self.probs[self.rows, self.y] -= 1
-        self.probs *= scale if lr is None else scale * self.dtype.type(lr)
+    def backward_step(self, kinds: list[str]) -> None:
+        """Every block's gradients, from the loss's gradient in ``probs``, into the gradient buffers."""
         upstream = self.probs
         for index in range(len(self.blocks) - 1, -1, -1):
             block, buffers = self.blocks[index], self.buffers[index]
             dz = upstream
-            if kinds[index] == "mask":
-                xp.multiply(dz, buffers.M, out=dz)
-            elif kinds[index] == "relu":
-                xp.multiply(dz, buffers.positive, out=dz)
+            # on a GPU the loss's kernel made the last block's bias gradient where nothing masks it
+            if not (self.on_gpu and index == len(self.blocks) - 1 and kinds[index] == ""):
+                self.backward_mask(dz, buffers, kinds[index])
             a = self.x if index == 0 else self.buffers[index - 1].z
             self.matmul(dz.T, a, buffers.gW)
-            if buffers.gb is not None:
-                xp.sum(dz, axis=0, out=buffers.gb)
             if index > 0:
                 self.matmul(dz, block.linear.weight.data, self.buffers[index - 1].dz)
                 upstream = self.buffers[index - 1].dz
 
-    def _log(self, loss: Array, correct: Array) -> None:
+    def backward_mask(self, dz: Array, buffers: Buffers, kind: str) -> None:
+        """dz <- dz * M (a "mask") or dz * [z > 0] ("relu"), then the bias gradient db = column sums of dz. On a
+        GPU one kernel: ``BACKWARD_MASK``."""
+        xp = self.xp
         if self.on_gpu:
-            self.log_gpu(loss.reshape(1), correct.reshape(1), self.losses, self.corrects, self.logged, size=1)
+            if kind == "" and buffers.gb is None:
+                return
+            rows, columns = dz.shape
+            args = (
+                dz,
+                buffers.M,
+                numpy.int32(kind != ""),
+                buffers.gb if buffers.gb is not None else dz,
+                numpy.int32(buffers.gb is not None),
+                numpy.int64(rows),
+                numpy.int64(columns),
+            )
+            self.BACKWARD_MASK(((columns + COLUMN_THREADS - 1) // COLUMN_THREADS,), (COLUMN_THREADS,), args)
             return
-        k = int(self.logged[0])
-        self.losses[k], self.corrects[k] = loss, correct
-        self.logged += 1
+        if kind == "mask":
+            xp.multiply(dz, buffers.M, out=dz)
+        elif kind == "relu":
+            xp.multiply(dz, buffers.positive, out=dz)
+        if buffers.gb is not None:
+            xp.sum(dz, axis=0, out=buffers.gb)
 
-    log_gpu = CudaKernel(
-        "raw T loss, raw int64 correct",
-        "raw T losses, raw int64 corrects, raw int64 logged",
-        "losses[logged[0]] = loss[0]; corrects[logged[0]] = correct[0]; logged[0] += 1",
-        "minigrad_log_step",
+    # backward_mask on a GPU: one thread per column, which masks its rows and sums them in turn (NumPy's order
+    # for a sum over axis 0, so the bias gradient is bit for bit the CPU's of the same dz). M is 1 or 0 for "relu".
+    BACKWARD_MASK = CudaFunction(
+        r"""
+extern "C" __global__ void minigrad_backward_mask(float* dz, const float* M, int masked, float* bias_gradient,
+                                                  int want_bias_gradient, long long rows, long long columns) {
+    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= columns) return;
+    float sum = 0.0f;
+    for (long long r = 0; r < rows; ++r) {
+        const long long k = r * columns + j;
+        float v = dz[k];
+        if (masked) { v *= M[k]; dz[k] = v; }
+        sum += v;
+    }
+    if (want_bias_gradient) bias_gradient[j] = sum;
+}
+""",
+        "minigrad_backward_mask",
     )
 
     def update(self, folded: bool) -> None:
-        """SGD: w <- w - lr (g + weight_decay w), each parameter in place (g already times lr when folded)."""
+        """SGD: w <- w - lr (g + weight_decay w), each parameter in place (g already times lr when folded). On a
+        GPU one kernel for all of them, ``UPDATE``, which also moves the step's positions on."""
         xp, dtype = self.xp, self.dtype.type
-        for parameter, grad, group, lr_on_device in self.updates:
-            w = parameter.data
-            if folded:
-                xp.subtract(w, grad, out=w)
-            elif self.on_gpu:
-                self.sgd_gpu(grad, lr_on_device, dtype(group["weight_decay"]), w)
-            else:  # eager's passes: g + weight_decay * w, then w - lr * g
-                if group["weight_decay"]:
+        if self.on_gpu:
+            stream = dropout_stream(self.device)
+            total = numpy.int64(sum(p.data.size for p, _, _ in self.updates))
+            args = (
+                *self.update_table,
+                self.lr,
+                numpy.int32(len(self.updates)),
+                total,
+                self.cursor.position,
+                numpy.int64(self.batch_size),
+                stream.counter_on_device,
+                numpy.uint64(self.words_drawn // 8),
+                self.logged,
+            )
+            self.UPDATE(((int(total) + THREADS - 1) // THREADS,), (THREADS,), args)
+        else:
+            for parameter, grad, group in self.updates:
+                w = parameter.data
+                if folded:
+                    xp.subtract(w, grad, out=w)
+                    continue
+                # eager's passes: g + weight_decay * w, then w - lr * g
+                weight_decay, lr = (self.optimizer.param_groups[group][key] for key in ("weight_decay", "lr"))
+                if weight_decay:
                     decay = self._decay_buffer(parameter, grad)
-                    xp.multiply(w, dtype(group["weight_decay"]), out=decay)
+                    xp.multiply(w, dtype(weight_decay), out=decay)
                     xp.add(grad, decay, out=grad)
-                xp.multiply(grad, dtype(group["lr"]), out=grad)
+                xp.multiply(grad, dtype(lr), out=grad)
                 xp.subtract(w, grad, out=w)
+        for parameter, _, _ in self.updates:
             mark_changed_in_place(parameter)  # a graph that saved the old weights must not backward
 
     def _decay_buffer(self, parameter, grad):
@@ -384,13 +608,36 @@ class PlannedStep(Plan):
             self.decay[id(parameter)] = self.xp.empty_like(grad)
         return self.decay[id(parameter)]
 
-    # The update on a GPU, with the rate read from device memory when it runs (a replayed graph follows a
-    # schedule): optim.SGD's expression.
-    sgd_gpu = CudaKernel(
-        "T grad, raw T lr, T weight_decay",
-        "T param",
-        "param -= lr[0] * (grad + weight_decay * param)",
-        "minigrad_planned_sgd",
+    # update on a GPU, one thread per element of all the parameters together (PyTorch's multi-tensor SGD), the
+    # rates read from device memory when it runs (a replayed graph follows a schedule). Each product rounded on
+    # its own, as the CPU's passes round (no fused multiply-add). Thread 0 also moves the batch position, the
+    # dropout counter and the log position past this step's.
+    UPDATE = CudaFunction(
+        PHILOX_CUDA
+        + r"""
+extern "C" __global__ void minigrad_sgd_update(const unsigned long long* parameters,
+                                               const unsigned long long* gradients, const long long* ends,
+                                               const int* group, const float* weight_decay, const float* lr,
+                                               int tensors, long long total, long long* position, long long batch,
+                                               unsigned long long* counter, unsigned long long blocks,
+                                               long long* logged) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i == 0) {
+        position[0] += batch;
+        minigrad_philox_advance(counter, blocks);
+        logged[0] += 1;
+    }
+    if (i >= total) return;
+    int t = 0;
+    while (ends[t] <= i) ++t;
+    const long long k = i - (t > 0 ? ends[t - 1] : 0);
+    float* w = (float*)parameters[t];
+    float g = ((const float*)gradients[t])[k];
+    if (weight_decay[t] != 0.0f) g = __fadd_rn(g, __fmul_rn(w[k], weight_decay[t]));
+    w[k] = __fsub_rn(w[k], __fmul_rn(g, lr[group[t]]));
+}
+""",
+        "minigrad_sgd_update",
     )
 
     def state(self) -> dict[str, Array]:
@@ -410,20 +657,18 @@ class PlannedEval(Plan):
     def __init__(self, model: Module, cursor: BatchCursor, batch_size: int) -> None:
         super().__init__(model, cursor, batch_size)
         with backend.on_device(self.device):
-            self.loss_sum = self.xp.zeros((), dtype=self.dtype)
-            self.correct = self.xp.zeros((), dtype=self.xp.int64)
+            self.loss_sum = self.xp.zeros(1, dtype=self.dtype)
+            self.correct = self.xp.zeros(1, dtype=self.xp.int64)
 
     def step(self) -> None:
         """One evaluation step: gather, forward without dropout, add to the sums (in ``train.evaluate``'s order)."""
         self.cursor.gather(self.x, self.y)
         self.forward(training=False)
-        loss, correct = self.loss()
-        self.loss_sum += loss * self.batch_size
-        self.correct += correct
+        self.loss(None, (self.loss_sum, self.correct, self.correct))
 
     def take_sums(self) -> tuple[float, int]:
         """(loss sum, correct count) since the last call, read on the host (one wait for a GPU); then reset."""
-        sums = float(self.loss_sum), int(self.correct)
+        sums = float(self.loss_sum[0]), int(self.correct[0])
         self.loss_sum.fill(0)
         self.correct.fill(0)
         return sums

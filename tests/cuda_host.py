@@ -1,0 +1,160 @@
+"""CUDA C functions built and run on the host, so that a machine without a GPU checks what they compute.
+
+``HostFunction(function, folder)`` builds a ``backend.CudaFunction``'s source as a C++20 shared library with a
+prelude that stands in for CUDA: the blocks one after another; a block's threads in turn on one CPU thread,
+or, where the source synchronises, a ``std::thread`` each with a barrier for ``__syncthreads`` and ``static``
+for ``__shared__`` (so a block's threads share it); and the device intrinsics the sources use, with the CPU's
+IEEE arithmetic (``__fmul_rn`` and the like round each operation, as on the GPU). It is called as the
+CudaFunction is, ``host(grid, block, args)``, with NumPy arrays where the GPU gets CuPy arrays (passed as
+pointers, changed in place) and NumPy scalars; each argument's type is checked against the kernel's
+parameter, as a GPU cannot (CuPy passes a scalar's bytes as they are).
+
+What this cannot see: the GPU's own ``expf``/``logf`` (a few ulp from the C library's), memory ordering
+between blocks, and speed. The CUDA tests check those on a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PRELUDE = r"""
+#include <barrier>
+#include <cmath>
+#include <math.h>
+#include <thread>
+#include <vector>
+struct minigrad_dim { unsigned int x = 1, y = 1, z = 1; };
+static thread_local minigrad_dim threadIdx, blockIdx;
+static minigrad_dim blockDim, gridDim;
+static std::barrier<>* minigrad_block_barrier;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+#define __shared__ static
+#define __syncthreads() minigrad_block_barrier->arrive_and_wait()
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+template <class... Parameters, class... Args>
+static void minigrad_launch(bool synchronises, void (*kernel)(Parameters...), minigrad_dim grid, minigrad_dim block,
+                            Args... args) {
+    gridDim = grid;
+    blockDim = block;
+    const unsigned int threads = block.x * block.y * block.z;
+    for (unsigned int bz = 0; bz < grid.z; ++bz)
+        for (unsigned int by = 0; by < grid.y; ++by)
+            for (unsigned int bx = 0; bx < grid.x; ++bx) {
+                auto run = [&](unsigned int t) {
+                    threadIdx = {t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+                    blockIdx = {bx, by, bz};
+                    kernel(args...);
+                };
+                if (!synchronises) {
+                    for (unsigned int t = 0; t < threads; ++t) run(t);
+                    continue;
+                }
+                std::barrier<> sync(threads);
+                minigrad_block_barrier = &sync;
+                std::vector<std::thread> team;
+                for (unsigned int t = 0; t < threads; ++t) team.emplace_back(run, t);
+                for (auto& thread : team) thread.join();
+            }
+}
+"""
+
+SCALARS = {  # C type -> (ctypes type, the NumPy dtype an argument must have)
+    "float": (ctypes.c_float, "float32"),
+    "double": (ctypes.c_double, "float64"),
+    "int": (ctypes.c_int, "int32"),
+    "long long": (ctypes.c_longlong, "int64"),
+    "unsigned int": (ctypes.c_uint, "uint32"),
+    "unsigned long long": (ctypes.c_ulonglong, "uint64"),
+}
+POINTEES = {
+    "float": "float32",
+    "double": "float64",
+    "int": "int32",
+    "long long": "int64",
+    "unsigned int": "uint32",
+    "unsigned long long": "uint64",
+    "unsigned char": "uint8",
+}
+
+
+def compiler_or_skip() -> str:
+    compiler = shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler (g++ or clang++) to build the CUDA source for the host")
+    return compiler
+
+
+def parameters(source: str, name: str) -> list[tuple[str, str, bool]]:
+    """(C type without const, name, whether a pointer) for each parameter of the kernel ``name``."""
+    match = re.search(rf'extern "C" __global__ void {name}\((.*?)\)\s*\{{', source, re.DOTALL)
+    assert match, f'no extern "C" __global__ void {name}(...) in the source'
+    found = []
+    for parameter in match.group(1).split(","):
+        words = parameter.replace("*", " * ").replace("__restrict__", " ").split()
+        pointer = "*" in words
+        ctype = " ".join(word for word in words[:-1] if word not in ("const", "*"))
+        found.append((ctype, words[-1], pointer))
+    return found
+
+
+class HostFunction:
+    """A CudaFunction built for the host (see the module's docstring)."""
+
+    def __init__(self, function, folder: Path) -> None:
+        compiler = compiler_or_skip()
+        self.name = function.name
+        self.parameters = parameters(function.source, self.name)
+        declared = ", ".join(f"{c}{'*' if p else ''} {n}" for c, n, p in self.parameters)
+        passed = ", ".join(n for _, n, _ in self.parameters)
+        synchronises = "true" if "__syncthreads" in function.source else "false"
+        wrapper = (
+            f'extern "C" void minigrad_host_launch(unsigned int minigrad_g[3], unsigned int minigrad_b[3], {declared})'
+            f" {{\n    minigrad_launch({synchronises}, {self.name}, minigrad_dim{{minigrad_g[0], minigrad_g[1], "
+            f"minigrad_g[2]}}, minigrad_dim{{minigrad_b[0], minigrad_b[1], minigrad_b[2]}}, {passed});\n}}\n"
+        )
+        source, library = folder / f"{self.name}.cpp", folder / f"lib{self.name}.so"
+        source.write_text(PRELUDE + function.source + wrapper)
+        built = subprocess.run(
+            [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(library), str(source)],
+            capture_output=True,
+            text=True,
+        )
+        if built.returncode and "barrier" in built.stderr and "No such file" in built.stderr:
+            pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
+        assert built.returncode == 0, f"{self.name} does not build for the host:\n{built.stderr}"
+        self.launch = ctypes.CDLL(str(library)).minigrad_host_launch
+        self.launch.restype = None
+        self.calls = 0
+
+    def __call__(self, grid, block, args) -> None:
+        assert len(args) == len(self.parameters), f"{self.name} takes {len(self.parameters)} arguments"
+        converted = []
+        for (ctype, name, pointer), arg in zip(self.parameters, args):
+            if pointer:
+                assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, f"{name}: a C-contiguous array"
+                if ctype != "void":
+                    assert arg.dtype == POINTEES[ctype], f"{self.name}: {name} is {ctype}*, given {arg.dtype}"
+                converted.append(ctypes.c_void_p(arg.ctypes.data))
+            else:
+                kind, dtype = SCALARS[ctype]
+                given = np.asarray(arg).dtype
+                assert given == dtype, f"{self.name}: {name} is {ctype}, given {given} (CuPy passes its bytes)"
+                converted.append(kind(arg.item()))
+        dims = [(ctypes.c_uint * 3)(*(tuple(shape) + (1, 1))[:3]) for shape in (grid, block)]
+        self.launch(*dims, *converted)
+        self.calls += 1

@@ -1,0 +1,362 @@
+"""The planned step's GPU kernels against the NumPy code beside them, on every machine: each kernel's CUDA source
+built for the host (tests/cuda_host.py) and run on the same inputs as the CPU's passes. Masks, sums and the
+update are compared bit for bit; the loss to a few ulp (the C library's expf and logf against NumPy's). Then the
+whole GPU step, its kernels run on the host and its products by NumPy, against the CPU's planned step, with
+its kernels counted. On a GPU, tests/test_graphs.py checks the kernels themselves."""
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn
+from minigrad.backend import CudaFunction, CudaKernel
+from minigrad.chapter.model import concise_mlp
+from minigrad.data.loader import PIXEL_SCALE, BatchCursor
+from minigrad.fast import plan as fast_plan
+from minigrad.fast.plan import COLUMN_THREADS, LOSS_THREADS, THREADS, PlannedEval, PlannedStep
+from minigrad.ops import keep_threshold
+from minigrad.random import dropout_stream
+
+from .cuda_host import HostFunction
+from .test_planned import loader, odd_model
+
+MASK64 = 2**64 - 1
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """host(function) -> the CudaFunction built for the host, once per module."""
+    folder, built = tmp_path_factory.mktemp("cuda_host"), {}
+
+    def build(function):
+        if function.name not in built:
+            built[function.name] = HostFunction(function, folder)
+        return built[function.name]
+
+    return build
+
+
+def blocks(size, threads=THREADS):
+    return ((size + threads - 1) // threads,)
+
+
+def planned(model, batch, count=120, lr=0.1):
+    """A CPU PlannedStep of ``model`` for batches of ``batch`` (its buffers are what the kernels are given)."""
+    data = loader(count=count, batch=batch)
+    return PlannedStep(model, mg.optim.SGD(model.parameters(), lr=lr), BatchCursor(data), batch, 4)
+
+
+def counter_words(counter):
+    return np.array([(counter >> (64 * k)) & MASK64 for k in range(4)], dtype=np.uint64)
+
+
+def test_the_gather_kernel_gives_the_cursors_batch_and_leaves_the_position(host):
+    data = loader(count=50, batch=30, images=(13,))
+    cursor = BatchCursor(data)
+    cursor.start_epoch(data.epoch_order())
+    cursor.position[0] = 7
+    x, y = np.empty((30, 13), np.float32), np.empty(30, np.int64)
+    cursor.gather(x, y, advance=False)
+    assert cursor.position[0] == 7
+    got_x, got_y, position = np.full_like(x, np.nan), np.full_like(y, -1), cursor.position.copy()
+    args = (cursor.images, cursor.labels, cursor.order, position, np.int64(x.size), np.int64(13), PIXEL_SCALE)
+    host(BatchCursor.gather_gpu)(blocks(x.size), (THREADS,), (*args, got_x, got_y))  # 390 threads: two blocks
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, y)
+    assert position[0] == 7
+
+
+ACTIVATIONS = {  # (layers after the first Linear, bias, kind)
+    "ReLU and dropout": ([nn.ReLU(), nn.Dropout(0.3)], True, "mask"),
+    "dropout alone": ([nn.Dropout(0.5)], True, "mask"),
+    "ReLU and dropout, no bias": ([nn.ReLU(), nn.Dropout(0.2)], False, "mask"),
+    "ReLU alone": ([nn.ReLU()], True, "relu"),
+    "the bias alone": ([], True, ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_the_activate_kernel_equals_the_numpy_passes(host, name):
+    """From a counter with blocks already drawn this step (first_word), as the second block of a step draws."""
+    layers, bias, kind = ACTIVATIONS[name]
+    mg.manual_seed(4)
+    model = nn.Sequential(nn.Linear(784, 37, bias=bias), *layers, nn.Linear(37, 10))
+    step = planned(model, batch=9)
+    block, buffers = step.blocks[0], step.buffers[0]
+    assert step.kind(block, training=True) == kind
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal(buffers.z.shape).astype(np.float32)
+    z[0, :3] = [0.0, -0.0, np.nan]
+    stream, start, drawn = dropout_stream("cpu"), 5, 3
+    stream.set_counter(start + drawn)
+    buffers.z[...] = z
+    step.activate(block, buffers, kind, training=True)  # the CPU's passes
+    expected_z, expected_M = buffers.z.copy(), buffers.M.copy()
+    p = block.dropout.p if kind == "mask" else 0.0
+    got_z, got_M = z.copy(), np.full_like(z, 7.0)
+    args = (
+        got_z,
+        got_M,
+        block.linear.bias.data if bias else got_z,
+        np.int32(bias),
+        np.int64(37),
+        np.int64(z.size),
+        np.int32(block.relu),
+        np.int32(kind == "mask"),
+        stream.key,
+        counter_words(start),
+        np.uint64(8 * drawn),
+        keep_threshold(p),
+        np.float32(1 / (1 - p)),
+    )
+    host(fast_plan.Plan.ACTIVATE)(blocks(z.size), (THREADS,), args)
+    np.testing.assert_array_equal(got_z, expected_z)
+    if kind == "mask":
+        np.testing.assert_array_equal(got_M, expected_M)
+        assert 0 < (got_M == 0).mean() < 1
+    elif kind == "relu":
+        np.testing.assert_array_equal(got_M, (z > 0).astype(np.float32))
+
+
+def loss_inputs(rows, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((rows, classes)).astype(np.float32) * 3
+    logits[1, [2, 7]] = 9.0  # a tie: the first largest is the prediction
+    return logits, rng.standard_normal(classes).astype(np.float32), rng.integers(0, classes, rows)
+
+
+def loss_args(step, logits, bias, y, training, scale, out, bias_gradient):
+    rows, classes = logits.shape
+    return (
+        logits,
+        bias,
+        np.int32(1),
+        y,
+        np.int64(rows),
+        np.int64(classes),
+        np.int32(training),
+        np.float32(scale),
+        step.probs,
+        bias_gradient,
+        np.int32(training),
+        *out,
+    )
+
+
+@pytest.mark.parametrize("rows", [7, 300])  # fewer rows than the block's threads, and more
+def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(host, rows):
+    mg.manual_seed(0)
+    step = planned(concise_mlp(hidden=(16, 16)), batch=rows, count=rows)
+    logits, bias, y = loss_inputs(rows)
+    scale = np.float32(1) / np.float32(rows)
+    step.y[...] = y
+    np.add(logits, bias, out=step.buffers[-1].z)  # the CPU adds the bias in activate
+    losses, corrects, slot = np.zeros(4, np.float32), np.zeros(4, np.int64), np.array([2])
+    step.loss(scale, (losses, corrects, slot))
+    gradient, bias_gradient = step.probs.copy(), step.probs.sum(axis=0)
+    assert corrects[2] == (np.argmax(logits + bias, axis=1) == y).sum()
+
+    got_losses, got_corrects, got_bias_gradient = (
+        np.zeros(4, np.float32),
+        np.zeros(4, np.int64),
+        np.zeros(10, np.float32),
+    )
+    got_logits = logits.copy()
+    step.probs[...] = np.nan
+    out = (got_losses, got_corrects, slot)
+    host(fast_plan.Plan.LOSS)(
+        (1,), (LOSS_THREADS,), loss_args(step, got_logits, bias, y, 1, scale, out, got_bias_gradient)
+    )
+    np.testing.assert_array_equal(got_logits, logits + bias)  # the bias added in place, as the CPU's activate does
+    np.testing.assert_allclose(step.probs, gradient, rtol=2e-6, atol=1e-9)
+    np.testing.assert_array_equal(got_bias_gradient, step.probs.sum(axis=0))  # the CPU's order of summation
+    np.testing.assert_allclose(got_bias_gradient, bias_gradient, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(got_losses, losses, rtol=2e-6)
+    np.testing.assert_array_equal(got_corrects, corrects)
+    assert got_losses[[0, 1, 3]].tolist() == [0, 0, 0]  # only the slot is written
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_the_loss_kernel_adds_an_evaluations_sums_as_numpy_does(host, nan):
+    """Added to what the sums held; with a NaN logit, argmax takes the NaN's place, as NumPy's does."""
+    mg.manual_seed(0)
+    rows = 40
+    evaluation = PlannedEval(concise_mlp(hidden=(16, 16)), BatchCursor(loader(count=rows, batch=rows)), rows)
+    logits, bias, y = loss_inputs(rows, seed=3)
+    if nan:
+        logits[5, 4], y[5] = np.nan, 4
+    evaluation.y[...] = y
+    np.add(logits, bias, out=evaluation.buffers[-1].z)
+    expected = np.array([1.5], np.float32), np.array([3])
+    evaluation.loss(None, (*expected, expected[1]))
+    got = np.array([1.5], np.float32), np.array([3])
+    args = loss_args(evaluation, logits.copy(), bias, y, 0, 0.0, (*got, got[1]), np.zeros(10, np.float32))
+    host(fast_plan.Plan.LOSS)((1,), (LOSS_THREADS,), args)
+    np.testing.assert_allclose(got[0], expected[0], rtol=2e-6)  # NaN where NumPy's is NaN
+    assert np.isnan(got[0][0]) == nan
+    assert got[1][0] == expected[1][0] > 3
+
+
+@pytest.mark.parametrize("kind, bias", [("mask", True), ("mask", False), ("relu", True), ("relu", False), ("", True)])
+def test_the_backward_mask_kernel_equals_the_numpy_passes(host, kind, bias):
+    """(With neither a mask nor a bias a GPU launches nothing.)"""
+    mg.manual_seed(0)
+    step = planned(nn.Sequential(nn.Linear(784, 45, bias=bias), nn.ReLU(), nn.Linear(45, 10)), batch=23)
+    buffers = step.buffers[0]
+    rng = np.random.default_rng(2)
+    dz = rng.standard_normal((23, 45)).astype(np.float32)
+    buffers.positive[...] = rng.random((23, 45)) > 0.4
+    buffers.M[...] = buffers.positive * np.float32(1 / 0.7) if kind == "mask" else buffers.positive
+    expected = dz.copy()
+    step.backward_mask(expected, buffers, kind)
+    expected_gb = buffers.gb.copy() if bias else None
+    got, got_gb = dz.copy(), np.zeros(45, np.float32)
+    args = (got, buffers.M, np.int32(kind != ""), got_gb, np.int32(bias), np.int64(23), np.int64(45))
+    host(PlannedStep.BACKWARD_MASK)(blocks(45, COLUMN_THREADS), (COLUMN_THREADS,), args)  # 45 columns: 2 blocks
+    np.testing.assert_array_equal(got, expected)
+    if bias:
+        np.testing.assert_array_equal(got_gb, expected_gb)
+
+
+def test_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on(host):
+    """Two groups (one with weight decay, another rate), every parameter in one launch; the dropout counter
+    carries across 64 bits."""
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=(16, 16))
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+    optimizer = mg.optim.SGD([{"params": weights, "weight_decay": 1e-2}, {"params": biases, "lr": 0.3}], lr=0.1)
+    step = PlannedStep(model, optimizer, BatchCursor(loader(count=64, batch=32)), 32, 2)
+    rng = np.random.default_rng(5)
+    for _, grad, _ in step.updates:
+        grad[...] = rng.standard_normal(grad.shape).astype(np.float32)
+    start = [p.data.copy() for p, _, _ in step.updates]
+    grads = [g.copy() for _, g, _ in step.updates]
+    step.update(folded=False)  # the CPU's passes (which change the gradients in place)
+    expected = [p.data.copy() for p, _, _ in step.updates]
+    for (p, g, _), w, saved in zip(step.updates, start, grads):
+        p.data[...], g[...] = w, saved
+    table = step._update_table()  # host addresses of the parameters and gradients
+    total = sum(w.size for w in start)
+    position, counter, logged = np.array([64]), counter_words(MASK64 - 1), np.array([3])
+    args = (
+        *table,
+        step.lr,
+        np.int32(len(start)),
+        np.int64(total),
+        position,
+        np.int64(32),
+        counter,
+        np.uint64(5),
+        logged,
+    )
+    host(PlannedStep.UPDATE)(blocks(total), (THREADS,), args)
+    for (p, _, _), w in zip(step.updates, expected):
+        np.testing.assert_array_equal(p.data, w)
+    assert position[0] == 96 and logged[0] == 4
+    np.testing.assert_array_equal(counter, counter_words(MASK64 - 1 + 5))
+
+
+# --- the whole GPU step, on the host -----------------------------------------------------------------------
+
+
+def emulate_gpu(monkeypatch, host, step, cursor):
+    """Make ``step`` (and its cursor) take their GPU branches with NumPy arrays: CudaFunctions run on the host,
+    products by NumPy, the dropout stream's device counter a NumPy array. Returns the launches, by name."""
+    launches = []
+    monkeypatch.setattr(CudaFunction, "__call__", lambda self, *a: (launches.append(self.name), host(self)(*a)))
+
+    def products(a, b, out):
+        launches.append("gemm")
+        np.matmul(a, b, out=out)
+
+    def no_elementwise_kernel(self, *args, **kwargs):
+        raise AssertionError(f"the step launched {self.source[3]}, a CudaKernel, besides its planned kernels")
+
+    monkeypatch.setattr(fast_plan, "gemm", products)
+    monkeypatch.setattr(CudaKernel, "__call__", no_elementwise_kernel)
+    stream = dropout_stream("cpu")
+    stream.key_on_device, stream.counter_on_device = stream.key.copy(), counter_words(stream.counter)
+    for plan in (step, cursor):
+        plan.on_gpu = True
+    if isinstance(step, PlannedStep):
+        step.update_table = step._update_table()
+    return launches
+
+
+@pytest.mark.parametrize("case", ["the chapter's model", "flatten, nesting, no bias, p = 0, ReLU last"])
+def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, case):
+    """Three steps of each: the same losses (to the loss kernel's ulp), correct counts, weights, dropout counter
+    and positions. The chapter's model takes 15 launches a step."""
+    model_of, images = (concise_mlp, (784,)) if case == "the chapter's model" else (odd_model, (28, 28))
+    data = loader(count=96, batch=32, images=images, flatten=images == (784,))
+    results = []
+    for emulated in (False, True):
+        mg.manual_seed(0)
+        model = model_of() if model_of is odd_model else model_of(hidden=(48, 32))
+        cursor = BatchCursor(data)
+        step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-3), cursor, 32, 3)
+        launches = emulate_gpu(monkeypatch, host, step, cursor) if emulated else []
+        cursor.start_epoch(np.random.default_rng(7).permutation(96))
+        step.start_epoch()
+        per_step = []
+        for _ in range(3):
+            before = len(launches)
+            step.step()
+            per_step.append(launches[before:])
+        stream = dropout_stream("cpu")
+        counter = stream.counter_on_device if emulated else counter_words(stream.counter)
+        results.append(([p.data.copy() for p in model.parameters()], step, counter.copy(), per_step))
+        monkeypatch.undo()
+    (cpu_weights, cpu, cpu_counter, _), (gpu_weights, gpu, gpu_counter, launches) = results
+    np.testing.assert_allclose(gpu.losses, cpu.losses, rtol=1e-5)
+    np.testing.assert_array_equal(gpu.corrects, cpu.corrects)
+    for ours, theirs in zip(gpu_weights, cpu_weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(gpu_counter, cpu_counter)
+    assert gpu.cursor.position[0] == cpu.cursor.position[0] == 96 and gpu.logged[0] == cpu.logged[0] == 3
+    if case == "the chapter's model":
+        assert all(len(step) == 15 for step in launches), launches[0]
+        assert launches[0] == [
+            "minigrad_gather_batch",
+            *["gemm", "minigrad_activate"] * 2,
+            "gemm",
+            "minigrad_softmax_cross_entropy",
+            "gemm",
+            "gemm",
+            *["minigrad_backward_mask", "gemm", "gemm"],
+            *["minigrad_backward_mask", "gemm"],
+            "minigrad_sgd_update",
+        ]
+
+
+def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host):
+    data = loader(count=64, batch=32)
+    sums = []
+    for emulated in (False, True):
+        mg.manual_seed(0)
+        model = concise_mlp(hidden=(48, 32))
+        cursor = BatchCursor(data)
+        evaluation = PlannedEval(model, cursor, 32)
+        launches = emulate_gpu(monkeypatch, host, evaluation, cursor) if emulated else []
+        if emulated:  # the evaluation's cursor moves itself on, with the one elementwise kernel it has
+
+            def advance(self, count, position, size):
+                launches.append("minigrad_advance_position")
+                position += count
+
+            monkeypatch.setattr(BatchCursor, "advance_gpu", advance)
+        cursor.start_epoch(None)
+        for _ in range(2):
+            evaluation.step()
+        sums.append(evaluation.take_sums())
+        monkeypatch.undo()
+    (cpu_loss, cpu_correct), (gpu_loss, gpu_correct) = sums
+    assert gpu_correct == cpu_correct and gpu_loss == pytest.approx(cpu_loss, rel=1e-5)
+    assert launches == 2 * [
+        "minigrad_gather_batch",
+        "minigrad_advance_position",
+        *["gemm", "minigrad_activate"] * 2,
+        "gemm",
+        "minigrad_softmax_cross_entropy",
+    ]
