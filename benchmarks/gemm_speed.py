@@ -1,15 +1,18 @@
-"""The matrix products of one training step of the chapter's MLP: cuBLAS (CuPy's matmul) against the kernel a
-recorded step must use (``fast.gemm.gemm``: CuPy refuses cuBLAS while a stream is being captured).
+"""The matrix products of one training step of the chapter's MLP, by the three kernels there are: CuPy's matmul
+(cuBLAS through CuPy, which refuses capture), the project's tiled kernel (``fast.gemm.gemm``, what a recorded
+step uses by default) and cuBLAS called through ctypes (``fast.cublas``, which capture allows).
 
     python -m benchmarks.gemm_speed [--batch 256] [--repeats 200] [--json PATH]
 
-For each product of ``ops.Linear`` in the 784-256-256-10 MLP (forward x @ W^T; backward gy @ W and gy^T @ x,
-with the transposed operands as views, as the op passes them; the first layer needs no gy @ W), the median
-time of each on the GPU over ``--repeats`` runs, timed with CUDA events, and the sum over a step. This is the
-measurement the choice between the two waits on (cuBLAS through a binding of one's own is the alternative).
+For each product of the step in the 784-256-256-10 MLP (forward x @ W^T; backward gy @ W and gy^T @ x, with
+the transposed operands as views, as the step passes them; the first layer needs no gy @ W), the median time
+of each alone on the GPU over ``--repeats`` runs, timed with CUDA events. Alone, each time is mostly the
+launch's; so also the time per replay of a CUDA graph holding the step's eight products, by the tile kernel
+and by cuBLAS: how a recorded step pays for them. The planned step's ``products`` setting is chosen by this.
 Needs a GPU.
 """
 
+import functools
 import statistics
 import sys
 
@@ -17,6 +20,7 @@ import numpy
 
 from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
+from minigrad.fast.cublas import Cublas
 from minigrad.fast.gemm import gemm
 from minigrad.files import save_json
 
@@ -55,40 +59,74 @@ def median_us(cupy, product, repeats):
     return statistics.median(times)
 
 
+def graph_us(cupy, products, repeats, replays=20):
+    """Microseconds per replay of a CUDA graph holding the calls ``products``, captured on a stream of its own:
+    the median over ``repeats`` timings (CUDA events) of ``replays`` replays."""
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        for product in products:  # compiles, warms up, on the capture stream
+            product()
+        stream.begin_capture()
+        for product in products:
+            product()
+        graph = stream.end_capture()
+        times = []
+        for _ in range(repeats):
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            for _ in range(replays):
+                graph.launch()
+            end.record()
+            end.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(start, end) * 1000 / replays)
+    return statistics.median(times)
+
+
 def run(args):
     cupy = backend.cupy
     rng = numpy.random.default_rng(0)
-    rows = []
+    try:
+        blas, unavailable = Cublas(), None
+    except Exception as error:  # noqa: BLE001 - no cuBLAS library: the tile kernel is timed alone
+        blas, unavailable = None, f"{type(error).__name__}: {error}"
+        print(f"cuBLAS through ctypes is unavailable ({unavailable}); timing the other two")
+    kernels = {"tile": gemm, "cublas": blas.gemm if blas else None}
+    rows, calls = [], {"tile": [], "cublas": []}
     for name, a_spec, b_spec in step_products(args.batch):
         a, b = operand(cupy, rng, a_spec), operand(cupy, rng, b_spec)
-        difference = float(abs(gemm(a, b) - a @ b).max())
-        rows.append(
-            {
-                "product": name,
-                "shape": [a.shape[0], a.shape[1], b.shape[1]],
-                "cublas_us": median_us(cupy, lambda: a @ b, args.repeats),
-                "capturable_us": median_us(cupy, lambda: gemm(a, b), args.repeats),
-                "max_abs_difference": difference,
-            }
-        )
-    totals = {key: sum(row[key] for row in rows) for key in ("cublas_us", "capturable_us")}
-    print(f"{'product (m x k x n)':44} {'cuBLAS us':>10} {'capturable us':>14} {'ratio':>6}")
+        out = {kind: cupy.empty((a.shape[0], b.shape[1]), dtype=numpy.float32) for kind in kernels}
+        row = {"product": name, "shape": [a.shape[0], a.shape[1], b.shape[1]]}
+        row["cupy_us"] = median_us(cupy, lambda: a @ b, args.repeats)
+        for kind, kernel in kernels.items():
+            if kernel is None:
+                continue
+            call = functools.partial(kernel, a, b, out[kind])
+            calls[kind].append(call)
+            row[f"{kind}_us"] = median_us(cupy, call, args.repeats)
+            row[f"{kind}_max_abs_difference"] = float(abs(call() - a @ b).max())
+        rows.append(row)
+    kinds = ["cupy", *(kind for kind in kernels if kernels[kind] is not None)]
+    alone = {kind: sum(row[f"{kind}_us"] for row in rows) for kind in kinds}
+    in_graph = {kind: graph_us(cupy, calls[kind], args.repeats) for kind in kinds if kind != "cupy"}
+    print(f"{'product (m x k x n)':44} " + " ".join(f"{kind + ' us':>10}" for kind in kinds))
     for row in rows:
         m, k, n = row["shape"]
-        print(
-            f"{row['product'] + f' ({m}x{k}x{n})':44} {row['cublas_us']:10.1f} {row['capturable_us']:14.1f} "
-            f"{row['capturable_us'] / row['cublas_us']:6.2f}"
-        )
+        print(f"{row['product'] + f' ({m}x{k}x{n})':44} " + " ".join(f"{row[kind + '_us']:10.1f}" for kind in kinds))
+    print(f"{'one step, each product alone':44} " + " ".join(f"{alone[kind]:10.1f}" for kind in kinds))
     print(
-        f"{'one step':44} {totals['cublas_us']:10.1f} {totals['capturable_us']:14.1f} "
-        f"{totals['capturable_us'] / totals['cublas_us']:6.2f}"
+        f"{'one step, the eight in a CUDA graph':44} {'-':>10} "
+        + " ".join(f"{in_graph[kind]:10.1f}" for kind in kinds if kind != "cupy")
     )
+    if "cublas" in in_graph:
+        print(f"in a graph, the tile kernel takes {in_graph['tile'] / in_graph['cublas']:.2f}x cuBLAS's time")
     report = {
         "device": backend.gpu_name(),
         "batch": args.batch,
         "repeats": args.repeats,
         "products": rows,
-        "step_us": totals,
+        "step_us_alone": alone,
+        "step_us_in_graph": in_graph,
+        "cublas_unavailable": unavailable,
     }
     if args.json:
         save_json(report, args.json)
@@ -102,7 +140,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not backend.cuda_available():
-        parser.error("this benchmark needs a GPU (CuPy finds none): it compares two GPU matrix products")
+        parser.error("this benchmark needs a GPU (CuPy finds none): it compares GPU matrix products")
     if args.json:
         cli.check_writable_file(parser, args.json)
     return cli.exit_status(lambda: run(args), (OSError,))

@@ -2,7 +2,7 @@
 matrix products alone and PyTorch.
 
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
-                                     [--json PATH] [--skip planned|concise|scratch|products|pytorch ...]
+                                     [--json PATH] [--skip planned|concise|scratch|products|pytorch|cublas|compiled ...]
 
 Every contender trains the chapter's model (``minigrad/chapter/model.py``: 784-256-256-10, dropout 0.2/0.5,
 SGD lr 0.5, batch 256) on the same batches from the same device-resident DataLoader, for ``--epochs``
@@ -15,10 +15,12 @@ measured in the same run. "minigrad planned" is what ``Trainer`` runs by default
 report through the same ``monitor.Monitor``, so they pay for the same instruments; the floor and PyTorch have
 none. "products" runs only the step's eight matrix products (forward three, backward five), as many times as
 there are batches: what no implementation of this step can go below.
-With ``--device cuda`` three contenders replay their step as a CUDA graph: minigrad planned (recorded, the batch
-gathered inside the graph), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes on CUDA
-graphs do) and PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is). A contender that fails is
-left out of the table, and the report says why.
+With ``--device cuda`` these contenders replay their step as a CUDA graph: minigrad planned (recorded, the batch
+gathered inside the graph; its products by the project's tile kernel), minigrad planned cublas (the same with
+cuBLAS's products, ``fast.cublas``), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes
+on CUDA graphs do), PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is: the bar) and
+PyTorch compiled (``torch.compile(mode="reduce-overhead")``, Inductor's fused kernels as CUDA graphs). A contender
+that fails is left out of the table, and the report says why.
 """
 
 import itertools
@@ -98,13 +100,14 @@ def minigrad_concise(device):
     return epoch
 
 
-def minigrad_planned(device):
+def minigrad_planned(device, products="tile"):
     """The concise model trained by the planned step, what ``Trainer`` runs by default (fast.PlannedTraining;
     recorded as a CUDA graph on a GPU, batches gathered inside it), driven slice by slice with the same
-    Monitor: a pass starts at an epoch's first batch."""
+    Monitor: a pass starts at an epoch's first batch. ``products``: the GPU's matrix products ("minigrad
+    planned cublas" takes cuBLAS's, through fast.cublas)."""
     model = concise_mlp(device=device)
     # No eager fallback here: a step that cannot be planned raises PlanProblem in the warm-up, untimed
-    training = PlannedTraining(model, mg.optim.SGD(model.parameters(), lr=LR))
+    training = PlannedTraining(model, mg.optim.SGD(model.parameters(), lr=LR), products=products)
     monitor, passes = Monitor(device, progress=False), {}
 
     def epoch(batches, number):
@@ -283,6 +286,25 @@ def pytorch_graph_gather(device):
     return epoch
 
 
+def pytorch_compiled(device):
+    """PyTorch's strongest offer for this model: ``torch.compile(mode="reduce-overhead")`` (Inductor's fused
+    kernels, replayed as CUDA graphs) of the forward and backward, and SGD with ``fused=True``; a smaller last
+    batch runs the plain model, so that no shape recompiles in the timed epochs. Compiled in the warm-up."""
+    import torch
+
+    model, _ = torch_model(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, fused=True)
+    compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
+
+    def epoch(loader, _):
+        model.train()
+        for x, y in loader:
+            x, y = torch.from_dlpack(x.data), torch.from_dlpack(y.data)
+            torch_train_step(compiled if len(y) == BATCH_SIZE else model, optimizer, x, y)
+
+    return epoch
+
+
 def torch_version():
     try:
         import torch
@@ -302,6 +324,8 @@ CONTENDERS = {
     "pytorch eager": pytorch_eager,
     "pytorch graph": pytorch_graph,
     "pytorch graph+gather": pytorch_graph_gather,
+    "pytorch compiled": pytorch_compiled,
+    "minigrad planned cublas": lambda device: minigrad_planned(device, products="cublas"),
 }
 
 
@@ -410,8 +434,10 @@ def run(args):
         print(f"skipping {skipped[-1]}")
     else:
         names.append("pytorch eager")
+    if device != "cpu" and "planned" not in skip and "cublas" not in skip:
+        names.insert(1, "minigrad planned cublas")
     if device != "cpu" and "pytorch eager" in names:  # PyTorch's CUDA-graph contenders
-        names += ["pytorch graph", "pytorch graph+gather"]
+        names += ["pytorch graph", "pytorch graph+gather"] + ([] if "compiled" in skip else ["pytorch compiled"])
     context = multiprocessing.get_context("spawn")
     workers = {}
     for name in names:
@@ -482,6 +508,9 @@ def run(args):
             "ratio_to_pytorch_graph": (
                 medians[name] / medians["pytorch graph"] if "pytorch graph" in medians else None
             ),
+            "ratio_to_pytorch_graph_gather": (
+                medians[name] / medians["pytorch graph+gather"] if "pytorch graph+gather" in medians else None
+            ),
         }
     report = {
         "device": device,
@@ -511,8 +540,8 @@ def run(args):
 def format_table(report):
     graph = any(r["ratio_to_pytorch_graph"] is not None for r in report["results"].values())
     lines = [
-        f"{'contender':20s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
-        f"{'x products':>11s} {'x pytorch':>10s}" + (f" {'x graph':>8s}" if graph else "")
+        f"{'contender':24s} {'median s':>9s} {'min s':>8s} {'max s':>8s} {'x floor':>8s} {'paired':>7s} "
+        f"{'x products':>11s} {'x pytorch':>10s}" + (f" {'x graph':>8s} {'x gather':>9s}" if graph else "")
     ]
 
     def ratio(value, width):
@@ -520,14 +549,19 @@ def format_table(report):
 
     for name, r in report["results"].items():
         lines.append(
-            f"{name:20s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
+            f"{name:24s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
             f"{r['ratio_to_floor']:8.2f} {r['paired_ratio_to_floor']:7.2f} "
             f"{ratio(r.get('paired_ratio_to_products'), 11)} {ratio(r['ratio_to_pytorch'], 10)}"
-            + (f" {ratio(r['ratio_to_pytorch_graph'], 8)}" if graph else "")
+            + (
+                f" {ratio(r['ratio_to_pytorch_graph'], 8)} {ratio(r.get('ratio_to_pytorch_graph_gather'), 9)}"
+                if graph
+                else ""
+            )
         )
     lines.append(
-        "x floor, x pytorch (eager), x graph (pytorch graph): ratios of the medians; paired, x products: median "
-        "over rounds of the ratio to the floor's (the products') epoch run in the same round"
+        "x floor, x pytorch (eager), x graph (pytorch graph), x gather (pytorch graph+gather): ratios of the "
+        "medians; paired, x products: median over rounds of the ratio to the floor's (the products') epoch run in "
+        "the same round"
     )
     lines.append(
         f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
@@ -555,7 +589,7 @@ def main(argv=None):
     parser.add_argument(
         "--skip",
         action="append",
-        choices=["planned", "concise", "scratch", "products", "pytorch"],
+        choices=["planned", "concise", "scratch", "products", "pytorch", "cublas", "compiled"],
         help="leave out a contender (repeatable; the floor always runs: the ratios need it)",
     )
     args = parser.parse_args(argv)

@@ -296,3 +296,10 @@ def test_a_graph_that_saved_the_old_weights_cannot_backward_after_a_planned_step
     trainer.train_epoch(loader(count=64), 1)
     with pytest.raises(RuntimeError, match="was modified in place"):
         stale.backward()
+
+
+def test_the_products_setting_is_checked():
+    model = concise_mlp(hidden=(8, 8))
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    with pytest.raises(ValueError, match="products must be one of tile, cublas, got 'blas'"):
+        PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="blas")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad import nn
+from minigrad import backend, nn
 from minigrad.backend import CudaFunction, CudaKernel
 from minigrad.chapter.model import concise_mlp
 from minigrad.data.loader import PIXEL_SCALE, BatchCursor
@@ -21,6 +21,7 @@ from .cuda_host import HostFunction
 from .test_planned import loader, odd_model
 
 MASK64 = 2**64 - 1
+needs_cuda = pytest.mark.skipif(not mg.cuda_available(), reason="no CUDA: CuPy is not installed or finds no GPU")
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,26 @@ def host(tmp_path_factory):
         return built[function.name]
 
     return build
+
+
+def on_the_gpu(function):
+    """The CudaFunction itself, called with NumPy arrays: each copied to the GPU, and back when it has run."""
+
+    def call(grid, block, args):
+        on_device = [backend.cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        function(grid, block, tuple(on_device))
+        for given, result in zip(args, on_device):
+            if isinstance(given, np.ndarray):
+                given[...] = backend.cupy.asnumpy(result)
+
+    return call
+
+
+@pytest.fixture(params=["host", pytest.param("cuda", marks=needs_cuda)])
+def run(request, host):
+    """run(function) -> a callable taking the GPU call's (grid, block, args) with NumPy arrays: the kernel built
+    for the host, or (the "cuda" variants) the kernel on a GPU."""
+    return host if request.param == "host" else on_the_gpu
 
 
 def blocks(size, threads=THREADS):
@@ -50,7 +71,7 @@ def counter_words(counter):
     return np.array([(counter >> (64 * k)) & MASK64 for k in range(4)], dtype=np.uint64)
 
 
-def test_the_gather_kernel_gives_the_cursors_batch_and_leaves_the_position(host):
+def test_the_gather_kernel_gives_the_cursors_batch_and_leaves_the_position(run):
     data = loader(count=50, batch=30, images=(13,))
     cursor = BatchCursor(data)
     cursor.start_epoch(data.epoch_order())
@@ -60,7 +81,7 @@ def test_the_gather_kernel_gives_the_cursors_batch_and_leaves_the_position(host)
     assert cursor.position[0] == 7
     got_x, got_y, position = np.full_like(x, np.nan), np.full_like(y, -1), cursor.position.copy()
     args = (cursor.images, cursor.labels, cursor.order, position, np.int64(x.size), np.int64(13), PIXEL_SCALE)
-    host(BatchCursor.gather_gpu)(blocks(x.size), (THREADS,), (*args, got_x, got_y))  # 390 threads: two blocks
+    run(BatchCursor.gather_gpu)(blocks(x.size), (THREADS,), (*args, got_x, got_y))  # 390 threads: two blocks
     np.testing.assert_array_equal(got_x, x)
     np.testing.assert_array_equal(got_y, y)
     assert position[0] == 7
@@ -76,7 +97,7 @@ ACTIVATIONS = {  # (layers after the first Linear, bias, kind)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
-def test_the_activate_kernel_equals_the_numpy_passes(host, name):
+def test_the_activate_kernel_equals_the_numpy_passes(run, name):
     """From a counter with blocks already drawn this step (first_word), as the second block of a step draws."""
     layers, bias, kind = ACTIVATIONS[name]
     mg.manual_seed(4)
@@ -109,7 +130,7 @@ def test_the_activate_kernel_equals_the_numpy_passes(host, name):
         keep_threshold(p),
         np.float32(1 / (1 - p)),
     )
-    host(fast_plan.Plan.ACTIVATE)(blocks(z.size), (THREADS,), args)
+    run(fast_plan.Plan.ACTIVATE)(blocks(z.size), (THREADS,), args)
     np.testing.assert_array_equal(got_z, expected_z)
     if kind == "mask":
         np.testing.assert_array_equal(got_M, expected_M)
@@ -144,7 +165,7 @@ def loss_args(step, logits, bias, y, training, scale, out, bias_gradient):
 
 
 @pytest.mark.parametrize("rows", [7, 300])  # fewer rows than the block's threads, and more
-def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(host, rows):
+def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(run, rows):
     mg.manual_seed(0)
     step = planned(concise_mlp(hidden=(16, 16)), batch=rows, count=rows)
     logits, bias, y = loss_inputs(rows)
@@ -164,7 +185,7 @@ def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(host, rows):
     got_logits = logits.copy()
     step.probs[...] = np.nan
     out = (got_losses, got_corrects, slot)
-    host(fast_plan.Plan.LOSS)(
+    run(fast_plan.Plan.LOSS)(
         (1,), (LOSS_THREADS,), loss_args(step, got_logits, bias, y, 1, scale, out, got_bias_gradient)
     )
     np.testing.assert_array_equal(got_logits, logits + bias)  # the bias added in place, as the CPU's activate does
@@ -177,7 +198,7 @@ def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(host, rows):
 
 
 @pytest.mark.parametrize("nan", [False, True])
-def test_the_loss_kernel_adds_an_evaluations_sums_as_numpy_does(host, nan):
+def test_the_loss_kernel_adds_an_evaluations_sums_as_numpy_does(run, nan):
     """Added to what the sums held; with a NaN logit, argmax takes the NaN's place, as NumPy's does."""
     mg.manual_seed(0)
     rows = 40
@@ -191,14 +212,14 @@ def test_the_loss_kernel_adds_an_evaluations_sums_as_numpy_does(host, nan):
     evaluation.loss(None, (*expected, expected[1]))
     got = np.array([1.5], np.float32), np.array([3])
     args = loss_args(evaluation, logits.copy(), bias, y, 0, 0.0, (*got, got[1]), np.zeros(10, np.float32))
-    host(fast_plan.Plan.LOSS)((1,), (LOSS_THREADS,), args)
+    run(fast_plan.Plan.LOSS)((1,), (LOSS_THREADS,), args)
     np.testing.assert_allclose(got[0], expected[0], rtol=2e-6)  # NaN where NumPy's is NaN
     assert np.isnan(got[0][0]) == nan
     assert got[1][0] == expected[1][0] > 3
 
 
 @pytest.mark.parametrize("kind, bias", [("mask", True), ("mask", False), ("relu", True), ("relu", False), ("", True)])
-def test_the_backward_mask_kernel_equals_the_numpy_passes(host, kind, bias):
+def test_the_backward_mask_kernel_equals_the_numpy_passes(run, kind, bias):
     """(With neither a mask nor a bias a GPU launches nothing.)"""
     mg.manual_seed(0)
     step = planned(nn.Sequential(nn.Linear(784, 45, bias=bias), nn.ReLU(), nn.Linear(45, 10)), batch=23)
@@ -212,7 +233,7 @@ def test_the_backward_mask_kernel_equals_the_numpy_passes(host, kind, bias):
     expected_gb = buffers.gb.copy() if bias else None
     got, got_gb = dz.copy(), np.zeros(45, np.float32)
     args = (got, buffers.M, np.int32(kind != ""), got_gb, np.int32(bias), np.int64(23), np.int64(45))
-    host(PlannedStep.BACKWARD_MASK)(blocks(45, COLUMN_THREADS), (COLUMN_THREADS,), args)  # 45 columns: 2 blocks
+    run(PlannedStep.BACKWARD_MASK)(blocks(45, COLUMN_THREADS), (COLUMN_THREADS,), args)  # 45 columns: 2 blocks
     np.testing.assert_array_equal(got, expected)
     if bias:
         np.testing.assert_array_equal(got_gb, expected_gb)
@@ -273,7 +294,7 @@ def emulate_gpu(monkeypatch, host, step, cursor):
     def no_elementwise_kernel(self, *args, **kwargs):
         raise AssertionError(f"the step launched {self.source[3]}, a CudaKernel, besides its planned kernels")
 
-    monkeypatch.setattr(fast_plan, "gemm", products)
+    step.gemm = products
     monkeypatch.setattr(CudaKernel, "__call__", no_elementwise_kernel)
     stream = dropout_stream("cpu")
     stream.key_on_device, stream.counter_on_device = stream.key.copy(), counter_words(stream.counter)

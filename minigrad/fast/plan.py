@@ -26,7 +26,7 @@ products use ``gemm.gemm``, which capture allows.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
 COLUMN_THREADS = 32  # threads per block of backward_mask (one per column: small blocks spread over the GPU)
 LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source)
+PRODUCTS = ("tile", "cublas")  # whose matrix products a GPU's plan makes (Plan.matmul)
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Plan:
     """What the planned training and evaluation steps share: the blocks, the batch buffers filled by the cursor,
     each block's buffers, and the loss's."""
 
-    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int) -> None:
+    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int, products: str = "tile") -> None:
         blocks = blocks_of(model)
         assert not isinstance(blocks, str), blocks
         self.blocks, self.cursor, self.batch_size = blocks, cursor, batch_size
@@ -184,6 +185,9 @@ class Plan:
         self.device, self.dtype = weight.device, weight.dtype
         self.xp = xp = backend.module_for(self.device)
         self.on_gpu = xp is backend.cupy
+        if products not in PRODUCTS:
+            raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
+        self.products = products
         classes = blocks[-1].linear.out_features
         with backend.on_device(self.device):
             # the batch as DataLoader makes it: uint8 pixels become float32 whatever the parameters' dtype
@@ -199,6 +203,12 @@ class Plan:
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
         self.words_drawn = 0  # dropout words the last forward drew (a GPU's step moves the counter in its update)
+        self.gemm: Callable[[Array, Array, Array], Array] = gemm
+        if self.on_gpu and products == "cublas":
+            from .cublas import Cublas
+
+            with backend.on_device(self.device):
+                self.gemm = Cublas().gemm
 
     def _block_buffers(self, linear: Linear) -> Buffers:
         xp, shape = self.xp, (self.batch_size, linear.out_features)
@@ -213,9 +223,10 @@ class Plan:
         )
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
-        """out = a @ b: NumPy's (OpenBLAS) on the CPU, ``gemm`` on a GPU (capture forbids cuBLAS)."""
+        """out = a @ b: NumPy's (OpenBLAS) on the CPU; on a GPU ``products`` says whose: "tile", this project's
+        tiled kernel (``gemm.gemm``), or "cublas", cuBLAS called so that capture allows it (``cublas.Cublas``)."""
         if self.on_gpu:
-            gemm(a, b, out)
+            self.gemm(a, b, out)
         else:
             numpy.matmul(a, b, out=out)
 
@@ -435,8 +446,10 @@ class PlannedStep(Plan):
     and two ``backward_mask`` kernels backward, and one ``update`` for every parameter, which also moves the
     batch position, the dropout counter and the log position on (the kernels before it read them)."""
 
-    def __init__(self, model: Module, optimizer: SGD, cursor: BatchCursor, batch_size: int, steps: int) -> None:
-        super().__init__(model, cursor, batch_size)
+    def __init__(
+        self, model: Module, optimizer: SGD, cursor: BatchCursor, batch_size: int, steps: int, products: str = "tile"
+    ) -> None:
+        super().__init__(model, cursor, batch_size, products)
         self.optimizer = optimizer
         xp = self.xp
         groups = optimizer.param_groups
@@ -654,8 +667,8 @@ class PlannedEval(Plan):
     """Evaluation's step on buffers made once: the next batch of the cursor through the model with dropout
     off, its loss (times the batch size) and correct count added to device sums that ``take_sums()`` reads."""
 
-    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int) -> None:
-        super().__init__(model, cursor, batch_size)
+    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int, products: str = "tile") -> None:
+        super().__init__(model, cursor, batch_size, products)
         with backend.on_device(self.device):
             self.loss_sum = self.xp.zeros(1, dtype=self.dtype)
             self.correct = self.xp.zeros(1, dtype=self.xp.int64)

@@ -100,6 +100,8 @@ class PlannedTraining:
 
     ``record``: record the full batches' step as a CUDA graph (default: on a GPU; never on the CPU). A loader
     with fewer than two full batches (the check replays two) runs the planned step without a graph.
+    ``products``: on a GPU, whose matrix products the step makes, "tile" (this project's kernel) or "cublas"
+    (``fast.cublas``); see ``Plan.matmul``.
     """
 
     def __init__(
@@ -108,8 +110,10 @@ class PlannedTraining:
         optimizer: Optimizer,
         loss_fn: Callable[..., Any] = F.cross_entropy,
         record: bool | None = None,
+        products: str = "tile",
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.products = products
         parameter = next(iter(model.parameters()), None)
         self.device = parameter.device if parameter is not None else "cpu"
         self.record = self.device != "cpu" if record is None else record
@@ -176,8 +180,8 @@ class PlannedTraining:
 
         def planned(batch_size, steps):
             if training:
-                return PlannedStep(self.model, self.optimizer, cursor, batch_size, steps)
-            return PlannedEval(self.model, cursor, batch_size)
+                return PlannedStep(self.model, self.optimizer, cursor, batch_size, steps, self.products)
+            return PlannedEval(self.model, cursor, batch_size, self.products)
 
         full = planned(size, full_batches) if full_batches else None
         last = planned(tail, 1) if tail else None
