@@ -159,25 +159,10 @@ def numpy_floor(device):
 
 
 def torch_model(device):
-    import torch
+    """The chapter's model and SGD in PyTorch, as the plain PyTorch script of the chapter builds them."""
+    from benchmarks.pytorch_chapter import torch_mlp
 
-    torch_device = "cpu" if device == "cpu" else device
-    torch.manual_seed(0)
-    layers = [
-        torch.nn.Linear(NUM_INPUTS, NUM_HIDDENS[0]),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(DROPOUT1),
-        torch.nn.Linear(*NUM_HIDDENS),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(DROPOUT2),
-        torch.nn.Linear(NUM_HIDDENS[1], NUM_OUTPUTS),
-    ]
-    for layer in layers:
-        if isinstance(layer, torch.nn.Linear):
-            torch.nn.init.normal_(layer.weight, std=0.01)
-            torch.nn.init.zeros_(layer.bias)
-    model = torch.nn.Sequential(*layers).to(torch_device)
-    return model, torch.optim.SGD(model.parameters(), lr=LR)
+    return torch_mlp(device)
 
 
 def pytorch_eager(device):

@@ -186,6 +186,10 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
         ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
         ("benchmarks.gemm_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
         ("benchmarks.step_graph", ["--passes", "0"], "argument --passes: must be at least 1, got 0"),
+        ("benchmarks.step_graph", ["--products", "blas"], "argument --products: invalid choice: 'blas'"),
+        ("benchmarks.run_time", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        ("benchmarks.run_time", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
+        ("benchmarks.train_speed", ["--skip", "tile"], "argument --skip: invalid choice: 'tile'"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
@@ -385,3 +389,64 @@ def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatc
     assert len(report["results"]["numpy floor"]["epochs_s"]) == 2
     assert "minigrad concise: failed (Boom: no such model)" in report["skipped"]
     assert "minigrad scratch: failed (Boom: the replay broke)" in report["skipped"]
+
+
+def test_run_time_splits_the_examples_run_into_its_phases(tmp_path):
+    """The example as a user runs it, on fake data: every phase is there, none negative, and they add up to the
+    wall time from start to exit (other is what the wrapped calls do not cover)."""
+    data = tmp_path / "fake"
+    write_fake_fashion(data, train=600, test=100)
+    out = tmp_path / "run_time.json"
+    printed = run_module(
+        "benchmarks.run_time", "--epochs", "2", "--data-dir", str(data), "--skip-checksum", "--json", str(out), cwd=ROOT
+    )
+    from benchmarks.run_time import PHASES
+
+    report = json.loads(out.read_text())
+    assert set(report["runs"]) == ({"minigrad", "pytorch"} if torch_oracle.torch is not None else {"minigrad"})
+    for run in report["runs"].values():
+        assert all(run[phase] >= 0 for phase in PHASES if phase != "other") and run["total"] > 0
+        assert sum(run[phase] for phase in PHASES) == pytest.approx(run["total"])
+    minigrad = report["runs"]["minigrad"]
+    assert (
+        minigrad["training"] > 0 and minigrad["data"] > 0 and minigrad["final line"].startswith("final test accuracy")
+    )
+    assert "training" in printed and "total" in printed
+
+
+def test_the_phases_count_each_calls_own_time():
+    """A wrapped call inside another counts toward its own phase, not its caller's."""
+    import time
+
+    from benchmarks.run_time import Phases
+
+    class Work:
+        def outer(self):
+            time.sleep(0.05)
+            self.inner()
+            time.sleep(0.05)
+
+        def inner(self):
+            time.sleep(0.1)
+
+    phases = Phases()
+    phases.wrap(Work, "outer", "training")
+    phases.wrap(Work, "inner", "planning")
+    Work().outer()
+    assert phases.seconds["planning"] == pytest.approx(0.1, abs=0.05)
+    assert phases.seconds["training"] == pytest.approx(0.1, abs=0.05)
+
+
+def test_the_plain_pytorch_script_has_the_chapters_settings():
+    import ast
+
+    from minigrad.chapter import model
+
+    tree = ast.parse(open(os.path.join(ROOT, "benchmarks", "pytorch_chapter.py")).read())
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
+            names = [target.id for target in node.targets[0].elts]
+            values.update(zip(names, ast.literal_eval(node.value)))
+    assert values == {name: getattr(model, name) for name in values}
+    assert set(values) == {"NUM_INPUTS", "NUM_HIDDENS", "NUM_OUTPUTS", "DROPOUT1", "DROPOUT2", "LR", "BATCH_SIZE"}
