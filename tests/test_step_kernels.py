@@ -13,7 +13,7 @@ from minigrad.backend import CudaFunction, CudaKernel
 from minigrad.chapter.model import concise_mlp
 from minigrad.data.loader import PIXEL_SCALE, BatchCursor
 from minigrad.fast import plan as fast_plan
-from minigrad.fast.plan import COLUMN_THREADS, LOSS_THREADS, THREADS, PlannedEval, PlannedStep
+from minigrad.fast.plan import COLUMN_GROUPS, COLUMN_THREADS, LOSS_THREADS, THREADS, PlannedEval, PlannedStep
 from minigrad.ops import keep_threshold
 from minigrad.random import dropout_stream
 
@@ -65,6 +65,18 @@ def planned(model, batch, count=120, lr=0.1):
     """A CPU PlannedStep of ``model`` for batches of ``batch`` (its buffers are what the kernels are given)."""
     data = loader(count=count, batch=batch)
     return PlannedStep(model, mg.optim.SGD(model.parameters(), lr=lr), BatchCursor(data), batch, 4)
+
+
+def column_sums(x):
+    """fast.plan.COLUMN_SUMS_CUDA's sums in NumPy, in its order: every COLUMN_GROUPS-th row into a partial sum,
+    then the partial sums in turn."""
+    partial = np.zeros((COLUMN_GROUPS, x.shape[1]), dtype=x.dtype)
+    for r, row in enumerate(x):
+        partial[r % COLUMN_GROUPS] += row
+    total = partial[0].copy()
+    for group in partial[1:]:
+        total += group
+    return total
 
 
 def counter_words(counter):
@@ -164,11 +176,12 @@ def loss_args(step, logits, bias, y, training, scale, out, bias_gradient):
     )
 
 
-@pytest.mark.parametrize("rows", [7, 300])  # fewer rows than the block's threads, and more
-def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(run, rows):
+@pytest.mark.parametrize("rows, classes", [(7, 10), (300, 10), (40, 37)])  # rows < or > threads; 2 column tiles
+def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(run, rows, classes):
     mg.manual_seed(0)
-    step = planned(concise_mlp(hidden=(16, 16)), batch=rows, count=rows)
-    logits, bias, y = loss_inputs(rows)
+    model = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, classes))
+    step = planned(model, batch=rows, count=rows)
+    logits, bias, y = loss_inputs(rows, classes)
     scale = np.float32(1) / np.float32(rows)
     step.y[...] = y
     np.add(logits, bias, out=step.buffers[-1].z)  # the CPU adds the bias in activate
@@ -177,11 +190,8 @@ def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(run, rows):
     gradient, bias_gradient = step.probs.copy(), step.probs.sum(axis=0)
     assert corrects[2] == (np.argmax(logits + bias, axis=1) == y).sum()
 
-    got_losses, got_corrects, got_bias_gradient = (
-        np.zeros(4, np.float32),
-        np.zeros(4, np.int64),
-        np.zeros(10, np.float32),
-    )
+    got_losses, got_corrects = np.zeros(4, np.float32), np.zeros(4, np.int64)
+    got_bias_gradient = np.zeros(classes, np.float32)
     got_logits = logits.copy()
     step.probs[...] = np.nan
     out = (got_losses, got_corrects, slot)
@@ -190,7 +200,7 @@ def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(run, rows):
     )
     np.testing.assert_array_equal(got_logits, logits + bias)  # the bias added in place, as the CPU's activate does
     np.testing.assert_allclose(step.probs, gradient, rtol=2e-6, atol=1e-9)
-    np.testing.assert_array_equal(got_bias_gradient, step.probs.sum(axis=0))  # the CPU's order of summation
+    np.testing.assert_array_equal(got_bias_gradient, column_sums(step.probs))  # in the kernel's order
     np.testing.assert_allclose(got_bias_gradient, bias_gradient, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(got_losses, losses, rtol=2e-6)
     np.testing.assert_array_equal(got_corrects, corrects)
@@ -233,10 +243,11 @@ def test_the_backward_mask_kernel_equals_the_numpy_passes(run, kind, bias):
     expected_gb = buffers.gb.copy() if bias else None
     got, got_gb = dz.copy(), np.zeros(45, np.float32)
     args = (got, buffers.M, np.int32(kind != ""), got_gb, np.int32(bias), np.int64(23), np.int64(45))
-    run(PlannedStep.BACKWARD_MASK)(blocks(45, COLUMN_THREADS), (COLUMN_THREADS,), args)  # 45 columns: 2 blocks
+    run(PlannedStep.BACKWARD_MASK)(((45 + 31) // 32,), (COLUMN_THREADS,), args)  # 45 columns: 2 blocks
     np.testing.assert_array_equal(got, expected)
     if bias:
-        np.testing.assert_array_equal(got_gb, expected_gb)
+        np.testing.assert_array_equal(got_gb, column_sums(expected))  # in the kernel's order
+        np.testing.assert_allclose(got_gb, expected_gb, rtol=1e-5, atol=1e-6)  # the CPU's, one row after another
 
 
 def test_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on(host):

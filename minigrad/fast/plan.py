@@ -46,8 +46,8 @@ from .gemm import gemm
 
 PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
-COLUMN_THREADS = 32  # threads per block of backward_mask (one per column: small blocks spread over the GPU)
-LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source)
+COLUMN_THREADS = 256  # threads per block of backward_mask, for 32 columns (minigrad_column_sums)
+LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source; minigrad_column_sums's too)
 PRODUCTS = ("tile", "cublas")  # whose matrix products a GPU's plan makes (Plan.matmul)
 
 
@@ -171,6 +171,38 @@ class Buffers:
     M: Array
     keep: Array
     positive: Array
+
+
+# The column sums a GPU's step takes (the bias gradients), by a block of 256 threads for 32 columns at a time:
+# thread t adds rows t / 32, t / 32 + 8, ... of column j0 + t % 32 (multiplying them by M first, in place, when M
+# is given), then the 8 partial sums of a column are added in order. A fixed order (no atomics), so a replay
+# gives the same bits every time; 8 rows in flight per column, not 1. It rounds differently from the CPU's
+# ``sum(axis=0)`` (one row after another) by a few ulp; tests/test_step_kernels.py has its order in NumPy.
+COLUMN_SUMS_CUDA = r"""
+#define MINIGRAD_COLUMN_GROUPS 8
+__device__ void minigrad_column_sums(float* x, const float* M, long long rows, long long columns, long long j0,
+                                     float* sums, float* shared /* 256 floats */) {
+    const int t = threadIdx.x, column = t % 32, group = t / 32;
+    const long long j = j0 + column;
+    float sum = 0.0f;
+    if (j < columns)
+        for (long long r = group; r < rows; r += MINIGRAD_COLUMN_GROUPS) {
+            const long long k = r * columns + j;
+            float v = x[k];
+            if (M) { v *= M[k]; x[k] = v; }
+            sum += v;
+        }
+    shared[t] = sum;
+    __syncthreads();
+    if (group == 0 && j < columns && sums) {
+        float total = shared[column];
+        for (int g = 1; g < MINIGRAD_COLUMN_GROUPS; ++g) total += shared[g * 32 + column];
+        sums[j] = total;
+    }
+    __syncthreads();
+}
+"""
+COLUMN_GROUPS = 8  # MINIGRAD_COLUMN_GROUPS: rows summed side by side per column
 
 
 class Plan:
@@ -381,10 +413,10 @@ extern "C" __global__ void minigrad_activate(float* z, float* M, const float* bi
 
     # loss on a GPU: one block of LOSS_THREADS threads (a power of two), thread t taking rows t, t + LOSS_THREADS,
     # ...; the sums in shared memory in a fixed order (no atomics: a replay gives the same bits every time). Then
-    # the last block's bias gradient, one thread per column summing its rows in turn (NumPy's order for sum over
-    # axis 0 of a C-ordered array, so it is bit for bit the CPU's sum of the same gradient).
+    # the last block's bias gradient, by minigrad_column_sums.
     LOSS = CudaFunction(
-        r"""
+        COLUMN_SUMS_CUDA
+        + r"""
 #define MINIGRAD_LOSS_THREADS 256
 extern "C" __global__ void minigrad_softmax_cross_entropy(
         float* logits, const float* bias, int add_bias, const long long* y, long long rows, long long classes,
@@ -423,12 +455,10 @@ extern "C" __global__ void minigrad_softmax_cross_entropy(
         if (training) { losses[slot[0]] = mean; corrects[slot[0]] = hit_parts[0]; }
         else { losses[0] += mean * (float)rows; corrects[0] += hit_parts[0]; }
     }
+    __syncthreads();  // (loss_parts is the column sums' scratch next)
     if (training && want_bias_gradient)
-        for (long long c = t; c < classes; c += MINIGRAD_LOSS_THREADS) {
-            float sum = 0.0f;
-            for (long long r = 0; r < rows; ++r) sum += gradient[r * classes + c];
-            bias_gradient[c] = sum;
-        }
+        for (long long j0 = 0; j0 < classes; j0 += 32)
+            minigrad_column_sums(gradient, nullptr, rows, classes, j0, bias_gradient, loss_parts);
 }
 """,
         "minigrad_softmax_cross_entropy",
@@ -550,7 +580,7 @@ class PlannedStep(Plan):
                 numpy.int64(rows),
                 numpy.int64(columns),
             )
-            self.BACKWARD_MASK(((columns + COLUMN_THREADS - 1) // COLUMN_THREADS,), (COLUMN_THREADS,), args)
+            self.BACKWARD_MASK(((columns + 31) // 32,), (COLUMN_THREADS,), args)
             return
         if kind == "mask":
             xp.multiply(dz, buffers.M, out=dz)
@@ -559,22 +589,16 @@ class PlannedStep(Plan):
         if buffers.gb is not None:
             xp.sum(dz, axis=0, out=buffers.gb)
 
-    # backward_mask on a GPU: one thread per column, which masks its rows and sums them in turn (NumPy's order
-    # for a sum over axis 0, so the bias gradient is bit for bit the CPU's of the same dz). M is 1 or 0 for "relu".
+    # backward_mask on a GPU: a block of 256 threads per 32 columns, minigrad_column_sums masking as it sums
+    # (M is 1 or 0 for "relu").
     BACKWARD_MASK = CudaFunction(
-        r"""
+        COLUMN_SUMS_CUDA
+        + r"""
 extern "C" __global__ void minigrad_backward_mask(float* dz, const float* M, int masked, float* bias_gradient,
                                                   int want_bias_gradient, long long rows, long long columns) {
-    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= columns) return;
-    float sum = 0.0f;
-    for (long long r = 0; r < rows; ++r) {
-        const long long k = r * columns + j;
-        float v = dz[k];
-        if (masked) { v *= M[k]; dz[k] = v; }
-        sum += v;
-    }
-    if (want_bias_gradient) bias_gradient[j] = sum;
+    __shared__ float scratch[256];
+    minigrad_column_sums(dz, masked ? M : nullptr, rows, columns, (long long)blockIdx.x * 32,
+                         want_bias_gradient ? bias_gradient : nullptr, scratch);
 }
 """,
         "minigrad_backward_mask",
