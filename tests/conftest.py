@@ -1,4 +1,5 @@
-"""Shared fixtures: the devices to run on (CPU always, CUDA where CuPy sees a GPU) and hypothesis settings."""
+"""Shared fixtures: the devices to run on (CPU always, CUDA where CuPy sees a GPU), hypothesis settings, and a
+stand-in for CUDA graphs (``fake_cuda``)."""
 
 import collections
 import os
@@ -7,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import minigrad as mg
+from minigrad.fast import RecordedStep
 
+from .fake_cuda import FakeCuda
 from .strategies import DEVICES
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,3 +59,18 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section(f"{sum(reasons.values())} skipped, by reason", sep="-")
         for reason, count in reasons.most_common():
             terminalreporter.write_line(f"{count:4d}  {reason}")
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """The stand-in as backend.cupy.cuda; RecordedStep tells it which step and state it records."""
+    cuda = FakeCuda()
+    monkeypatch.setattr(mg.backend, "cupy", type("FakeCuPy", (), {"cuda": cuda, "ndarray": type("NoArray", (), {})}))
+    original = RecordedStep.__init__
+
+    def init(self, step, state, *args, **kwargs):
+        cuda.step, cuda.state = step, state
+        original(self, step, state, *args, **kwargs)
+
+    monkeypatch.setattr(RecordedStep, "__init__", init)
+    return cuda

@@ -3,8 +3,6 @@ recorder's own logic with a stand-in for ``cupy.cuda``, the Trainer's recorded p
 graph's matrix-product kernel built for the host. With one (CuPy finds a GPU): replay against the planned step
 run eagerly, bit for bit, and against the eager ops and the CPU, to 1e-4."""
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -49,79 +47,6 @@ def test_the_cursor_gives_the_loaders_batches_bit_for_bit(device, shuffle, flatt
     cursor.start_epoch(None)  # no order: 0, 1, ..., N - 1 again, whatever order came before
     cursor.gather(*buffers[64])
     np.testing.assert_array_equal(mg.backend.to_numpy(buffers[64][1]), data.labels[:64])
-
-
-class FakeCuda:
-    """Just enough of ``cupy.cuda`` for RecordedStep's own logic to run on the CPU. NumPy cannot record work, so
-    a "capture" runs the step and then puts its state back (a real capture executes nothing), and the graph it
-    returns runs ``replay`` (by default the step again) at each launch."""
-
-    def __init__(self):
-        fake = self
-
-        class Stream:
-            def __init__(self, non_blocking=False):
-                pass
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-            def synchronize(self):
-                pass
-
-            def record(self):
-                return None
-
-            def wait_event(self, event):
-                pass
-
-            def begin_capture(self):
-                fake.captures += 1
-                self.saved = {name: array.copy() for name, array in fake.state().items()}
-
-            def end_capture(self):
-                for name, array in fake.state().items():
-                    array[...] = self.saved[name]
-                return Graph(fake.replay or fake.step)
-
-        class Graph:
-            def __init__(self, run):
-                self.run = run
-
-            def upload(self, stream):
-                pass
-
-            def launch(self, stream):
-                fake.launches += 1
-                self.run()
-
-        class MemoryPool:
-            def malloc(self, size):
-                raise AssertionError("NumPy allocates by itself")
-
-        self.Stream, self.Graph, self.MemoryPool = Stream, Graph, MemoryPool
-        self.captures = self.launches = 0
-        self.replay = None
-        self.get_current_stream = Stream
-        self.using_allocator = lambda malloc: contextlib.nullcontext()
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """The stand-in as backend.cupy.cuda; RecordedStep tells it which step and state it records."""
-    cuda = FakeCuda()
-    monkeypatch.setattr(mg.backend, "cupy", type("FakeCuPy", (), {"cuda": cuda, "ndarray": type("NoArray", (), {})}))
-    original = RecordedStep.__init__
-
-    def init(self, step, state, *args, **kwargs):
-        cuda.step, cuda.state = step, state
-        original(self, step, state, *args, **kwargs)
-
-    monkeypatch.setattr(RecordedStep, "__init__", init)
-    return cuda
 
 
 def no_dropout_model():  # NumPy's dropout stream is not an array a snapshot could restore: no dropout here

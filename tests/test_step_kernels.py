@@ -12,10 +12,12 @@ from minigrad import backend, nn
 from minigrad.backend import CudaFunction, CudaKernel
 from minigrad.chapter.model import concise_mlp
 from minigrad.data.loader import PIXEL_SCALE, BatchCursor
+from minigrad.fast import PlannedTraining
 from minigrad.fast import plan as fast_plan
 from minigrad.fast.plan import COLUMN_GROUPS, COLUMN_THREADS, LOSS_THREADS, THREADS, PlannedEval, PlannedStep
 from minigrad.ops import keep_threshold
-from minigrad.random import dropout_stream
+from minigrad.random import PhiloxStream, blocks_for, dropout_stream
+from minigrad.train import Trainer
 
 from .cuda_host import HostFunction
 from .test_planned import loader, odd_model
@@ -292,11 +294,33 @@ def test_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on(host):
 # --- the whole GPU step, on the host -----------------------------------------------------------------------
 
 
-def emulate_gpu(monkeypatch, host, step, cursor):
-    """Make ``step`` (and its cursor) take their GPU branches with NumPy arrays: CudaFunctions run on the host,
-    products by NumPy, the dropout stream's device counter a NumPy array. Returns the launches, by name."""
+class DeviceCounterStream(PhiloxStream):
+    """The CPU's dropout stream with its counter in an array, as a GPU's is (``counter_on_device``): the GPU
+    step's kernels read and move that array, and the eager ops draw from it too, as on a GPU."""
+
+    def __init__(self, seed):
+        super().__init__(seed, "cpu")
+        self.key_on_device, self.counter_on_device = self.key.copy(), np.zeros(4, np.uint64)
+
+    def words(self, n):
+        start = self.counter
+        self.set_counter(start + blocks_for(n))
+        return np.random.Philox(key=self.key, counter=start).random_raw((n + 1) // 2).view(np.uint32)[:n]
+
+    @property
+    def counter(self):
+        return sum(int(word) << (64 * k) for k, word in enumerate(self.counter_on_device))
+
+    def set_counter(self, counter):
+        self.counter_on_device[...] = counter_words(counter)
+
+
+def emulate_gpu(m, host):
+    """From here on (``m``, a monkeypatch context), every PlannedStep, PlannedEval and BatchCursor made takes its
+    GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy, the dropout
+    stream's counter an array (DeviceCounterStream). Returns the launches, by name, as they are made."""
     launches = []
-    monkeypatch.setattr(CudaFunction, "__call__", lambda self, *a: (launches.append(self.name), host(self)(*a)))
+    m.setattr(CudaFunction, "__call__", lambda self, *a: (launches.append(self.name), host(self)(*a)))
 
     def products(a, b, out):
         launches.append("gemm")
@@ -305,14 +329,23 @@ def emulate_gpu(monkeypatch, host, step, cursor):
     def no_elementwise_kernel(self, *args, **kwargs):
         raise AssertionError(f"the step launched {self.source[3]}, a CudaKernel, besides its planned kernels")
 
-    step.gemm = products
-    monkeypatch.setattr(CudaKernel, "__call__", no_elementwise_kernel)
-    stream = dropout_stream("cpu")
-    stream.key_on_device, stream.counter_on_device = stream.key.copy(), counter_words(stream.counter)
-    for plan in (step, cursor):
-        plan.on_gpu = True
-    if isinstance(step, PlannedStep):
-        step.update_table = step._update_table()
+    def advance(self, count, position, size):  # the evaluation's cursor moves itself on: its one CudaKernel
+        launches.append("minigrad_advance_position")
+        position += count
+
+    m.setattr(CudaKernel, "__call__", no_elementwise_kernel)
+    m.setattr(BatchCursor, "advance_gpu", advance)
+    for kind in (PlannedStep, PlannedEval):
+
+        def init(self, *args, original=kind.__init__, **kwargs):
+            original(self, *args, **kwargs)
+            self.on_gpu = self.cursor.on_gpu = True
+            self.gemm = products
+            if isinstance(self, PlannedStep):
+                self.update_table = self._update_table()
+
+        m.setattr(kind, "__init__", init)
+    mg.random._dropout_streams["cpu"] = DeviceCounterStream(mg.random._current_seed())
     return launches
 
 
@@ -324,28 +357,27 @@ def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch,
     data = loader(count=96, batch=32, images=images, flatten=images == (784,))
     results = []
     for emulated in (False, True):
-        mg.manual_seed(0)
-        model = model_of() if model_of is odd_model else model_of(hidden=(48, 32))
-        cursor = BatchCursor(data)
-        step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-3), cursor, 32, 3)
-        launches = emulate_gpu(monkeypatch, host, step, cursor) if emulated else []
-        cursor.start_epoch(np.random.default_rng(7).permutation(96))
-        step.start_epoch()
-        per_step = []
-        for _ in range(3):
-            before = len(launches)
-            step.step()
-            per_step.append(launches[before:])
-        stream = dropout_stream("cpu")
-        counter = stream.counter_on_device if emulated else counter_words(stream.counter)
-        results.append(([p.data.copy() for p in model.parameters()], step, counter.copy(), per_step))
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            mg.manual_seed(0)
+            launches = emulate_gpu(m, host) if emulated else []
+            model = model_of() if model_of is odd_model else model_of(hidden=(48, 32))
+            cursor = BatchCursor(data)
+            step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-3), cursor, 32, 3)
+            cursor.start_epoch(np.random.default_rng(7).permutation(96))
+            step.start_epoch()
+            per_step = []
+            for _ in range(3):
+                before = len(launches)
+                step.step()
+                per_step.append(launches[before:])
+            counter = dropout_stream("cpu").counter
+            results.append(([p.data.copy() for p in model.parameters()], step, counter, per_step))
     (cpu_weights, cpu, cpu_counter, _), (gpu_weights, gpu, gpu_counter, launches) = results
     np.testing.assert_allclose(gpu.losses, cpu.losses, rtol=1e-5)
     np.testing.assert_array_equal(gpu.corrects, cpu.corrects)
     for ours, theirs in zip(gpu_weights, cpu_weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(gpu_counter, cpu_counter)
+    assert gpu_counter == cpu_counter > 0
     assert gpu.cursor.position[0] == cpu.cursor.position[0] == 96 and gpu.logged[0] == cpu.logged[0] == 3
     if case == "the chapter's model":
         assert all(len(step) == 15 for step in launches), launches[0]
@@ -366,23 +398,14 @@ def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, hos
     data = loader(count=64, batch=32)
     sums = []
     for emulated in (False, True):
-        mg.manual_seed(0)
-        model = concise_mlp(hidden=(48, 32))
-        cursor = BatchCursor(data)
-        evaluation = PlannedEval(model, cursor, 32)
-        launches = emulate_gpu(monkeypatch, host, evaluation, cursor) if emulated else []
-        if emulated:  # the evaluation's cursor moves itself on, with the one elementwise kernel it has
-
-            def advance(self, count, position, size):
-                launches.append("minigrad_advance_position")
-                position += count
-
-            monkeypatch.setattr(BatchCursor, "advance_gpu", advance)
-        cursor.start_epoch(None)
-        for _ in range(2):
-            evaluation.step()
-        sums.append(evaluation.take_sums())
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            mg.manual_seed(0)
+            launches = emulate_gpu(m, host) if emulated else []
+            evaluation = PlannedEval(concise_mlp(hidden=(48, 32)), BatchCursor(data), 32)
+            evaluation.cursor.start_epoch(None)
+            for _ in range(2):
+                evaluation.step()
+            sums.append(evaluation.take_sums())
     (cpu_loss, cpu_correct), (gpu_loss, gpu_correct) = sums
     assert gpu_correct == cpu_correct and gpu_loss == pytest.approx(cpu_loss, rel=1e-5)
     assert launches == 2 * [
@@ -392,3 +415,35 @@ def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, hos
         "gemm",
         "minigrad_softmax_cross_entropy",
     ]
+
+
+def test_the_trainer_recording_the_gpu_step_run_on_the_host_trains_as_the_eager_ops(fake_cuda, monkeypatch, host):
+    """The Trainer's GPU path end to end, its kernels on the host and its graph the stand-in of
+    tests/test_graphs.py: recording, the check against the eager ops, replays across epochs, the smaller last
+    batch, evaluation, a schedule read at replay, dropout. Against Trainer(eager=True): the same records (losses
+    to a few ulp) and weights (to 1e-4)."""
+    results, launches = [], []
+    for emulated in (True, False):
+        with monkeypatch.context() as m:
+            mg.manual_seed(0)
+            if emulated:
+                launches = emulate_gpu(m, host)
+            model = concise_mlp(hidden=(48, 32))
+            optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+            schedule = mg.optim.StepLR(optimizer, step_size=1, gamma=0.5)
+            trainer = Trainer(model, optimizer, progress=False, eager=not emulated, scheduler=schedule)
+            if emulated:
+                trainer.planned = PlannedTraining(model, optimizer, record=True)
+            trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=3)
+            if emulated:  # (no fallback to the eager ops happened, which would agree with them too)
+                assert trainer.planned is not None and trainer.planned.record
+            results.append((trainer.history, [p.data.copy() for p in model.parameters()]))
+    assert fake_cuda.captures == 2 and "minigrad_sgd_update" in launches  # a graph each: training, evaluation
+    (gpu_history, gpu_weights), (cpu_history, cpu_weights) = results
+    for ours, theirs in zip(gpu_history, cpu_history):
+        for key in ("train_loss", "test_loss"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5), key
+        for key in ("train_acc", "test_acc"):
+            assert ours[key] == pytest.approx(theirs[key], abs=1 / 200), key
+    for ours, theirs in zip(gpu_weights, cpu_weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
