@@ -51,14 +51,18 @@ def column_major_arguments(
 
 
 def _library() -> Any:
-    """The cuBLAS library CuPy uses (loading CuPy's binding loads it; dlopen by its soname finds that copy)."""
-    import cupy_backends.cuda.libs.cublas  # noqa: F401 - loads libcublas
-
+    """The cuBLAS library CuPy uses. CuPy's handle is made first, so that the library is loaded; then dlopen by
+    its soname finds that copy, or, where CuPy loaded it by a full path, the path from the process's maps."""
+    backend.cupy.cuda.device.get_cublas_handle()
     for name in ("libcublas.so.12", "libcublas.so.13", "libcublas.so"):
         try:
             return ctypes.CDLL(name)
         except OSError:
             continue
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "libcublas.so" in line and "Lt" not in line})
+    if paths:
+        return ctypes.CDLL(paths[0])
     raise OSError("cannot find the cuBLAS library CuPy loaded (libcublas.so.12 or .13)")
 
 
