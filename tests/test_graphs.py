@@ -199,22 +199,23 @@ def test_cuda_the_graphs_gemm_equals_cupys_matmul():
         np.testing.assert_allclose(cupy.asnumpy(gemm(a, b, out)), cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-4)
 
 
-def fit_cuda(record, hidden=(64, 64), lr=0.5, epochs=1, count=640, eager=False):
+def fit_cuda(record, hidden=(64, 64), lr=0.5, epochs=1, count=640, eager=False, products="tile"):
     mg.manual_seed(0)
     model = concise_mlp(hidden=hidden, device="cuda")
     optimizer = mg.optim.SGD(model.parameters(), lr=lr)
     trainer = Trainer(model, optimizer, progress=False, eager=eager)
     if not eager:
-        trainer.planned = PlannedTraining(model, optimizer, record=record)
+        trainer.planned = PlannedTraining(model, optimizer, record=record, products=products)
     trainer.fit(loader(device="cuda", count=count), loader(device="cuda", count=200, seed=1), epochs=epochs)
     return trainer, [mg.backend.to_numpy(p.data) for p in model.parameters()]
 
 
 @needs_cuda
-def test_cuda_graph_replay_equals_the_planned_step_run_eagerly_bit_for_bit():
+@pytest.mark.parametrize("products", ["tile", "cublas"])
+def test_cuda_graph_replay_equals_the_planned_step_run_eagerly_bit_for_bit(products):
     (recorded, ours), (plain, theirs) = (
-        fit_cuda(record=True, epochs=2, count=600),
-        fit_cuda(record=False, epochs=2, count=600),
+        fit_cuda(record=True, epochs=2, count=600, products=products),
+        fit_cuda(record=False, epochs=2, count=600, products=products),
     )
     assert recorded.step_kind == "planned, recorded as a CUDA graph" and recorded.planned is not None
     for a, b in zip(ours, theirs):
@@ -224,9 +225,11 @@ def test_cuda_graph_replay_equals_the_planned_step_run_eagerly_bit_for_bit():
 
 
 @needs_cuda
-def test_cuda_the_planned_step_follows_the_eager_ops():
-    """The same batches and masks; other matrix-product kernels (the graph's against cuBLAS): close numbers."""
-    (planned, ours), (eager, theirs) = fit_cuda(record=True, lr=0.1), fit_cuda(record=True, lr=0.1, eager=True)
+@pytest.mark.parametrize("products", ["tile", "cublas"])
+def test_cuda_the_planned_step_follows_the_eager_ops(products):
+    """The same batches and masks; other kernels (the planned step's against the ops'): close numbers."""
+    (planned, ours) = fit_cuda(record=True, lr=0.1, products=products)
+    (eager, theirs) = fit_cuda(record=True, lr=0.1, eager=True)
     assert planned.planned is not None, planned.step_kind
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
