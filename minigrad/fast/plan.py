@@ -17,10 +17,15 @@ parameter: multiplying by a power of two is exact, so the weights come out bit f
 subnormal numbers). Otherwise the update is eager's, pass for pass. The dropout decisions are the same words
 from the same Philox stream (``random.dropout_stream``) as ``ops.Dropout`` draws.
 
-On the CPU ``PlannedStep.step()`` is an ordinary call per batch. On a GPU it is what ``graphs.RecordedStep``
-records: it reads no value on the host (the batch comes from a ``BatchCursor``, the learning rates from
-1-element device arrays written between epochs, the loss and correct count go to per-step slots), and its
-products use ``gemm.gemm``, which capture allows.
+On the CPU ``PlannedStep.step()`` is an ordinary call per batch, NumPy's passes. On a GPU it is what
+``graphs.RecordedStep`` records: it reads no value on the host (the batch comes from a ``BatchCursor``, the
+learning rates from a device array written between epochs, the loss and correct count go to per-step slots),
+and each stage is one kernel, a ``CudaFunction`` declared right after the NumPy passes it stands for:
+``activate`` (bias, ReLU and dropout's mask, the Philox words computed in it), ``loss`` (the last bias, the
+loss, its gradient, the sums and the log), ``backward_mask`` (the mask and the bias gradient) and ``update``
+(every parameter at once; it also moves the batch position, the dropout counter and the log position on). With
+the cursor's gather and the eight products (``gemm.gemm``, or cuBLAS through ``cublas``: capture allows both),
+that is 15 kernels for the chapter's model.
 """
 
 from __future__ import annotations
