@@ -20,8 +20,10 @@
 #               beside a plain PyTorch script
 #   nsys        where nsys is installed: the recorded step's kernels node by node (--cuda-graph-trace=node)
 #   cpu-tests   the rest of the suite (CI runs it too)
-# About 8 minutes on an H200. Writes its log and results under $OUT (default: runs/gpu_check); exits non-zero if
-# any step failed.
+# About 8 minutes on an H200 (est.). Where a command may run at most 10 minutes, make it two calls:
+#     STEPS=cuda-tests,graph,gemm ...            (est. 3-4 minutes)
+#     STEPS=planned,speed,runtime,nsys ...       (est. 5-6 minutes)
+# Writes its log and results under $OUT (default: runs/gpu_check); exits non-zero if any step failed.
 set -uo pipefail
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
