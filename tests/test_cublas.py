@@ -2,6 +2,8 @@
 row-major to column-major translation of each product the planned step makes, checked by a NumPy model of
 cublasSgemm's column-major contract. On a GPU: against CuPy's matmul, eagerly and recorded in a CUDA graph."""
 
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ def column_major(flat, transposed, rows, columns, ld):
     return x.T if transposed else x
 
 
-def sgemm(transa, transb, m, n, k, a, lda, b, ldb, ldc):
+def sgemm_model(transa, transb, m, n, k, a, lda, b, ldb, ldc):
     """cublasSgemm with alpha 1, beta 0, in NumPy: C (m x n, column-major, ld ldc) = op(A) op(B), flat."""
     c = np.zeros(ldc * n, np.float32)
     column_major(c, False, m, n, ldc)  # (checks that C fits)
@@ -44,7 +46,7 @@ def test_each_product_of_the_planned_step_maps_onto_cublass_column_major_call(ba
         transa, transb, m, n, k, lda, ldb, ldc = column_major_arguments(a.shape, strides(a), b.shape, strides(b))
         flat_b = (b if b.base is None else b.base).ravel()
         flat_a = (a if a.base is None else a.base).ravel()
-        c = sgemm(transa, transb, m, n, k, flat_b, lda, flat_a, ldb, ldc)
+        c = sgemm_model(transa, transb, m, n, k, flat_b, lda, flat_a, ldb, ldc)
         np.testing.assert_allclose(c.reshape(a.shape[0], b.shape[1]), a @ b, rtol=1e-5, atol=1e-4)
 
 
@@ -54,6 +56,75 @@ def test_a_view_without_a_unit_stride_is_refused():
         column_major_arguments(x.shape, strides(x), (4, 3), (3, 1))
     with pytest.raises(ValueError, match="cannot multiply"):
         column_major_arguments((4, 3), (3, 1), (4, 3), (3, 1))
+
+
+class FakeCublas:
+    """The four cuBLAS calls ``Cublas`` makes, on host memory (NumPy arrays' addresses): sgemm by the model of
+    its column-major contract above; the calls are logged in order."""
+
+    def __init__(self):
+        self.calls = []
+
+        def create(handle):
+            self.calls.append("create")
+            return 0
+
+        def set_stream(handle, stream):
+            self.calls.append(("stream", stream.value))
+            return 0
+
+        def set_workspace(handle, workspace, size):
+            self.calls.append(("workspace", workspace.value, size.value))
+            return 0
+
+        def sgemm(handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+            self.calls.append("sgemm")
+            (rows_a, columns_a), (rows_b, columns_b) = (
+                ((m, k) if transa == OP_N else (k, m)),
+                ((k, n) if transb == OP_N else (n, k)),
+            )
+            flat_a, flat_b = memory(a, lda * (columns_a - 1) + rows_a), memory(b, ldb * (columns_b - 1) + rows_b)
+            out = memory(c, ldc * (n - 1) + m)
+            product = sgemm_model(transa, transb, m, n, k, flat_a, lda, flat_b, ldb, ldc)[: out.size]
+            beta = beta._obj.value  # cuBLAS does not read C when beta is 0
+            out[...] = alpha._obj.value * product + (beta * out if beta else 0)
+            return 0
+
+        self.cublasCreate_v2, self.cublasSetStream_v2 = create, set_stream
+        self.cublasSetWorkspace_v2, self.cublasSgemm_v2 = set_workspace, sgemm
+
+
+def memory(pointer, count):
+    return np.ctypeslib.as_array((ctypes.c_float * count).from_address(pointer.value))
+
+
+def test_cublas_gemm_calls_cublas_as_capture_needs_and_multiplies_the_right_operands(monkeypatch):
+    """Cublas.gemm on a stand-in library: at every call the stream, then the workspace (setting the stream
+    forgets it), then sgemm; and the operands passed so that the result is a @ b for each product of the step."""
+    from types import SimpleNamespace
+
+    from minigrad import backend
+    from minigrad.fast import cublas
+
+    fake = FakeCublas()
+    monkeypatch.setattr(cublas, "_library", lambda: fake)
+    monkeypatch.setattr(backend, "cupy", SimpleNamespace(empty=np.empty))
+    monkeypatch.setattr(backend, "current_stream", lambda: SimpleNamespace(ptr=0xABC))
+    blas = cublas.Cublas()
+    rng = np.random.default_rng(0)
+    x, w, gy = (
+        rng.standard_normal((rows, columns + 3)).astype(np.float32)[:, :columns]
+        for rows, columns in ((37, 29), (23, 29), (37, 23))
+    )
+    for a, b in ((x, w.T), (gy, w), (gy.T, x)):
+        fake.calls.clear()
+        out = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
+        assert blas.gemm(a, b, out) is out
+        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+        workspace = ("workspace", blas.workspace.ctypes.data, cublas.WORKSPACE_BYTES)
+        assert fake.calls == [("stream", 0xABC), workspace, "sgemm"]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        blas.gemm(x, w.T, np.empty((23, 37), np.float32).T)
 
 
 @needs_cuda

@@ -107,7 +107,7 @@ class Cublas:
         lib, handle = self.lib, self.handle
         # the stream first, then the workspace (setting the stream forgets it), at every call: capture allows both
         self._check(lib.cublasSetStream_v2(handle, ctypes.c_void_p(backend.current_stream().ptr)), "cublasSetStream")
-        workspace, size = ctypes.c_void_p(self.workspace.data.ptr), ctypes.c_size_t(WORKSPACE_BYTES)
+        workspace, size = ctypes.c_void_p(backend.address(self.workspace)), ctypes.c_size_t(WORKSPACE_BYTES)
         self._check(lib.cublasSetWorkspace_v2(handle, workspace, size), "cublasSetWorkspace")
         status = lib.cublasSgemm_v2(
             handle,
@@ -117,12 +117,12 @@ class Cublas:
             n,
             k,
             ctypes.byref(self.alpha),
-            ctypes.c_void_p(b.data.ptr),
+            ctypes.c_void_p(backend.address(b)),
             lda,
-            ctypes.c_void_p(a.data.ptr),
+            ctypes.c_void_p(backend.address(a)),
             ldb,
             ctypes.byref(self.beta),
-            ctypes.c_void_p(out.data.ptr),
+            ctypes.c_void_p(backend.address(out)),
             ldc,
         )
         self._check(status, "cublasSgemm")
