@@ -5,11 +5,12 @@ against the hand-written floor, and the matrix products alone, per phase.
 
 The chapter's model on a batch of 256 random images (the data's values do not change the time); the planned
 step's forward phase includes gathering its batch (from a loader over 16 such batches; the others get theirs
-ready-made) and the loss's gradient, which its loss stage makes with the loss. The contenders take turns, ``--steps`` steps at a time, for ``--rounds`` rounds in a rotating order, so that
-noise hits them alike; each phase's time is the median over rounds of the mean step. "products" times
-the matrix products alone: the forward's three and the backward's five (no dX for the input images),
-at the chapter's shapes. What a contender spends over the products in a phase is its elementwise passes,
-allocation and Python. (The training run's metrics.json times whole steps; this splits them.)
+ready-made) and the loss's gradient, which its loss stage makes with the loss. The contenders take turns,
+``--steps`` steps at a time, for ``--rounds`` rounds in a rotating order, so that noise hits them alike; each
+phase's time is the median over rounds of the mean step. "products" times the matrix products alone: the
+forward's three and the backward's five (no dX for the input images), at the chapter's shapes. What a
+contender spends over the products in a phase is its elementwise passes, allocation and Python. (The training
+run's metrics.json times whole steps; this splits them.)
 """
 
 import statistics
