@@ -161,8 +161,9 @@ def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, 
 
 def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path):
     """fast.gemm.GEMM built for the host (a thread per CUDA thread, a barrier for __syncthreads): the products of
-    plain and transposed (strided) views equal NumPy's, as the planned step uses them."""
-    from minigrad.fast.gemm import GEMM
+    plain and transposed (strided) views equal NumPy's, as the planned step uses them; and a long K, which
+    the groups of a block split."""
+    from minigrad.fast.gemm import GEMM, GROUPS
 
     from .cuda_host import HostFunction
 
@@ -173,12 +174,14 @@ def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(t
         out = np.full((m, n), np.nan, np.float32)
         strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
         buffers = [view if view.base is None else view.base for view in (a, b)]
-        multiply(((n + 15) // 16, (m + 15) // 16), (16, 16), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
+        grid = ((n + 15) // 16, (m + 15) // 16)
+        multiply(grid, (16, 16, GROUPS), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
         return out
 
     rng = np.random.default_rng(0)
     x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))
-    for a, b in ((x, w.T), (gy, w), (gy.T, x)):  # x W^T, dL/dx = gy W, dL/dW = gy^T x
+    long = rng.standard_normal((150, 18)).astype(np.float32)  # K = 150: three trips of the four groups' 64
+    for a, b in ((x, w.T), (gy, w), (gy.T, x), (long.T, long)):
         np.testing.assert_allclose(gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
 
 

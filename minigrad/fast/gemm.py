@@ -2,8 +2,9 @@
 
 CuPy refuses every cuBLAS call while a stream is being captured (its wrappers set cuBLAS's stream first, and
 that is what it forbids), so the planned step multiplies its matrices on a GPU with ``gemm`` below, in the
-warm-up, in the capture and in the eager runs the graph is checked against alike. It is the plain 16 x 16
-shared-memory tile: simple and correct, far from cuBLAS's speed.
+warm-up, in the capture and in the eager runs the graph is checked against alike (or with cuBLAS called
+directly, ``cublas``, which capture allows). It is the 16 x 16 shared-memory tile, with K split among four
+groups of a block's threads: simple and correct, far from cuBLAS's speed.
 """
 
 from __future__ import annotations
@@ -15,27 +16,40 @@ from ..backend import Array, CudaFunction
 
 GEMM_CUDA = r"""
 // C[M, N] = A[M, K] @ B[K, N], float32; A and B any strides (in elements), so transposed views cost nothing.
-// 16 x 16 tiles through shared memory; one thread per element of C, which is C-contiguous.
+// A block makes a 16 x 16 tile of C (C-contiguous) with 16 x 16 x GROUPS threads: group g (threadIdx.z) takes the
+// 16-wide slices g, g + GROUPS, g + 2 GROUPS, ... of K through shared memory of its own, so that the block makes
+// 1/GROUPS of the trips to memory that one group would (at the chapter's shapes the products are short of work
+// per block, and each trip's latency is what they wait for); then group 0 adds the GROUPS partial sums in order
+// (a fixed order: the same bits at every run).
+#define MINIGRAD_GEMM_GROUPS 4
 extern "C" __global__ void minigrad_sgemm(const float* __restrict__ A, const float* __restrict__ B,
                                           float* __restrict__ C, int M, int N, int K,
                                           long long sAm, long long sAk, long long sBk, long long sBn) {
-    __shared__ float As[16][17];
-    __shared__ float Bs[16][17];
-    const int tx = threadIdx.x, ty = threadIdx.y;
+    __shared__ float As[MINIGRAD_GEMM_GROUPS][16][17];
+    __shared__ float Bs[MINIGRAD_GEMM_GROUPS][16][17];
+    __shared__ float partial[MINIGRAD_GEMM_GROUPS][16][16];
+    const int tx = threadIdx.x, ty = threadIdx.y, g = threadIdx.z;
     const int row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
     float acc = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += 16) {
-        const int ka = k0 + tx, kb = k0 + ty;
-        As[ty][tx] = (row < M && ka < K) ? A[row * sAm + ka * sAk] : 0.0f;
-        Bs[ty][tx] = (kb < K && col < N) ? B[kb * sBk + col * sBn] : 0.0f;
+    for (int base = 0; base < K; base += 16 * MINIGRAD_GEMM_GROUPS) {  // the same trips for every group
+        const int k0 = base + 16 * g, ka = k0 + tx, kb = k0 + ty;
+        As[g][ty][tx] = (row < M && ka < K) ? A[row * sAm + ka * sAk] : 0.0f;
+        Bs[g][ty][tx] = (kb < K && col < N) ? B[kb * sBk + col * sBn] : 0.0f;
         __syncthreads();
         #pragma unroll
-        for (int kk = 0; kk < 16; ++kk) acc = fmaf(As[ty][kk], Bs[kk][tx], acc);
+        for (int kk = 0; kk < 16; ++kk) acc = fmaf(As[g][ty][kk], Bs[g][kk][tx], acc);
         __syncthreads();
     }
-    if (row < M && col < N) C[(long long)row * N + col] = acc;
+    partial[g][ty][tx] = acc;
+    __syncthreads();
+    if (g == 0 && row < M && col < N) {
+        float sum = partial[0][ty][tx];
+        for (int h = 1; h < MINIGRAD_GEMM_GROUPS; ++h) sum += partial[h][ty][tx];
+        C[(long long)row * N + col] = sum;
+    }
 }
 """
+GROUPS = 4  # MINIGRAD_GEMM_GROUPS: a block's threads are 16 x 16 x GROUPS
 
 
 GEMM = CudaFunction(GEMM_CUDA, "minigrad_sgemm")
@@ -52,7 +66,7 @@ def gemm(a: Array, b: Array, out: Array | None = None) -> Array:
         raise ValueError(f"gemm writes a C-contiguous ({m}, {n}) array, got out of shape {out.shape}")
     GEMM(
         ((n + 15) // 16, (m + 15) // 16),
-        (16, 16),
+        (16, 16, GROUPS),
         (
             a,
             b,
