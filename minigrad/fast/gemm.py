@@ -4,7 +4,8 @@ CuPy refuses every cuBLAS call while a stream is being captured (its wrappers se
 that is what it forbids), so the planned step multiplies its matrices on a GPU with ``gemm`` below, in the
 warm-up, in the capture and in the eager runs the graph is checked against alike (or with cuBLAS called
 directly, ``cublas``, which capture allows). It is the 16 x 16 shared-memory tile, with K split among four
-groups of a block's threads: simple and correct, far from cuBLAS's speed.
+groups of a block's threads and the next slice read while the current one is multiplied: simple and correct,
+far from cuBLAS's speed.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ extern "C" __global__ void minigrad_sgemm(const float* __restrict__ A, const flo
     __shared__ float partial[MINIGRAD_GEMM_GROUPS][16][16];
     const int tx = threadIdx.x, ty = threadIdx.y, g = threadIdx.z;
     const int row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
-    float acc = 0.0f;
+    // each thread's element of the next slice is read from memory before the current slice's products, so
+    // that the read's latency overlaps them
+    auto a_at = [&](int k0) { return (row < M && k0 + tx < K) ? A[row * sAm + (k0 + tx) * sAk] : 0.0f; };
+    auto b_at = [&](int k0) { return (k0 + ty < K && col < N) ? B[(k0 + ty) * sBk + col * sBn] : 0.0f; };
+    float acc = 0.0f, a_next = a_at(16 * g), b_next = b_at(16 * g);
     for (int base = 0; base < K; base += 16 * MINIGRAD_GEMM_GROUPS) {  // the same trips for every group
-        const int k0 = base + 16 * g, ka = k0 + tx, kb = k0 + ty;
-        As[g][ty][tx] = (row < M && ka < K) ? A[row * sAm + ka * sAk] : 0.0f;
-        Bs[g][ty][tx] = (kb < K && col < N) ? B[kb * sBk + col * sBn] : 0.0f;
+        As[g][ty][tx] = a_next;
+        Bs[g][ty][tx] = b_next;
         __syncthreads();
+        const int next = base + 16 * MINIGRAD_GEMM_GROUPS + 16 * g;
+        a_next = a_at(next);
+        b_next = b_at(next);
         #pragma unroll
         for (int kk = 0; kk < 16; ++kk) acc = fmaf(As[g][ty][kk], Bs[g][kk][tx], acc);
         __syncthreads();
