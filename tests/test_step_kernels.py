@@ -252,9 +252,9 @@ def test_the_backward_mask_kernel_equals_the_numpy_passes(run, kind, bias):
         np.testing.assert_allclose(got_gb, expected_gb, rtol=1e-5, atol=1e-6)  # the CPU's, one row after another
 
 
-def test_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on(host):
-    """Two groups (one with weight decay, another rate), every parameter in one launch; the dropout counter
-    carries across 64 bits."""
+def update_case():
+    """A CPU PlannedStep with two groups (one with weight decay, another rate) and random gradients: (the step,
+    the parameters before, the gradients, the parameters after the CPU's update)."""
     mg.manual_seed(0)
     model = concise_mlp(hidden=(16, 16))
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
@@ -268,27 +268,63 @@ def test_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on(host):
     grads = [g.copy() for _, g, _ in step.updates]
     step.update(folded=False)  # the CPU's passes (which change the gradients in place)
     expected = [p.data.copy() for p, _, _ in step.updates]
+    return step, start, grads, expected
+
+
+def update_args(table, lr, total, position, counter, logged):
+    count = np.int32(len(table[0]))
+    return (*table, lr, count, np.int64(total), position, np.int64(32), counter, np.uint64(5), logged)
+
+
+def test_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on(host):
+    """Every parameter in one launch; the dropout counter carries across 64 bits."""
+    step, start, grads, expected = update_case()
     for (p, g, _), w, saved in zip(step.updates, start, grads):
         p.data[...], g[...] = w, saved
     table = step._update_table()  # host addresses of the parameters and gradients
     total = sum(w.size for w in start)
     position, counter, logged = np.array([64]), counter_words(MASK64 - 1), np.array([3])
-    args = (
-        *table,
-        step.lr,
-        np.int32(len(start)),
-        np.int64(total),
-        position,
-        np.int64(32),
-        counter,
-        np.uint64(5),
-        logged,
-    )
-    host(PlannedStep.UPDATE)(blocks(total), (THREADS,), args)
+    host(PlannedStep.UPDATE)(blocks(total), (THREADS,), update_args(table, step.lr, total, position, counter, logged))
     for (p, _, _), w in zip(step.updates, expected):
         np.testing.assert_array_equal(p.data, w)
     assert position[0] == 96 and logged[0] == 4
     np.testing.assert_array_equal(counter, counter_words(MASK64 - 1 + 5))
+
+
+@needs_cuda
+def test_cuda_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on():
+    """The same on a GPU: the table holds the device copies' addresses."""
+    cupy = backend.cupy
+    step, start, grads, expected = update_case()
+    weights, gradients = [cupy.asarray(w) for w in start], [cupy.asarray(g) for g in grads]
+    table = (
+        cupy.asarray([backend.address(w) for w in weights], dtype=np.uint64),
+        cupy.asarray([backend.address(g) for g in gradients], dtype=np.uint64),
+        *(cupy.asarray(part) for part in step._update_table()[2:]),
+    )
+    total = sum(w.size for w in start)
+    position, counter, logged = (cupy.asarray(a) for a in (np.array([64]), counter_words(MASK64 - 1), np.array([3])))
+    args = update_args(table, cupy.asarray(step.lr), total, position, counter, logged)
+    PlannedStep.UPDATE(blocks(total), (THREADS,), args)
+    for w, after in zip(weights, expected):
+        np.testing.assert_array_equal(cupy.asnumpy(w), after)
+    assert int(position[0]) == 96 and int(logged[0]) == 4
+    np.testing.assert_array_equal(cupy.asnumpy(counter), counter_words(MASK64 - 1 + 5))
+
+
+@needs_cuda
+def test_cuda_the_recorded_training_step_is_at_most_15_kernels():
+    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model with each kind of products."""
+    from benchmarks.step_graph import KERNEL_TARGET, graph_contents
+
+    for products in ("tile", "cublas"):
+        mg.manual_seed(0)
+        model = concise_mlp(device="cuda")
+        training = PlannedTraining(model, mg.optim.SGD(model.parameters(), lr=0.5), products=products)
+        planned = training.start(loader(device="cuda", count=1024, batch=256))
+        planned.end()
+        nodes, kernels = graph_contents(planned.recorded.graph.debug_dot_str())
+        assert nodes <= KERNEL_TARGET, (products, nodes, kernels)
 
 
 # --- the whole GPU step, on the host -----------------------------------------------------------------------
