@@ -224,7 +224,6 @@ class Plan:
         self.on_gpu = xp is backend.cupy
         if products not in PRODUCTS:
             raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
-        self.products = products
         classes = blocks[-1].linear.out_features
         with backend.on_device(self.device):
             # the batch as DataLoader makes it: uint8 pixels become float32 whatever the parameters' dtype
@@ -239,7 +238,7 @@ class Plan:
             self.row_losses = xp.empty(batch_size, dtype=self.dtype)
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
-        self.words_drawn = 0  # dropout words the last forward drew (a GPU's step moves the counter in its update)
+        self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the update moves the counter past them)
         self.gemm: Callable[[Array, Array, Array], Array] = gemm
         if self.on_gpu and products == "cublas":
             from .cublas import Cublas
@@ -260,8 +259,8 @@ class Plan:
         )
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
-        """out = a @ b: NumPy's (OpenBLAS) on the CPU; on a GPU ``products`` says whose: "tile", this project's
-        tiled kernel (``gemm.gemm``), or "cublas", cuBLAS called so that capture allows it (``cublas.Cublas``)."""
+        """out = a @ b: NumPy's (OpenBLAS) on the CPU; on a GPU the plan's ``products`` said whose: "tile", this
+        project's tiled kernel (``gemm.gemm``), or "cublas", cuBLAS called so that capture allows it (``Cublas``)."""
         if self.on_gpu:
             self.gemm(a, b, out)
         else:
@@ -321,7 +320,6 @@ class Plan:
             xp.add(z, bias.data, out=z)
         if kind == "mask":
             words = dropout_stream(self.device).words(z.size).reshape(z.shape)
-            self.words_drawn += 8 * blocks_for(z.size)
             xp.greater(words, keep_threshold(p), out=buffers.keep)
             if block.relu:
                 xp.greater(z, 0, out=buffers.positive)
@@ -500,6 +498,7 @@ class PlannedStep(Plan):
             if block.linear.bias is not None:
                 self.updates.append((block.linear.bias, buffers.gb, group_of[id(block.linear.bias)]))
         self.decay: dict[int, Array] = {}  # per parameter: scratch for weight decay, made on first use
+        self.parameter_count = sum(p.data.size for p, _, _ in self.updates)  # elements, over every parameter
         if self.on_gpu:
             self.update_table = self._update_table()
         self.set_lr()
@@ -615,19 +614,18 @@ extern "C" __global__ void minigrad_backward_mask(float* dz, const float* M, int
         xp, dtype = self.xp, self.dtype.type
         if self.on_gpu:
             stream = dropout_stream(self.device)
-            total = numpy.int64(sum(p.data.size for p, _, _ in self.updates))
             args = (
                 *self.update_table,
                 self.lr,
                 numpy.int32(len(self.updates)),
-                total,
+                numpy.int64(self.parameter_count),
                 self.cursor.position,
                 numpy.int64(self.batch_size),
                 stream.counter_on_device,
                 numpy.uint64(self.words_drawn // 8),
                 self.logged,
             )
-            self.UPDATE(((int(total) + THREADS - 1) // THREADS,), (THREADS,), args)
+            self.UPDATE(((self.parameter_count + THREADS - 1) // THREADS,), (THREADS,), args)
         else:
             for parameter, grad, group in self.updates:
                 w = parameter.data
