@@ -11,14 +11,22 @@ parameter, as a GPU cannot (CuPy passes a scalar's bytes as they are).
 
 What this cannot see: the GPU's own ``expf``/``logf`` (a few ulp from the C library's), memory ordering
 between blocks, and speed. The CUDA tests check those on a GPU.
+
+Built with a sanitizer, the same tests also catch what a GPU would do silently: ``python -m tests.cuda_host
+address`` runs the tests that use this module with every kernel built under AddressSanitizer and
+UndefinedBehaviorSanitizer (a read or write outside an array, or outside a ``__shared__`` one, stops the run
+with the kernel's line), and ``python -m tests.cuda_host thread`` under ThreadSanitizer (a block's threads
+that touch the same memory with no ``__syncthreads`` between them: a race on the GPU). CI runs both.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +81,15 @@ static void minigrad_launch(bool synchronises, void (*kernel)(Parameters...), mi
 }
 """
 
+# MINIGRAD_HOST_SANITIZE=address or thread (set by ``python -m tests.cuda_host``): the compiler's flags for it
+SANITIZER_FLAGS = {
+    "": [],
+    "address": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-fno-omit-frame-pointer"],
+    "thread": ["-fsanitize=thread", "-g"],
+}
+# The tests that build kernels with this module
+HOST_TESTS = ("tests/test_step_kernels.py", "tests/test_graphs.py", "tests/test_random.py")
+
 SCALARS = {  # C type -> (ctypes type, the NumPy dtype an argument must have)
     "float": (ctypes.c_float, "float32"),
     "double": (ctypes.c_double, "float64"),
@@ -112,6 +129,13 @@ def parameters(source: str, name: str) -> list[tuple[str, str, bool]]:
     return found
 
 
+def sanitizer_flags() -> list[str]:
+    sanitizer = os.environ.get("MINIGRAD_HOST_SANITIZE", "")
+    if sanitizer not in SANITIZER_FLAGS:
+        raise ValueError(f"MINIGRAD_HOST_SANITIZE={sanitizer!r}: use one of {sorted(SANITIZER_FLAGS)[1:]} or unset it")
+    return SANITIZER_FLAGS[sanitizer]
+
+
 class HostFunction:
     """A CudaFunction built for the host (see the module's docstring)."""
 
@@ -130,7 +154,8 @@ class HostFunction:
         source, library = folder / f"{self.name}.cpp", folder / f"lib{self.name}.so"
         source.write_text(PRELUDE + function.source + wrapper)
         built = subprocess.run(
-            [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(library), str(source)],
+            [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *sanitizer_flags()]
+            + ["-o", str(library), str(source)],
             capture_output=True,
             text=True,
         )
@@ -158,3 +183,39 @@ class HostFunction:
         dims = [(ctypes.c_uint * 3)(*(tuple(shape) + (1, 1))[:3]) for shape in (grid, block)]
         self.launch(*dims, *converted)
         self.calls += 1
+
+
+def sanitized_environment(sanitizer: str) -> dict[str, str] | str:
+    """The environment in which a Python's kernels are built under ``sanitizer`` ("address" or "thread") with its
+    runtime preloaded (as a sanitized library loaded into an unsanitized program needs), or why there is none."""
+    compiler = shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        return "no C++ compiler (g++ or clang++)"
+    runtime = {"address": "libasan.so", "thread": "libtsan.so"}[sanitizer]
+    preload = subprocess.run([compiler, f"-print-file-name={runtime}"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(preload):
+        return f"{compiler} has no {runtime} (install its sanitizer runtime)"
+    env = dict(os.environ, MINIGRAD_HOST_SANITIZE=sanitizer, LD_PRELOAD=preload)
+    env.update(ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1", TSAN_OPTIONS="halt_on_error=1")
+    # one BLAS thread: OpenBLAS's own threads synchronise in code the sanitizer cannot see, so it would report them
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def run_sanitized(sanitizer: str, pytest_args: list[str]) -> int:
+    """The tests that build kernels for the host, under ``sanitizer``; a report stops the run, non-zero. Where this
+    machine cannot sanitize, it says why and skips (0), as the tests skip without their tools."""
+    env = sanitized_environment(sanitizer)
+    if isinstance(env, str):
+        print(f"skipped: cannot build the kernels under the {sanitizer} sanitizer here: {env}", file=sys.stderr)
+        return 0
+    # -s: a report goes straight to the terminal (pytest's capture would lose it when the sanitizer stops Python)
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *HOST_TESTS, *pytest_args]
+    return subprocess.run(command, env=env).returncode
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("address", "thread"):
+        print("usage: python -m tests.cuda_host address|thread [pytest arguments]", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_sanitized(sys.argv[1], sys.argv[2:]))
