@@ -1,10 +1,13 @@
 """Every CUDA kernel in minigrad compiles, checked without a GPU: CuPy writes each ElementwiseKernel's source for
 the argument types the code passes it (the same code generation a GPU run uses), and NVRTC compiles that for
-compute_90 (H100, H200) with CuPy's headers. Each CudaFunction (a RawKernel) is compiled as it is.
+compute_90 (H100, H200) with CuPy's headers. Each CudaFunction (a RawKernel) is compiled as it is, and for sm_90
+with ptxas's report, whose registers and shared memory must fit the block its caller launches.
 
 This needs CuPy and NVRTC, not a GPU: CI installs cupy-cuda12x and nvidia-cuda-nvrtc-cu12; elsewhere it is
 skipped. It reaches into CuPy's code generation (``cupy._core._kernel``), so the CuPy version matters: CI pins it.
 """
+
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from minigrad import random as mg_random
 from minigrad.backend import CudaFunction, CudaKernel
 from minigrad.data import loader as data_loader
 from minigrad.fast import gemm, plan
+from minigrad.fast.plan import COLUMN_THREADS, LOSS_THREADS, THREADS
 
 
 def nvrtc_or_skip():
@@ -28,12 +32,13 @@ def nvrtc_or_skip():
     return nvrtc
 
 
-def compile_cuda(source, name):
-    """NVRTC's log for ``source`` compiled for compute_90; raises AssertionError with the log when it fails."""
+def compile_cuda(source, name, options=("--gpu-architecture=compute_90",)):
+    """NVRTC's log for ``source`` compiled for compute_90 (or with ``options``); raises AssertionError with the log
+    when it fails."""
     nvrtc = nvrtc_or_skip()
     from cupy._core import core
 
-    options = (*core.assemble_cupy_compiler_options(()), "--gpu-architecture=compute_90")
+    options = (*core.assemble_cupy_compiler_options(()), *options)
     program = nvrtc.createProgram(source, f"{name}.cu", (), ())
     try:
         try:
@@ -163,6 +168,62 @@ def test_every_cuda_function_has_a_compile_case():
 def test_the_cuda_function_compiles(name):
     function = declared(CudaFunction)[name]
     compile_cuda(function.source, function.name)
+
+
+# Each CudaFunction's threads per block, as its caller launches it
+LAUNCHED_THREADS = {
+    "gemm.GEMM": 16 * 16 * gemm.GROUPS,
+    "loader.BatchCursor.gather_gpu": data_loader.GATHER_THREADS,
+    "plan.Plan.ACTIVATE": THREADS,
+    "plan.Plan.LOSS": LOSS_THREADS,
+    "plan.PlannedStep.BACKWARD_MASK": COLUMN_THREADS,
+    "plan.PlannedStep.UPDATE": THREADS,
+}
+HOPPER = {"registers per block": 65536, "static shared memory per block": 48 * 1024, "threads per block": 1024}
+
+
+def launch_resources(log):
+    """(registers per thread, static shared bytes) from ptxas's -v report in an NVRTC log."""
+    registers = re.search(r"Used (\d+) registers", log)
+    shared = re.search(r"(\d+) bytes smem", log)
+    assert registers, f"no register count in the log:\n{log}"
+    return int(registers.group(1)), int(shared.group(1)) if shared else 0
+
+
+def test_every_cuda_function_has_its_launch_size():
+    assert set(LAUNCHED_THREADS) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_the_cuda_function_fits_its_launch_on_hopper(name):
+    """A block needs its threads' registers and its shared memory on one multiprocessor, or the launch fails
+    ("too many resources requested"), which only a GPU would show: ptxas says what the kernel uses on sm_90."""
+    function = declared(CudaFunction)[name]
+    log = compile_cuda(function.source, function.name, ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
+    registers, shared = launch_resources(log)
+    threads = LAUNCHED_THREADS[name]
+    allocated = -(-registers // 8) * 8  # a thread's registers are allocated in units of 8
+    assert threads <= HOPPER["threads per block"]
+    assert allocated * threads <= HOPPER["registers per block"], f"{registers} registers x {threads} threads"
+    assert shared <= HOPPER["static shared memory per block"], f"{shared} bytes of shared memory"
+
+
+def test_the_launch_check_reads_ptxas_report():
+    """The check can fail: a kernel whose threads each hold a large array in registers uses more than 64."""
+    source = r"""
+extern "C" __global__ void minigrad_heavy(float* out) {
+    float r[96];
+    #pragma unroll
+    for (int i = 0; i < 96; ++i) r[i] = out[i * blockDim.x + threadIdx.x] * 1.5f;
+    float s = 0.0f;
+    #pragma unroll
+    for (int i = 0; i < 96; ++i) s += r[i] * r[95 - i];
+    out[threadIdx.x] = s;
+}
+"""
+    log = compile_cuda(source, "minigrad_heavy", ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
+    registers, shared = launch_resources(log)
+    assert registers * 1024 > HOPPER["registers per block"] and shared == 0
 
 
 def test_a_kernel_that_does_not_compile_is_caught():
