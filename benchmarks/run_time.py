@@ -5,9 +5,11 @@
 Runs ``python -m examples.dropout_mlp --device D --epochs E --no-progress --no-plot`` as a user does (into a
 temporary folder), timed from the moment it is started to its exit, under a thin wrapper (``inner``) that
 changes nothing but notes where the time goes: Python's start, the imports, the data (reading and checking the
-IDX files, the loaders), planning (the planned step's buffers; on a GPU its CUDA graph recorded and checked,
-which includes compiling its kernels on a first run), training, evaluation and writing the results (each
-epoch's checkpoint and metrics); what is left is "other". Each phase's time is its own, less the phases it
+IDX files, the loaders), planning (the planned step's buffers), on a GPU recording (the CUDA graph's warm-up,
+which compiles the planned step's kernels on a first run, capture and replays checked bit for bit) and the
+eager check (two steps of the eager ops to compare the replays with, which compiles their kernels on a first
+run), training, evaluation and writing the results (each epoch's checkpoint and metrics); what is left is
+"other". Each phase's time is its own, less the phases it
 calls (planning happens inside the first epoch's training). On a GPU the run is made twice: with an empty CuPy
 kernel cache (cold: every kernel compiled, as on a first run) and again with the cache that run filled (warm).
 Beside it, the same for ``benchmarks.pytorch_chapter``, a plain PyTorch script of the chapter.
@@ -22,7 +24,18 @@ import sys
 import tempfile
 import time
 
-PHASES = ("python start", "imports", "data", "planning", "training", "evaluation", "writing", "other")
+PHASES = (
+    "python start",
+    "imports",
+    "data",
+    "planning",
+    "recording",
+    "eager check",
+    "training",
+    "evaluation",
+    "writing",
+    "other",
+)
 
 
 # --- inside the timed run -------------------------------------------------------------------------------
@@ -69,7 +82,7 @@ def inner(python_ready, marks_path, argv):
     from minigrad import backend
     from minigrad.chapter import dropout_mlp
     from minigrad.data import DataLoader, FashionMNIST
-    from minigrad.fast import PlannedTraining
+    from minigrad.fast import PlannedTraining, RecordedStep
     from minigrad.train import Trainer
 
     imported = time.time()
@@ -77,6 +90,8 @@ def inner(python_ready, marks_path, argv):
     phases.wrap(FashionMNIST, "__init__", "data")
     phases.wrap(DataLoader, "__init__", "data")
     phases.wrap(PlannedTraining, "_plan", "planning")
+    phases.wrap(RecordedStep, "__init__", "recording")
+    phases.wrap(PlannedTraining, "_check_against_eager", "eager check")
     phases.wrap(Trainer, "train_epoch", "training")
     phases.wrap(Trainer, "evaluate", "evaluation")
     phases.wrap(dropout_mlp.Run, "save_epoch", "writing")
@@ -124,6 +139,8 @@ def pytorch_split(marks):
         "imports": marks["imports"] - marks["script"],
         "data": marks["data"] - marks["imports"],
         "planning": 0.0,
+        "recording": 0.0,
+        "eager check": 0.0,
         "training": marks["training"] - marks["data"],
         "evaluation": marks["evaluation"] - marks["training"],
         "writing": 0.0,

@@ -3,6 +3,7 @@ matrix products alone and PyTorch.
 
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
                                      [--json PATH] [--skip planned|concise|scratch|products|pytorch|cublas|compiled ...]
+                                     [--ready-timeout SECONDS]
 
 Every contender trains the chapter's model (``minigrad/chapter/model.py``: 784-256-256-10, dropout 0.2/0.5,
 SGD lr 0.5, batch 256) on the same batches from the same device-resident DataLoader, for ``--epochs``
@@ -440,9 +441,15 @@ def run(args):
         workers.pop(name)[0].join(timeout=30)
 
     for name, (process, connection) in list(workers.items()):
-        message = receive(connection, 600)
+        message = receive(connection, args.ready_timeout)
         if message is None or message[0] != "ready":
-            why = message[1] if message is not None else f"it did not start, exit code {process.exitcode}"
+            if message is not None:
+                why = message[1]
+            elif process.is_alive():
+                why = f"not ready after {args.ready_timeout} s (--ready-timeout)"
+                process.kill()
+            else:
+                why = f"it did not start, exit code {process.exitcode}"
             if name == "floor":  # every ratio is to the floor
                 raise RuntimeError(f"the floor's worker failed: {why}")
             drop(name, why)
@@ -571,6 +578,12 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-checksum", action="store_true", help="accept IDX files that are not the official ones")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--ready-timeout",
+        type=cli.positive_int,
+        default=600,
+        help="seconds a contender may take to load, compile and warm up before it is left out (default: 600)",
+    )
     parser.add_argument(
         "--skip",
         action="append",

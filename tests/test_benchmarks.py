@@ -190,6 +190,7 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
         ("benchmarks.run_time", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
         ("benchmarks.run_time", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
         ("benchmarks.train_speed", ["--skip", "tile"], "argument --skip: invalid choice: 'tile'"),
+        ("benchmarks.train_speed", ["--ready-timeout", "0"], "argument --ready-timeout: must be at least 1, got 0"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
@@ -348,6 +349,12 @@ def fails_at_second_slice(device):
     return epoch
 
 
+def hangs_at_setup(device):
+    import time
+
+    time.sleep(120)  # a compiler that never finishes: --ready-timeout leaves the contender out
+
+
 def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatch):
     # Forked workers inherit the stand-ins (spawned ones would import the real contenders)
     import multiprocessing
@@ -358,6 +365,7 @@ def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatc
     monkeypatch.setattr(train_speed.multiprocessing, "get_context", lambda method: fork)
     monkeypatch.setitem(train_speed.CONTENDERS, "minigrad concise", fails_at_setup)
     monkeypatch.setitem(train_speed.CONTENDERS, "minigrad scratch", fails_at_second_slice)
+    monkeypatch.setitem(train_speed.CONTENDERS, "products", hangs_at_setup)
     monkeypatch.setattr(train_speed, "PAUSE_S", 0.0)
     data = tmp_path / "fake"
     write_fake_fashion(data, train=300, test=100)
@@ -380,12 +388,15 @@ def test_train_speed_drops_a_failing_contender_and_says_why(tmp_path, monkeypatc
                 "--skip-checksum",
                 "--json",
                 str(out),
+                "--ready-timeout",
+                "5",
             ]
         )
         == 0
     )
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"minigrad planned", "numpy floor", "products"}
+    assert set(report["results"]) == {"minigrad planned", "numpy floor"}
+    assert "products: failed (not ready after 5 s (--ready-timeout))" in report["skipped"]
     assert len(report["results"]["numpy floor"]["epochs_s"]) == 2
     assert "minigrad concise: failed (Boom: no such model)" in report["skipped"]
     assert "minigrad scratch: failed (Boom: the replay broke)" in report["skipped"]
