@@ -190,12 +190,25 @@ __device__ void minigrad_column_sums(float* x, const float* M, long long rows, l
     const int t = threadIdx.x, column = t % 32, group = t / 32;
     const long long j = j0 + column;
     float sum = 0.0f;
+    // 8 of a thread's rows at a time: all their reads first, so that they wait for memory together (read after
+    // the last row's write, each would wait in turn), then each row in order, as one at a time; the product is
+    // rounded on its own (__fmul_rn: never fused into the sum)
     if (j < columns)
-        for (long long r = group; r < rows; r += MINIGRAD_COLUMN_GROUPS) {
-            const long long k = r * columns + j;
-            float v = x[k];
-            if (M) { v *= M[k]; x[k] = v; }
-            sum += v;
+        for (long long r0 = group; r0 < rows; r0 += 8 * MINIGRAD_COLUMN_GROUPS) {
+            float v[8], m[8];
+            #pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const long long r = r0 + u * MINIGRAD_COLUMN_GROUPS;
+                v[u] = r < rows ? x[r * columns + j] : 0.0f;
+                m[u] = M && r < rows ? M[r * columns + j] : 0.0f;
+            }
+            #pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const long long r = r0 + u * MINIGRAD_COLUMN_GROUPS;
+                if (r >= rows) break;
+                if (M) { v[u] = __fmul_rn(v[u], m[u]); x[r * columns + j] = v[u]; }
+                sum += v[u];
+            }
         }
     shared[t] = sum;
     __syncthreads();
@@ -456,7 +469,7 @@ extern "C" __global__ void minigrad_softmax_cross_entropy(
     if (t == 0) {
         const float mean = loss_parts[0] / (float)rows;
         if (training) { losses[slot[0]] = mean; corrects[slot[0]] = hit_parts[0]; }
-        else { losses[0] += mean * (float)rows; corrects[0] += hit_parts[0]; }
+        else { losses[0] = __fadd_rn(losses[0], __fmul_rn(mean, (float)rows)); corrects[0] += hit_parts[0]; }
     }
     __syncthreads();  // (loss_parts is the column sums' scratch next)
     if (training && want_bias_gradient)
