@@ -23,26 +23,29 @@ GEMM_CUDA = r"""
 // per block, and each trip's latency is what they wait for); then group 0 adds the GROUPS partial sums in order
 // (a fixed order: the same bits at every run).
 #define MINIGRAD_GEMM_GROUPS 4
-extern "C" __global__ void minigrad_sgemm(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int M, int N, int K,
+extern "C" __global__ void minigrad_sgemm(const float* A, const float* B,
+                                          float* C, int M, int N, int K,
                                           long long sAm, long long sAk, long long sBk, long long sBn) {
     __shared__ float As[MINIGRAD_GEMM_GROUPS][16][17];
     __shared__ float Bs[MINIGRAD_GEMM_GROUPS][16][17];
     __shared__ float partial[MINIGRAD_GEMM_GROUPS][16][16];
     const int tx = threadIdx.x, ty = threadIdx.y, g = threadIdx.z;
     const int row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
-    // each thread's element of the next slice is read from memory before the current slice's products, so
-    // that the read's latency overlaps them
+    // each thread's element of the next slice is read from memory before the current slice's products (below),
+    // so that the read's latency overlaps them
     auto a_at = [&](int k0) { return (row < M && k0 + tx < K) ? A[row * sAm + (k0 + tx) * sAk] : 0.0f; };
     auto b_at = [&](int k0) { return (k0 + ty < K && col < N) ? B[(k0 + ty) * sBk + col * sBn] : 0.0f; };
     float acc = 0.0f, a_next = a_at(16 * g), b_next = b_at(16 * g);
     for (int base = 0; base < K; base += 16 * MINIGRAD_GEMM_GROUPS) {  // the same trips for every group
         As[g][ty][tx] = a_next;
         Bs[g][ty][tx] = b_next;
-        __syncthreads();
+        // issued before the barrier, which no ordinary read crosses, so that they are in flight while the block
+        // waits there and multiplies (A and B are not __restrict__: read-only loads may cross a barrier, and
+        // sm_90's scheduler put them after most of the products, leaving little of their latency hidden)
         const int next = base + 16 * MINIGRAD_GEMM_GROUPS + 16 * g;
         a_next = a_at(next);
         b_next = b_at(next);
+        __syncthreads();
         #pragma unroll
         for (int kk = 0; kk < 16; ++kk) acc = fmaf(As[g][ty][kk], Bs[g][kk][tx], acc);
         __syncthreads();
