@@ -182,8 +182,8 @@ class Buffers:
 # thread t adds rows t / 32, t / 32 + 8, ... of column j0 + t % 32 (multiplying them by M first, in place, when M
 # is given), then the 8 partial sums of a column are added in order. A fixed order (no atomics), so a replay
 # gives the same bits every time; 8 threads per column, each reading 8 of its rows at once: 64 rows in flight per
-# column, not 1. It rounds differently from the CPU's
-# ``sum(axis=0)`` (one row after another) by a few ulp; tests/test_step_kernels.py has its order in NumPy.
+# column, not 1. It rounds differently from the CPU's ``sum(axis=0)`` (one row after another) by a few ulp;
+# tests/test_step_kernels.py has its order in NumPy.
 COLUMN_SUMS_CUDA = r"""
 #define MINIGRAD_COLUMN_GROUPS 8
 __device__ void minigrad_column_sums(float* x, const float* M, long long rows, long long columns, long long j0,
