@@ -194,6 +194,27 @@ class CudaFunction:
         self.kernel(grid, block, args)
 
 
+def declared_cuda(kind: type, modules: list[ModuleType]) -> dict[str, Any]:
+    """Every ``kind`` (``CudaKernel`` or ``CudaFunction``) declared in ``modules``, at module level or in a class
+    of the module, as {'module.Name': kernel} or {'module.Class.Name': kernel} (module: the last part of its
+    name). For the tools that compile or inspect every kernel."""
+    found = {}
+    for module in modules:
+        short = module.__name__.rsplit(".", 1)[1]
+        for name, value in vars(module).items():
+            if isinstance(value, kind):
+                found[f"{short}.{name}"] = value
+            elif isinstance(value, type) and value.__module__ == module.__name__:
+                found.update(
+                    {
+                        f"{short}.{name}.{attr}": kernel
+                        for attr, kernel in vars(value).items()
+                        if isinstance(kernel, kind)
+                    }
+                )
+    return found
+
+
 def address(array: Array) -> int:
     """Where an array's first element lives (for a kernel that reads a table of arrays): a device address on a
     GPU, a host one for a NumPy array."""

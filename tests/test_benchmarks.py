@@ -3,6 +3,7 @@
 They assert the schema, never a time: CI machines are shared and noisy.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -191,6 +192,7 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
         ("benchmarks.run_time", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
         ("benchmarks.train_speed", ["--skip", "tile"], "argument --skip: invalid choice: 'tile'"),
         ("benchmarks.train_speed", ["--ready-timeout", "0"], "argument --ready-timeout: must be at least 1, got 0"),
+        ("benchmarks.kernel_code", ["--arch", "90"], "argument --arch: expected sm_ and a compute capability"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(module, flags, message, capsys, monkeypatch):
@@ -461,3 +463,46 @@ def test_the_plain_pytorch_script_has_the_chapters_settings():
             values.update(zip(names, ast.literal_eval(node.value)))
     assert values == {name: getattr(model, name) for name in values}
     assert set(values) == {"NUM_INPUTS", "NUM_HIDDENS", "NUM_OUTPUTS", "DROPOUT1", "DROPOUT2", "LR", "BATCH_SIZE"}
+
+
+def test_kernel_code_reports_each_cuda_functions_resources(capsys):
+    """Without a GPU: every CudaFunction compiled for sm_90, with ptxas's registers and shared memory."""
+    from benchmarks import kernel_code
+
+    if backend.cupy is None:
+        pytest.skip("needs CuPy and NVRTC (CI installs them)")
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as error:  # noqa: BLE001 - the library is missing or unusable
+        pytest.skip(f"NVRTC is not usable ({error})")
+    report = kernel_code.run(argparse.Namespace(arch="sm_90", sass=None))
+    names = {function.name for function in kernel_code.cuda_functions().values()}
+    assert set(report) == names and "minigrad_sgemm" in names
+    assert all(row["registers"] > 0 and row["spills"] == 0 for row in report.values())
+    assert report["minigrad_sgemm"]["shared"] == 4 * (2 * 4 * 16 * 17 + 4 * 16 * 16)  # As, Bs, partial
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in names)
+
+
+def test_kernel_code_counts_the_instructions_of_a_disassembly():
+    from benchmarks.kernel_code import instruction_counts
+
+    code = """
+        /*0420*/                   LDG.E R23, desc[UR6][R8.64] ;
+        /*0450*/              @!P0 LDG.E R26, desc[UR6][R8.64] ;
+        /*04f0*/                   FMUL R23, R23, R26 ;
+        /*0500*/               @P1 FFMA R2, R3, R4, R2 ;
+        /*0520*/                   STG.E desc[UR6][R8.64], R23 ;
+        /*0570*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+    """
+    counts = instruction_counts(code)
+    assert (counts["LDG"], counts["FMUL"], counts["FFMA"], counts["STG"], counts["BAR"], counts["FADD"]) == (
+        2,
+        1,
+        1,
+        1,
+        1,
+        0,
+    )

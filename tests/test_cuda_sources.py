@@ -111,23 +111,8 @@ CALLS = {
 
 
 def declared(kind):
-    """Every ``kind`` (CudaKernel or CudaFunction) in the modules that have them, at module level or in a class:
-    {'module.Name': kernel}."""
-    found = {}
-    for module in (backend, data_loader, gemm, plan, ops, optim, mg_random):
-        short = module.__name__.rsplit(".", 1)[1]
-        for name, value in vars(module).items():
-            if isinstance(value, kind):
-                found[f"{short}.{name}"] = value
-            elif isinstance(value, type) and value.__module__ == module.__name__:
-                found.update(
-                    {
-                        f"{short}.{name}.{attribute}": kernel
-                        for attribute, kernel in vars(value).items()
-                        if isinstance(kernel, kind)
-                    }
-                )
-    return found
+    """Every ``kind`` (CudaKernel or CudaFunction) in the modules that have them: {'module.Name': kernel}."""
+    return backend.declared_cuda(kind, [backend, data_loader, gemm, plan, ops, optim, mg_random])
 
 
 def declared_kernels():
