@@ -469,14 +469,9 @@ def test_kernel_code_reports_each_cuda_functions_resources(capsys):
     """Without a GPU: every CudaFunction compiled for sm_90, with ptxas's registers and shared memory."""
     from benchmarks import kernel_code
 
-    if backend.cupy is None:
-        pytest.skip("needs CuPy and NVRTC (CI installs them)")
-    try:
-        from cupy_backends.cuda.libs import nvrtc
+    from .test_cuda_sources import nvrtc_or_skip
 
-        nvrtc.getVersion()
-    except Exception as error:  # noqa: BLE001 - the library is missing or unusable
-        pytest.skip(f"NVRTC is not usable ({error})")
+    nvrtc_or_skip()
     report = kernel_code.run(argparse.Namespace(arch="sm_90", sass=None))
     names = {function.name for function in kernel_code.cuda_functions().values()}
     assert set(report) == names and "minigrad_sgemm" in names
