@@ -8,7 +8,9 @@ For each product of the step in the 784-256-256-10 MLP (forward x @ W^T; backwar
 the transposed operands as views, as the step passes them; the first layer needs no gy @ W), the median time
 of each alone on the GPU over ``--repeats`` runs, timed with CUDA events. Alone, each time is mostly the
 launch's; so also the time per replay of a CUDA graph holding the step's eight products, by the tile kernel
-and by cuBLAS: how a recorded step pays for them. The planned step's ``products`` setting is chosen by this.
+in each of its shapes (``fast.gemm.TILE_SHAPES``: "tile" is the default, "tile 4x64" four groups of a block's
+threads taking 64 of K a trip) and by cuBLAS: how a recorded step pays for them. The planned step's
+``products`` setting, and the tile's default shape, are chosen by this.
 Needs a GPU.
 """
 
@@ -21,7 +23,7 @@ import numpy
 from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad.fast.cublas import Cublas
-from minigrad.fast.gemm import gemm
+from minigrad.fast.gemm import GROUPS, SLICE, TILE_SHAPES, gemm
 from minigrad.files import save_json
 
 
@@ -90,8 +92,12 @@ def run(args):
     except Exception as error:  # noqa: BLE001 - no cuBLAS library: the tile kernel is timed alone
         blas, unavailable = None, f"{type(error).__name__}: {error}"
         print(f"cuBLAS through ctypes is unavailable ({unavailable}); timing the other two")
-    kernels = {"tile": gemm, "cublas": blas.gemm if blas else None}
-    rows, calls = [], {"tile": [], "cublas": []}
+    kernels = {"tile": gemm}  # the default tile shape, then the others gemm can make
+    for groups, slice_ in TILE_SHAPES:
+        if (groups, slice_) != (GROUPS, SLICE):
+            kernels[f"tile {groups}x{slice_}"] = functools.partial(gemm, groups=groups, slice_=slice_)
+    kernels["cublas"] = blas.gemm if blas else None
+    rows, calls = [], {kind: [] for kind in kernels}
     for name, a_spec, b_spec in step_products(args.batch):
         a, b = operand(cupy, rng, a_spec), operand(cupy, rng, b_spec)
         out = {kind: cupy.empty((a.shape[0], b.shape[1]), dtype=numpy.float32) for kind in kernels}
@@ -117,8 +123,14 @@ def run(args):
         f"{'one step, the eight in a CUDA graph':44} {'-':>10} "
         + " ".join(f"{in_graph[kind]:10.1f}" for kind in kinds if kind != "cupy")
     )
+    tiles = {kind: us for kind, us in in_graph.items() if kind.startswith("tile")}
+    fastest = min(tiles, key=tiles.get)
+    print(
+        f"in a graph, the fastest tile shape is {fastest} ({tiles[fastest]:.1f} us; the default, "
+        f"{GROUPS}x{SLICE} groups x slice, {tiles['tile']:.1f} us)"
+    )
     if "cublas" in in_graph:
-        print(f"in a graph, the tile kernel takes {in_graph['tile'] / in_graph['cublas']:.2f}x cuBLAS's time")
+        print(f"in a graph, the fastest tile takes {tiles[fastest] / in_graph['cublas']:.2f}x cuBLAS's time")
     report = {
         "device": backend.gpu_name(),
         "batch": args.batch,

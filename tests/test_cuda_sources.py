@@ -196,6 +196,17 @@ def test_the_cuda_function_fits_its_launch_on_hopper(name):
     assert shared <= HOPPER["static shared memory per block"], f"{shared} bytes of shared memory"
 
 
+@pytest.mark.parametrize("groups, slice_", gemm.TILE_SHAPES)
+def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(groups, slice_):
+    """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, and its block of 16 x 16 x groups
+    threads fits a multiprocessor."""
+    function = gemm.tile_kernel(groups, slice_)
+    log = compile_cuda(function.source, function.name, ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
+    registers, shared = launch_resources(log)
+    assert -(-registers // 8) * 8 * 16 * 16 * groups <= HOPPER["registers per block"], registers
+    assert shared <= HOPPER["static shared memory per block"]
+
+
 def test_the_gemm_reads_the_next_slice_before_its_barrier():
     """The tile kernel's loop reads its next slice before the barrier that precedes its products, with ordinary
     loads, which no barrier lets the compiler move past: read-only ones (ld.global.nc, what const __restrict__

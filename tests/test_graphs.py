@@ -12,6 +12,7 @@ from minigrad.chapter.model import concise_mlp
 from minigrad.data import ArrayDataset, DataLoader
 from minigrad.data.loader import BatchCursor
 from minigrad.fast import GraphMismatch, PlannedStep, PlannedTraining, RecordedStep
+from minigrad.fast.gemm import TILE_SHAPES
 from minigrad.monitor import TrainingDiverged
 from minigrad.train import Trainer
 
@@ -159,15 +160,16 @@ def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, 
         np.testing.assert_array_equal(ours.data, theirs.data)
 
 
-def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path):
-    """fast.gemm.GEMM built for the host (a thread per CUDA thread, a barrier for __syncthreads): the products of
-    plain and transposed (strided) views equal NumPy's, as the planned step uses them; and a long K, which
-    the groups of a block split."""
-    from minigrad.fast.gemm import GEMM, GROUPS
+@pytest.mark.parametrize("groups, slice_", TILE_SHAPES)
+def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path, groups, slice_):
+    """fast.gemm's kernel built for the host (a thread per CUDA thread, a barrier for __syncthreads), in each tile
+    shape benchmarks.gemm_speed times: the products of plain and transposed (strided) views equal NumPy's, as
+    the planned step uses them; and a long K, which the groups of a block split into several trips."""
+    from minigrad.fast.gemm import tile_kernel
 
     from .cuda_host import HostFunction
 
-    multiply = HostFunction(GEMM, tmp_path)
+    multiply = HostFunction(tile_kernel(groups, slice_), tmp_path)
 
     def gemm(a, b):
         (m, k), n = a.shape, b.shape[1]
@@ -175,14 +177,22 @@ def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(t
         strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
         buffers = [view if view.base is None else view.base for view in (a, b)]
         grid = ((n + 15) // 16, (m + 15) // 16)
-        multiply(grid, (16, 16, GROUPS), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
+        multiply(grid, (16, 16, groups), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
         return out
 
     rng = np.random.default_rng(0)
     x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))
-    long = rng.standard_normal((150, 18)).astype(np.float32)  # K = 150: three trips of the four groups' 64
+    long = rng.standard_normal((groups * slice_ * 2 + 22, 18)).astype(np.float32)  # K: two trips and a part
     for a, b in ((x, w.T), (gy, w), (gy.T, x), (long.T, long)):
         np.testing.assert_allclose(gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tile_shape_a_gpu_cannot_launch_is_refused():
+    from minigrad.fast.gemm import gemm_source
+
+    for groups, slice_ in ((5, 16), (4, 24), (4, 128)):
+        with pytest.raises(ValueError, match="cannot be launched"):
+            gemm_source(groups, slice_)
 
 
 # --- on a GPU -------------------------------------------------------------------------------------------
