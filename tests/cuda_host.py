@@ -129,11 +129,16 @@ def parameters(source: str, name: str) -> list[tuple[str, str, bool]]:
     return found
 
 
+def sanitizer() -> str:
+    """The sanitizer the kernels are built under ("address", "thread"), or "" for none."""
+    name = os.environ.get("MINIGRAD_HOST_SANITIZE", "")
+    if name not in SANITIZER_FLAGS:
+        raise ValueError(f"MINIGRAD_HOST_SANITIZE={name!r}: use one of {sorted(SANITIZER_FLAGS)[1:]} or unset it")
+    return name
+
+
 def sanitizer_flags() -> list[str]:
-    sanitizer = os.environ.get("MINIGRAD_HOST_SANITIZE", "")
-    if sanitizer not in SANITIZER_FLAGS:
-        raise ValueError(f"MINIGRAD_HOST_SANITIZE={sanitizer!r}: use one of {sorted(SANITIZER_FLAGS)[1:]} or unset it")
-    return SANITIZER_FLAGS[sanitizer]
+    return SANITIZER_FLAGS[sanitizer()]
 
 
 class HostFunction:

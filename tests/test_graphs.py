@@ -167,7 +167,10 @@ def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(t
     the planned step uses them; and a long K, which the groups of a block split into several trips."""
     from minigrad.fast.gemm import tile_kernel
 
-    from .cuda_host import HostFunction
+    from .cuda_host import HostFunction, sanitizer
+
+    if sanitizer() == "thread" and (groups, slice_) not in (TILE_SHAPES[0], (4, 64)):
+        pytest.skip("under ThreadSanitizer the default shape and the widest only: the others synchronise alike")
 
     multiply = HostFunction(tile_kernel(groups, slice_), tmp_path)
 
