@@ -163,12 +163,14 @@ def test_two_processes_on_one_folder_one_is_refused_and_a_killed_one_leaves_no_l
         first.stdout.close()
         first.stderr.close()
     metrics = strict_json(out / "metrics.json")
-    assert metrics["status"] == "running" and len(load_checkpoint(out / "checkpoint.npz")[1]["history"]) == len(
-        metrics["epochs"]
-    ), "metrics.json and checkpoint.npz agree after kill -9"
+    history = load_checkpoint(out / "checkpoint.npz")[1]["history"]
+    # each epoch writes the checkpoint, then metrics.json: a kill between the two leaves the checkpoint one
+    # epoch ahead, never behind, and --resume goes on from the checkpoint
+    assert metrics["status"] == "running" and len(history) - len(metrics["epochs"]) in (0, 1)
+    assert [r["epoch"] for r in history[: len(metrics["epochs"])]] == [r["epoch"] for r in metrics["epochs"]]
     (out / ".checkpoint.npz.left.part").write_bytes(b"half a file")  # as a kill during a write leaves
     third = subprocess.run(
-        command("--epochs", str(len(metrics["epochs"]) + 1), "--resume"),
+        command("--epochs", str(len(history) + 1), "--resume"),
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -177,6 +179,31 @@ def test_two_processes_on_one_folder_one_is_refused_and_a_killed_one_leaves_no_l
     )
     assert third.returncode == 0, third.stderr
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.json", "model.npz"], "the .part file is gone"
+
+
+@pytest.mark.parametrize("metrics_epochs", [1, 2])
+def test_resuming_a_run_killed_after_its_last_checkpoint_finishes_it(fake_data, tmp_path, capsys, metrics_epochs):
+    """Killed after the last epoch's checkpoint, before metrics.json (1 of 2 epochs listed) or before the files
+    that end a run (2 listed, no model.npz): --resume with the same --epochs has nothing to train, and writes
+    what a run that was never killed would have (it said "nothing to do" and left the run unfinished)."""
+    out, straight = tmp_path / "run", tmp_path / "straight"
+    finished_run(fake_data, straight)
+    finished_run(fake_data, out)
+    metrics = strict_json(out / "metrics.json")
+    metrics.update(status="running", epochs=metrics["epochs"][:metrics_epochs], timings={})
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / "model.npz").unlink()
+    capsys.readouterr()
+    assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32", "--resume")) == 0
+    assert capsys.readouterr().out.startswith("nothing to train:")
+    finished, expected = strict_json(out / "metrics.json"), strict_json(straight / "metrics.json")
+    assert finished["status"] == "completed"
+    assert [r["test_acc"] for r in finished["epochs"]] == [r["test_acc"] for r in expected["epochs"]]
+    assert (out / "model.npz").read_bytes() == (straight / "model.npz").read_bytes()
+    assert sorted(os.listdir(out)) == sorted(os.listdir(straight))
+    capsys.readouterr()
+    assert dropout_mlp.main(base_args(fake_data, out, "--epochs", "2", "--batch-size", "32", "--resume")) == 0
+    assert capsys.readouterr().out.startswith("nothing to do:")  # now it is finished
 
 
 def test_resuming_a_finished_run_is_nothing_to_do(fake_data, tmp_path, capsys):

@@ -12,6 +12,7 @@ with the same numbers and weights as an uninterrupted run.
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -37,7 +38,7 @@ from minigrad.chapter.model import (
 from minigrad.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.files import save_json
-from minigrad.monitor import Monitor, TrainingDiverged
+from minigrad.monitor import Monitor, Stopwatch, TrainingDiverged
 from minigrad.train import Trainer, evaluate_predictions
 
 
@@ -207,7 +208,8 @@ class Run:
 
     ``metrics.json`` says what state the run is in ("running", "completed", "diverged", "interrupted",
     "failed") and lists exactly the epochs that ``checkpoint.npz`` holds (both rewritten, atomically, after
-    every epoch);
+    every epoch, the checkpoint first: a kill between the two leaves it one epoch ahead, and ``--resume``
+    goes on from it, or finishes the run when it holds them all);
     ``model.npz`` and ``curves.png`` appear when the run completes (``curves.png`` also when it diverges).
 
     Nothing in ``--out`` is touched until the run has something to put there: everything (flags, data,
@@ -303,6 +305,23 @@ class Run:
             if not numpy.isfinite(array).all():
                 raise CheckpointError(f"{path}: {name} holds NaN or infinite values; start afresh without --resume")
         return arrays, meta
+
+    def completed(self, meta):
+        """Whether --out holds the completed run of the checkpoint's epochs: metrics.json says "completed" with
+        those epochs, and model.npz is there."""
+        try:
+            with open(self.path["metrics.json"]) as file:
+                written = json.load(file)
+        except (OSError, ValueError):
+            return False
+        finished = isinstance(written, dict) and written.get("status") == "completed"
+        epochs = written.get("epochs") if isinstance(written, dict) else None
+        return (
+            finished
+            and isinstance(epochs, list)
+            and len(epochs) == meta["epoch"]
+            and os.path.exists(self.path["model.npz"])
+        )
 
     def remove(self, *names):
         """Delete the named output files that exist."""
@@ -463,6 +482,17 @@ def run(args):
     if args.resume:
         resume_from = arrays, meta = outputs.read_checkpoint()
         outputs.check_resumable(meta)
+        if meta["epoch"] == args.epochs and not outputs.completed(meta):
+            # stopped after its last checkpoint and before the files that end a run (a kill between two of its
+            # writes): nothing to train, the run to finish from the checkpoint
+            outputs.restore(arrays, meta)
+            outputs.finish(Stopwatch(device))
+            print(
+                f"nothing to train: {outputs.path['checkpoint.npz']} holds all {meta['epoch']} epochs; the run had "
+                f"not been finished: wrote {args.out}/metrics.json, model.npz",
+                flush=True,
+            )
+            return outputs.metrics
         if meta["epoch"] >= args.epochs:
             print(
                 f"nothing to do: {outputs.path['checkpoint.npz']} already holds {meta['epoch']} epochs (--epochs "
