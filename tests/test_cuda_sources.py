@@ -215,7 +215,8 @@ def test_the_gemm_reads_the_next_slice_before_its_barrier():
     assert "ld.global.nc" not in ptx
     loop = ptx[ptx.index("st.shared.f32") :]  # the first store of a slice to shared memory opens the loop
     before_barrier = loop[: loop.index("bar.sync")]
-    assert before_barrier.count("ld.global.f32") == 2, before_barrier  # the next slice's element of A and of B
+    loads = 2 * gemm.SLICE // 16  # the next slice's elements of A and of B, SLICE / 16 of each a thread
+    assert before_barrier.count("ld.global.f32") == loads, before_barrier
 
 
 def test_the_launch_check_reads_ptxas_report():
