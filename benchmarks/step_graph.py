@@ -20,7 +20,7 @@ from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, LR, concise_mlp
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.fast import PlannedTraining, PlanProblem
-from minigrad.fast.plan import PRODUCTS
+from minigrad.fast.plan import DEFAULT_PRODUCTS, PRODUCTS
 from minigrad.files import save_json
 
 KERNEL_TARGET = 15  # kernels per recorded training step (issue 25)
@@ -101,7 +101,12 @@ def run(args):
 
 def main(argv=None):
     parser = cli.OneLineParser(prog="python -m benchmarks.step_graph", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", choices=PRODUCTS, default="tile", help="whose matrix products (default: tile)")
+    parser.add_argument(
+        "--products",
+        choices=PRODUCTS,
+        default=DEFAULT_PRODUCTS,
+        help=f"whose matrix products (default: {DEFAULT_PRODUCTS}, the planned step's)",
+    )
     parser.add_argument("--passes", type=cli.positive_int, default=5)
     parser.add_argument("--dot", default=None, help="write the graph's DOT dump here")
     parser.add_argument("--json", default=None)

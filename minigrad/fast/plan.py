@@ -54,6 +54,7 @@ THREADS = 256  # threads per block of the elementwise kernels on a GPU
 COLUMN_THREADS = 256  # threads per block of backward_mask, for 32 columns (minigrad_column_sums)
 LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source; minigrad_column_sums's too)
 PRODUCTS = ("tile", "cublas")  # whose matrix products a GPU's plan makes (Plan.matmul)
+DEFAULT_PRODUCTS = "tile"  # the faster of the two in a graph, by benchmarks.gemm_speed on a GPU (not yet timed)
 
 
 @dataclass
@@ -228,7 +229,7 @@ class Plan:
     """What the planned training and evaluation steps share: the blocks, the batch buffers filled by the cursor,
     each block's buffers, and the loss's."""
 
-    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int, products: str = "tile") -> None:
+    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int, products: str = DEFAULT_PRODUCTS) -> None:
         blocks = blocks_of(model)
         assert not isinstance(blocks, str), blocks
         self.blocks, self.cursor, self.batch_size = blocks, cursor, batch_size
@@ -494,7 +495,13 @@ class PlannedStep(Plan):
     batch position, the dropout counter and the log position on (the kernels before it read them)."""
 
     def __init__(
-        self, model: Module, optimizer: SGD, cursor: BatchCursor, batch_size: int, steps: int, products: str = "tile"
+        self,
+        model: Module,
+        optimizer: SGD,
+        cursor: BatchCursor,
+        batch_size: int,
+        steps: int,
+        products: str = DEFAULT_PRODUCTS,
     ) -> None:
         super().__init__(model, cursor, batch_size, products)
         self.optimizer = optimizer
@@ -708,7 +715,7 @@ class PlannedEval(Plan):
     """Evaluation's step on buffers made once: the next batch of the cursor through the model with dropout
     off, its loss (times the batch size) and correct count added to device sums that ``take_sums()`` reads."""
 
-    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int, products: str = "tile") -> None:
+    def __init__(self, model: Module, cursor: BatchCursor, batch_size: int, products: str = DEFAULT_PRODUCTS) -> None:
         super().__init__(model, cursor, batch_size, products)
         with backend.on_device(self.device):
             self.loss_sum = self.xp.zeros(1, dtype=self.dtype)

@@ -25,7 +25,7 @@ from .. import backend
 from ..nn import functional as F
 from ..random import dropout_stream
 from .graphs import CHECKS, GraphMismatch, RecordedStep
-from .plan import PlannedEval, PlannedStep, leaf_modules, loader_problem, plan_problem
+from .plan import DEFAULT_PRODUCTS, PlannedEval, PlannedStep, leaf_modules, loader_problem, plan_problem
 
 if TYPE_CHECKING:
     from ..data.loader import DataLoader
@@ -110,7 +110,7 @@ class PlannedTraining:
         optimizer: Optimizer,
         loss_fn: Callable[..., Any] = F.cross_entropy,
         record: bool | None = None,
-        products: str = "tile",
+        products: str = DEFAULT_PRODUCTS,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.products = products
