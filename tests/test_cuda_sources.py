@@ -7,11 +7,10 @@ This needs CuPy and NVRTC, not a GPU: CI installs cupy-cuda12x and nvidia-cuda-n
 skipped. It reaches into CuPy's code generation (``cupy._core._kernel``), so the CuPy version matters: CI pins it.
 """
 
-import re
-
 import numpy as np
 import pytest
 
+from benchmarks.kernel_code import resources
 from minigrad import backend, ops, optim
 from minigrad import random as mg_random
 from minigrad.backend import CudaFunction, CudaKernel
@@ -171,11 +170,10 @@ HOPPER = {"registers per block": 65536, "static shared memory per block": 48 * 1
 
 
 def launch_resources(log):
-    """(registers per thread, static shared bytes) from ptxas's -v report in an NVRTC log."""
-    registers = re.search(r"Used (\d+) registers", log)
-    shared = re.search(r"(\d+) bytes smem", log)
-    assert registers, f"no register count in the log:\n{log}"
-    return int(registers.group(1)), int(shared.group(1)) if shared else 0
+    """(registers per thread, static shared bytes) from ptxas's -v report (benchmarks.kernel_code reads it)."""
+    used = resources(log)
+    assert used["registers"] > 0, f"no register count in the log:\n{log}"
+    return used["registers"], used["shared"]
 
 
 def test_every_cuda_function_has_its_launch_size():

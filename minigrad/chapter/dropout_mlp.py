@@ -314,14 +314,10 @@ class Run:
                 written = json.load(file)
         except (OSError, ValueError):
             return False
-        finished = isinstance(written, dict) and written.get("status") == "completed"
-        epochs = written.get("epochs") if isinstance(written, dict) else None
-        return (
-            finished
-            and isinstance(epochs, list)
-            and len(epochs) == meta["epoch"]
-            and os.path.exists(self.path["model.npz"])
-        )
+        if not isinstance(written, dict) or written.get("status") != "completed":
+            return False
+        epochs = written.get("epochs")
+        return isinstance(epochs, list) and len(epochs) == meta["epoch"] and os.path.exists(self.path["model.npz"])
 
     def remove(self, *names):
         """Delete the named output files that exist."""
