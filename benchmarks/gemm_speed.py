@@ -8,9 +8,9 @@ For each product of the step in the 784-256-256-10 MLP (forward x @ W^T; backwar
 the transposed operands as views, as the step passes them; the first layer needs no gy @ W), the median time
 of each alone on the GPU over ``--repeats`` runs, timed with CUDA events. Alone, each time is mostly the
 launch's; so also the time per replay of a CUDA graph holding the step's eight products, by the tile kernel
-in each of its shapes (``fast.gemm.TILE_SHAPES``: "tile" is the default, "tile 4x64" four groups of a block's
-threads taking 64 of K a trip) and by cuBLAS: how a recorded step pays for them. The planned step's
-``products`` setting, and the tile's default shape, are chosen by this.
+in each of its shapes (``fast.gemm.TILE_SHAPES``, named by ``tile_kinds``) and by cuBLAS: how a recorded step
+pays for them. The planned step's ``products`` setting, and the tile's default shape, are chosen by this: the
+last lines say what to set.
 Needs a GPU.
 """
 
@@ -23,7 +23,7 @@ import numpy
 from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad.fast.cublas import Cublas
-from minigrad.fast.gemm import GROUPS, SLICE, TILE_SHAPES, gemm
+from minigrad.fast.gemm import GROUPS, PER_THREAD, SLICE, TILE_SHAPES, gemm
 from minigrad.files import save_json
 
 
@@ -84,6 +84,61 @@ def graph_us(cupy, products, repeats, replays=20):
     return statistics.median(times)
 
 
+def tile_kinds():
+    """{name: (groups, slice_, per_thread)} of the tile shapes timed: "tile" is fast.gemm's default, then the
+    others of TILE_SHAPES, "tile 4x64" for four groups taking 64 of K a trip, "tile 4x16 2x2" for a thread
+    making 2 x 2 elements of C."""
+    kinds = {"tile": (GROUPS, SLICE, PER_THREAD)}
+    for groups, slice_, per_thread in TILE_SHAPES:
+        if (groups, slice_, per_thread) != kinds["tile"]:
+            elements = f" {per_thread}x{per_thread}" if per_thread > 1 else ""
+            kinds[f"tile {groups}x{slice_}{elements}"] = (groups, slice_, per_thread)
+    return kinds
+
+
+def summary(rows, kinds, in_graph, tolerance=1e-3):
+    """The report's lines: each product, then a row per kind (its microseconds for each product alone, their
+    sum, the eight in a graph, and its largest difference from CuPy's product), then the verdicts: the fastest
+    tile shape, and tile against cuBLAS, among the kinds whose products agree with CuPy's within ``tolerance``."""
+    lines = [
+        f"product {index}: {row['product']} ({'x'.join(map(str, row['shape']))}, m x k x n)"
+        for index, row in enumerate(rows, start=1)
+    ]
+    width = max(len(kind) for kind in kinds)
+    numbers = [f"{index:>7}" for index in range(1, len(rows) + 1)]
+    lines.append(f"{'us':{width}} " + " ".join(numbers) + f" {'alone':>7} {'graph':>7} {'max |diff|':>10}")
+    wrong = set()
+    for kind in kinds:
+        alone = sum(row[f"{kind}_us"] for row in rows)
+        times = " ".join(f"{row[kind + '_us']:7.1f}" for row in rows)
+        if kind == "cupy":
+            lines.append(f"{kind:{width}} {times} {alone:7.1f} {'-':>7} {'-':>10}")
+            continue
+        difference = max(row[f"{kind}_max_abs_difference"] for row in rows)
+        if not difference <= tolerance:
+            wrong.add(kind)
+        flag = "  WRONG: left out of the verdicts" if kind in wrong else ""
+        lines.append(f"{kind:{width}} {times} {alone:7.1f} {in_graph[kind]:7.1f} {difference:10.2e}{flag}")
+    tiles = {kind: us for kind, us in in_graph.items() if kind.startswith("tile") and kind not in wrong}
+    if not tiles:
+        lines.append(f"no tile shape agrees with CuPy's products within {tolerance}: fast.gemm is wrong on this GPU")
+        return lines
+    fastest = min(tiles, key=tiles.get)
+    shape = ", ".join(map(str, tile_kinds()[fastest]))
+    default = f"the default {tiles['tile']:.1f} us" if "tile" in tiles else "the default is wrong"
+    lines.append(
+        f"in a graph, the fastest tile shape is {fastest} ({tiles[fastest]:.1f} us; {default}): "
+        f"fast.gemm's GROUPS, SLICE, PER_THREAD = {shape}"
+    )
+    if "cublas" in in_graph and "cublas" not in wrong:
+        ratio = tiles[fastest] / in_graph["cublas"]
+        faster = "tile" if ratio < 1 else "cublas"
+        lines.append(
+            f"in a graph, the fastest tile takes {ratio:.2f}x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = {faster!r}"
+        )
+    return lines
+
+
 def run(args):
     cupy = backend.cupy
     rng = numpy.random.default_rng(0)
@@ -92,10 +147,8 @@ def run(args):
     except Exception as error:  # noqa: BLE001 - no cuBLAS library: the tile kernel is timed alone
         blas, unavailable = None, f"{type(error).__name__}: {error}"
         print(f"cuBLAS through ctypes is unavailable ({unavailable}); timing the other two")
-    kernels = {"tile": gemm}  # the default tile shape, then the others gemm can make
-    for groups, slice_ in TILE_SHAPES:
-        if (groups, slice_) != (GROUPS, SLICE):
-            kernels[f"tile {groups}x{slice_}"] = functools.partial(gemm, groups=groups, slice_=slice_)
+    shapes = tile_kinds()
+    kernels = {kind: functools.partial(gemm, groups=g, slice_=s, per_thread=r) for kind, (g, s, r) in shapes.items()}
     kernels["cublas"] = blas.gemm if blas else None
     rows, calls = [], {kind: [] for kind in kernels}
     for name, a_spec, b_spec in step_products(args.batch):
@@ -114,23 +167,7 @@ def run(args):
     kinds = ["cupy", *(kind for kind in kernels if kernels[kind] is not None)]
     alone = {kind: sum(row[f"{kind}_us"] for row in rows) for kind in kinds}
     in_graph = {kind: graph_us(cupy, calls[kind], args.repeats) for kind in kinds if kind != "cupy"}
-    print(f"{'product (m x k x n)':44} " + " ".join(f"{kind + ' us':>10}" for kind in kinds))
-    for row in rows:
-        m, k, n = row["shape"]
-        print(f"{row['product'] + f' ({m}x{k}x{n})':44} " + " ".join(f"{row[kind + '_us']:10.1f}" for kind in kinds))
-    print(f"{'one step, each product alone':44} " + " ".join(f"{alone[kind]:10.1f}" for kind in kinds))
-    print(
-        f"{'one step, the eight in a CUDA graph':44} {'-':>10} "
-        + " ".join(f"{in_graph[kind]:10.1f}" for kind in kinds if kind != "cupy")
-    )
-    tiles = {kind: us for kind, us in in_graph.items() if kind.startswith("tile")}
-    fastest = min(tiles, key=tiles.get)
-    print(
-        f"in a graph, the fastest tile shape is {fastest} ({tiles[fastest]:.1f} us; the default, "
-        f"{GROUPS}x{SLICE} groups x slice, {tiles['tile']:.1f} us)"
-    )
-    if "cublas" in in_graph:
-        print(f"in a graph, the fastest tile takes {tiles[fastest] / in_graph['cublas']:.2f}x cuBLAS's time")
+    print("\n".join(summary(rows, kinds, in_graph)))
     report = {
         "device": backend.gpu_name(),
         "batch": args.batch,

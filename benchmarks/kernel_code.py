@@ -2,12 +2,13 @@
 spills (ptxas's report through NVRTC) and, where ptxas and nvdisasm are found, the machine code's memory,
 arithmetic and barrier instructions counted.
 
-    python -m benchmarks.kernel_code [--arch sm_90] [--sass NAME]
+    python -m benchmarks.kernel_code [--arch sm_90] [--sass NAME] [--tile-shapes]
 
 Reading the machine code costs no device time and answers what timing cannot say alone: whether the reads of
 a loop go out together or one after another (each waiting for the last write), whether a product was fused
 into a sum (an FFMA where the CPU rounds twice), whether a block's registers fit. ``--sass minigrad_sgemm``
-prints one kernel's SASS. Needs CuPy and NVRTC (``pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12``); the
+prints one kernel's SASS; ``--tile-shapes`` adds the GEMM in each of ``fast.gemm.TILE_SHAPES`` (named as
+``benchmarks.gemm_speed`` names them: "minigrad_sgemm 4x16 2x2"). Needs CuPy and NVRTC (``pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12``); the
 instruction counts also need ptxas and nvdisasm (on the PATH, or ``pip install nvidia-cuda-nvcc-cu12
 nvidia-cuda-nvdisasm``, whose binaries are found in the installed packages).
 """
@@ -33,6 +34,20 @@ def cuda_functions():
     from minigrad.fast import gemm, plan
 
     return backend.declared_cuda(backend.CudaFunction, [loader, gemm, plan])
+
+
+def labelled_functions(tile_shapes=False):
+    """{label: CudaFunction}: each CudaFunction by its kernel's name, and with ``tile_shapes`` the GEMM in each
+    other tile shape, labelled by the shape."""
+    from benchmarks.gemm_speed import tile_kinds
+    from minigrad.fast import gemm
+
+    functions = {function.name: function for function in cuda_functions().values()}
+    if tile_shapes:
+        for kind, shape in tile_kinds().items():
+            if kind != "tile":
+                functions[f"{gemm.GEMM.name} {kind.removeprefix('tile ')}"] = gemm.tile_kernel(*shape)
+    return functions
 
 
 def tool(name):
@@ -97,23 +112,23 @@ def instruction_counts(code):
 
 
 def run(args):
-    functions = cuda_functions()
+    functions = labelled_functions(args.tile_shapes)
     ptxas, nvdisasm = tool("ptxas"), tool("nvdisasm")
     disassemble = ptxas is not None and nvdisasm is not None
     header = f"{'kernel':32s} {'registers':>9s} {'shared B':>8s} {'spills B':>8s}"
     print(header + ("".join(f" {name:>5s}" for name in COUNTED) if disassemble else ""))
     report = {}
-    for function in functions.values():
+    for label, function in functions.items():
         log, ptx = compile_function(function, args.arch)
         row = resources(log)
-        line = f"{function.name:32s} {row['registers']:9d} {row['shared']:8d} {row['spills']:8d}"
+        line = f"{label:32s} {row['registers']:9d} {row['shared']:8d} {row['spills']:8d}"
         if disassemble:
             code = sass(ptx, args.arch, ptxas, nvdisasm)
             row["instructions"] = instruction_counts(code)
             line += "".join(f" {row['instructions'][name]:5d}" for name in COUNTED)
-            if args.sass == function.name:
+            if args.sass == label:
                 print(code)
-        report[function.name] = row
+        report[label] = row
         print(line)
     if not disassemble:
         print(f"no ptxas and nvdisasm here: the instruction counts are left out ({DISASSEMBLERS})")
@@ -124,14 +139,16 @@ def main(argv=None):
     parser = cli.OneLineParser(prog="python -m benchmarks.kernel_code", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="sm_90", help="the GPU to compile for (default: sm_90, H100 and H200)")
     parser.add_argument("--sass", default=None, metavar="NAME", help="also print this kernel's machine code")
+    parser.add_argument("--tile-shapes", action="store_true", help="also the GEMM in each of fast.gemm.TILE_SHAPES")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"sm_\d{2,3}a?", args.arch):
         parser.error(f"argument --arch: expected sm_ and a compute capability (sm_90), got {args.arch!r}")
     if backend.cupy is None:
         parser.error("this tool needs CuPy and NVRTC (pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12)")
-    names = sorted(function.name for function in cuda_functions().values())
+    names = sorted(labelled_functions(args.tile_shapes))
     if args.sass is not None and args.sass not in names:
-        parser.error(f"argument --sass: no CUDA function {args.sass!r}; the library's are {', '.join(names)}")
+        known = ", ".join(names)
+        parser.error(f"argument --sass: no CUDA function {args.sass!r} (with --tile-shapes: its shapes too); {known}")
     if args.sass is not None and (tool("ptxas") is None or tool("nvdisasm") is None):
         parser.error(f"argument --sass: needs ptxas and nvdisasm, not found here ({DISASSEMBLERS})")
     return cli.exit_status(lambda: run(args), (OSError, subprocess.CalledProcessError))

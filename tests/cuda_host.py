@@ -46,6 +46,7 @@ static std::barrier<>* minigrad_block_barrier;
 #define __device__
 #define __forceinline__ inline
 #define __restrict__
+#define __align__(bytes) __attribute__((aligned(bytes)))
 #define __shared__ static
 #define __syncthreads() minigrad_block_barrier->arrive_and_wait()
 static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {

@@ -246,6 +246,45 @@ def test_the_gemm_benchmark_lists_every_product_of_a_step():
     assert products[-1] == ("layer 3 backward gy^T @ x", ("T", 256, 10), (256, 256))
 
 
+def test_the_gemm_benchmark_names_each_tile_shape_once_and_the_default_tile():
+    from benchmarks.gemm_speed import tile_kinds
+    from minigrad.fast import gemm
+
+    kinds = tile_kinds()
+    assert kinds["tile"] == (gemm.GROUPS, gemm.SLICE, gemm.PER_THREAD)
+    assert sorted(kinds.values()) == sorted({*gemm.TILE_SHAPES, kinds["tile"]})
+    assert kinds["tile 4x64"] == (4, 64, 1) and kinds["tile 4x16 2x2"] == (4, 16, 2)
+
+
+def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
+    """The verdict lines a GPU run acts on, from made-up timings: the fastest tile shape that computes the right
+    products (a faster but wrong one is flagged and passed over), and tile against cuBLAS."""
+    from benchmarks.gemm_speed import step_products, summary, tile_kinds
+
+    kinds = ["cupy", *tile_kinds(), "cublas"]
+    graph = {kind: 40.0 + index for index, kind in enumerate(kinds[1:])}
+    graph["tile 4x16 2x2"], graph["tile 2x16 4x4"], graph["cublas"] = 25.0, 10.0, 30.0
+    rows = []
+    for name, *_ in step_products(256):
+        row = {"product": name, "shape": [256, 784, 256], "cupy_us": 30.0}
+        for kind in kinds[1:]:
+            row[f"{kind}_us"], row[f"{kind}_max_abs_difference"] = 31.0, 2e-5
+        row["tile 2x16 4x4_max_abs_difference"] = 3.5  # fastest, and wrong
+        rows.append(row)
+    lines = summary(rows, kinds, graph)
+    assert lines[0] == "product 1: layer 1 forward x @ W^T (256x784x256, m x k x n)"
+    assert sum(line.startswith("tile") for line in lines) == len(tile_kinds())
+    (wrong,) = [line for line in lines if line.startswith("tile 2x16 4x4 ")]
+    assert wrong.endswith("WRONG: left out of the verdicts")
+    assert lines[-2] == (
+        "in a graph, the fastest tile shape is tile 4x16 2x2 (25.0 us; the default 40.0 us): "
+        "fast.gemm's GROUPS, SLICE, PER_THREAD = 4, 16, 2"
+    )
+    assert lines[-1] == "in a graph, the fastest tile takes 0.83x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'tile'"
+    graph["cublas"] = 20.0
+    assert summary(rows, kinds, graph)[-1].endswith("1.25x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'cublas'")
+
+
 def test_train_speed_with_broken_data_is_one_line(tmp_path):
     data = tmp_path / "broken"
     write_fake_fashion(data, train=30, test=10)
@@ -472,13 +511,26 @@ def test_kernel_code_reports_each_cuda_functions_resources(capsys):
     from .test_cuda_sources import nvrtc_or_skip
 
     nvrtc_or_skip()
-    report = kernel_code.run(argparse.Namespace(arch="sm_90", sass=None))
+    report = kernel_code.run(argparse.Namespace(arch="sm_90", sass=None, tile_shapes=False))
     names = {function.name for function in kernel_code.cuda_functions().values()}
     assert set(report) == names and "minigrad_sgemm" in names
     assert all(row["registers"] > 0 and row["spills"] == 0 for row in report.values())
-    assert report["minigrad_sgemm"]["shared"] == 4 * (2 * 4 * 16 * 17 + 4 * 16 * 16)  # As, Bs, partial
+    assert report["minigrad_sgemm"]["shared"] == 4 * (2 * 4 * 16 * 17 + 3 * 16 * 16)  # As, Bs, 3 groups' partial sums
     printed = capsys.readouterr().out
     assert all(name in printed for name in names)
+
+
+def test_kernel_code_reports_the_gemm_in_each_tile_shape():
+    from benchmarks import kernel_code
+    from minigrad.fast import gemm
+
+    from .test_cuda_sources import nvrtc_or_skip
+
+    nvrtc_or_skip()
+    report = kernel_code.run(argparse.Namespace(arch="sm_90", sass=None, tile_shapes=True))
+    assert report["minigrad_sgemm 4x16 2x2"]["shared"] == gemm.shared_bytes(4, 16, 2)
+    assert report["minigrad_sgemm 4x64"]["shared"] == gemm.shared_bytes(4, 64, 1)
+    assert len([label for label in report if label.startswith("minigrad_sgemm")]) == len(gemm.TILE_SHAPES)
 
 
 def test_kernel_code_counts_the_instructions_of_a_disassembly():

@@ -160,8 +160,32 @@ def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, 
         np.testing.assert_array_equal(ours.data, theirs.data)
 
 
-@pytest.mark.parametrize("groups, slice_", TILE_SHAPES)
-def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path, groups, slice_):
+def host_gemm(multiply, groups, per_thread):
+    """``a @ b`` by fast.gemm's kernel built for the host (``multiply``), launched as ``gemm.gemm`` launches it."""
+    from minigrad.fast.gemm import tile_grid
+
+    def gemm(a, b):
+        (m, k), n = a.shape, b.shape[1]
+        out = np.full((m, n), np.nan, np.float32)
+        strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
+        buffers = [view if view.base is None else view.base for view in (a, b)]
+        multiply(tile_grid(m, n, per_thread), (16, 16, groups), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
+        return out
+
+    return gemm
+
+
+def step_like_operands(groups, slice_):
+    """Plain and transposed (strided) views as the planned step multiplies them, with sides that no tile divides;
+    and a long K, which the groups of a block split into two trips and a part."""
+    rng = np.random.default_rng(0)
+    x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))
+    long = rng.standard_normal((groups * slice_ * 2 + 22, 18)).astype(np.float32)
+    return ((x, w.T), (gy, w), (gy.T, x), (long.T, long))
+
+
+@pytest.mark.parametrize("groups, slice_, per_thread", TILE_SHAPES)
+def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path, groups, slice_, per_thread):
     """fast.gemm's kernel built for the host (a thread per CUDA thread, a barrier for __syncthreads), in each tile
     shape benchmarks.gemm_speed times: the products of plain and transposed (strided) views equal NumPy's, as
     the planned step uses them; and a long K, which the groups of a block split into several trips."""
@@ -169,40 +193,47 @@ def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(t
 
     from .cuda_host import HostFunction, sanitizer
 
-    if sanitizer() == "thread" and (groups, slice_) not in (TILE_SHAPES[0], (4, 64)):
-        pytest.skip("under ThreadSanitizer the default shape and the widest only: the others synchronise alike")
+    if sanitizer() == "thread" and (groups, slice_, per_thread) not in (TILE_SHAPES[0], (4, 64, 1), (4, 16, 2)):
+        pytest.skip("under ThreadSanitizer three shapes: the default, the widest slice, and 2 x 2 elements a thread")
 
-    multiply = HostFunction(tile_kernel(groups, slice_), tmp_path)
-
-    def gemm(a, b):
-        (m, k), n = a.shape, b.shape[1]
-        out = np.full((m, n), np.nan, np.float32)
-        strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
-        buffers = [view if view.base is None else view.base for view in (a, b)]
-        grid = ((n + 15) // 16, (m + 15) // 16)
-        multiply(grid, (16, 16, groups), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
-        return out
-
-    rng = np.random.default_rng(0)
-    x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in ((37, 29), (23, 29), (37, 23)))
-    long = rng.standard_normal((groups * slice_ * 2 + 22, 18)).astype(np.float32)  # K: two trips and a part
-    for a, b in ((x, w.T), (gy, w), (gy.T, x), (long.T, long)):
+    gemm = host_gemm(HostFunction(tile_kernel(groups, slice_, per_thread), tmp_path), groups, per_thread)
+    for a, b in step_like_operands(groups, slice_):
         np.testing.assert_allclose(gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups, slice_, per_thread", [shape for shape in TILE_SHAPES if shape[2] > 1])
+def test_a_thread_making_more_elements_of_the_product_gives_the_same_bits(tmp_path, groups, slice_, per_thread):
+    """Each element of C is the same sum in the same order whatever the elements a thread makes (the kernel's
+    comment): the tile shape's per_thread changes its speed, never its result."""
+    from minigrad.fast.gemm import tile_kernel
+
+    from .cuda_host import HostFunction, sanitizer
+
+    if sanitizer():
+        pytest.skip("the products themselves are checked under the sanitizers by the test above")
+    (tmp_path / "wide").mkdir(), (tmp_path / "one").mkdir()
+    wide = host_gemm(HostFunction(tile_kernel(groups, slice_, per_thread), tmp_path / "wide"), groups, per_thread)
+    one = host_gemm(HostFunction(tile_kernel(groups, slice_, 1), tmp_path / "one"), groups, 1)
+    for a, b in step_like_operands(groups, slice_):
+        np.testing.assert_array_equal(wide(a, b), one(a, b))
 
 
 def test_a_tile_shape_a_gpu_cannot_launch_is_refused():
     from minigrad.fast.gemm import gemm_source
 
-    for groups, slice_ in ((5, 16), (4, 24), (4, 128)):
+    for shape in ((5, 16, 1), (4, 24, 1), (4, 128, 1), (4, 16, 3), (4, 64, 2)):
         with pytest.raises(ValueError, match="cannot be launched"):
-            gemm_source(groups, slice_)
+            gemm_source(*shape)
 
 
 # --- on a GPU -------------------------------------------------------------------------------------------
 
 
 @needs_cuda
-def test_cuda_the_graphs_gemm_equals_cupys_matmul():
+@pytest.mark.parametrize("groups, slice_, per_thread", TILE_SHAPES)
+def test_cuda_the_graphs_gemm_equals_cupys_matmul(groups, slice_, per_thread):
+    """On the GPU, in each tile shape: the step's products at the chapter's sizes equal CuPy's (cuBLAS's), and a
+    thread making more elements of C gives the same bits as one making one (the host tests' claims, on the GPU)."""
     import cupy
 
     from minigrad.fast.gemm import gemm
@@ -212,7 +243,9 @@ def test_cuda_the_graphs_gemm_equals_cupys_matmul():
     x, w, gy = (cupy.asarray(rng.standard_normal(shape).astype(np.float32)) for shape in shapes)
     for a, b in ((x, w.T), (gy, w), (gy.T, x)):
         out = cupy.empty((a.shape[0], b.shape[1]), dtype=np.float32)
-        np.testing.assert_allclose(cupy.asnumpy(gemm(a, b, out)), cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-4)
+        product = cupy.asnumpy(gemm(a, b, out, groups, slice_, per_thread))
+        np.testing.assert_allclose(product, cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(product, cupy.asnumpy(gemm(a, b, None, groups, slice_, 1)))
 
 
 def fit_cuda(record, hidden=(64, 64), lr=0.5, epochs=1, count=640, eager=False, products="tile"):
