@@ -8,9 +8,10 @@ Reading the machine code costs no device time and answers what timing cannot say
 a loop go out together or one after another (each waiting for the last write), whether a product was fused
 into a sum (an FFMA where the CPU rounds twice), whether a block's registers fit. ``--sass minigrad_sgemm``
 prints one kernel's SASS; ``--tile-shapes`` adds the GEMM in each of ``fast.gemm.TILE_SHAPES`` (named as
-``benchmarks.gemm_speed`` names them: "minigrad_sgemm 4x16 2x2"). Needs CuPy and NVRTC (``pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12``); the
-instruction counts also need ptxas and nvdisasm (on the PATH, or ``pip install nvidia-cuda-nvcc-cu12
-nvidia-cuda-nvdisasm``, whose binaries are found in the installed packages).
+``benchmarks.gemm_speed`` names them: "minigrad_sgemm 4x16 2x2"). Needs CuPy and NVRTC (``pip install
+cupy-cuda12x nvidia-cuda-nvrtc-cu12``); the instruction counts also need ptxas and nvdisasm (on the PATH, or
+``pip install nvidia-cuda-nvcc-cu12 nvidia-cuda-nvdisasm``, whose binaries are found in the installed
+packages).
 """
 
 import glob
