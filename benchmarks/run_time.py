@@ -6,12 +6,14 @@ Runs ``python -m examples.dropout_mlp --device D --epochs E --no-progress --no-p
 temporary folder), timed from the moment it is started to its exit, under a thin wrapper (``inner``) that
 changes nothing but notes where the time goes: Python's start, the imports, the data (reading and checking the
 IDX files, the loaders), planning (the planned step's buffers), on a GPU recording (the CUDA graph's warm-up,
-which compiles the planned step's kernels on a first run, capture and replays checked bit for bit) and the
-eager check (two steps of the eager ops to compare the replays with, which compiles their kernels on a first
-run), training, evaluation and writing the results (each epoch's checkpoint and metrics); what is left is
-"other". Each phase's time is its own, less the phases it
-calls (planning happens inside the first epoch's training). On a GPU the run is made twice: with an empty CuPy
-kernel cache (cold: every kernel compiled, as on a first run) and again with the cache that run filled (warm).
+which compiles the planned step's kernels on a first run, capture and replays checked bit for bit), the cpu
+steps (two steps of the eager ops of a copy of the model on the CPU, drawing the GPU's masks, to compare the
+replays with) and the eager check (the replays and their comparison, and only where the CPU's steps disagree,
+two steps of the GPU's own eager ops, which compile their kernels on a first run), training, evaluation and
+writing the results (each epoch's checkpoint and metrics); what is left is "other". Each phase's time is its
+own, less the phases it calls (planning happens inside the first epoch's training). On a GPU the run is made
+twice: with an empty CuPy kernel cache (cold: every kernel compiled, as on a first run) and again with the
+cache that run filled (warm).
 Beside it, the same for ``benchmarks.pytorch_chapter``, a plain PyTorch script of the chapter.
 """
 
@@ -30,6 +32,7 @@ PHASES = (
     "data",
     "planning",
     "recording",
+    "cpu steps",
     "eager check",
     "training",
     "evaluation",
@@ -91,6 +94,7 @@ def inner(python_ready, marks_path, argv):
     phases.wrap(DataLoader, "__init__", "data")
     phases.wrap(PlannedTraining, "_plan", "planning")
     phases.wrap(RecordedStep, "__init__", "recording")
+    phases.wrap(PlannedTraining, "_steps_on_cpu", "cpu steps")
     phases.wrap(PlannedTraining, "_check_against_eager", "eager check")
     phases.wrap(Trainer, "train_epoch", "training")
     phases.wrap(Trainer, "evaluate", "evaluation")
@@ -140,6 +144,7 @@ def pytorch_split(marks):
         "data": marks["data"] - marks["imports"],
         "planning": 0.0,
         "recording": 0.0,
+        "cpu steps": 0.0,
         "eager check": 0.0,
         "training": marks["training"] - marks["data"],
         "evaluation": marks["evaluation"] - marks["training"],

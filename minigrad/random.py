@@ -14,9 +14,12 @@ Two kinds of stream, both seeded by :func:`manual_seed`:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -26,6 +29,9 @@ from .backend import Array, CudaKernel, check_device, cupy, on_device
 _seed: int | None = None
 _generators: dict[str, Any] = {}  # device -> NumPy or CuPy generator
 _dropout_streams: dict[str, PhiloxStream] = {}
+_lent = (
+    threading.local()
+)  # .streams: {device: stream} that this thread's dropout draws from instead (lent_dropout_stream)
 
 
 def _fresh_seed():
@@ -73,13 +79,36 @@ def generator(device: str | None) -> Any:
 
 
 def dropout_stream(device: str | None) -> PhiloxStream:
-    """The dropout stream of ``device`` (created on first use from the manual seed)."""
+    """The dropout stream of ``device`` (created on first use from the manual seed), or the one lent to this
+    thread for it (``lent_dropout_stream``)."""
+    lent = getattr(_lent, "streams", None)
+    if lent and device in lent:
+        return lent[device]
     if device in _dropout_streams:
         return _dropout_streams[device]
     device = check_device(device)
     if device not in _dropout_streams:
         _dropout_streams[device] = PhiloxStream(_current_seed(), device)
     return _dropout_streams[device]
+
+
+@contextlib.contextmanager
+def lent_dropout_stream(device: str, stream: PhiloxStream) -> Iterator[PhiloxStream]:
+    """Inside the block, this thread's dropout on ``device`` draws from ``stream`` instead of the device's own
+    stream, which neither moves nor serves anyone else differently (other threads draw from it as before)."""
+    device = check_device(device)
+    lent = getattr(_lent, "streams", None)
+    if lent is None:
+        lent = _lent.streams = {}
+    before = lent.get(device)
+    lent[device] = stream
+    try:
+        yield stream
+    finally:
+        if before is None:
+            del lent[device]
+        else:
+            lent[device] = before
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -126,9 +155,20 @@ class PhiloxStream:
     """
 
     def __init__(self, seed: int, device: str = "cpu") -> None:
-        self.device = device
         # two 64-bit words (astype: NumPy's signature promises 32- or 64-bit words)
-        self.key = numpy.random.SeedSequence(seed).generate_state(2, numpy.uint64).astype(numpy.uint64)
+        self._begin(numpy.random.SeedSequence(seed).generate_state(2, numpy.uint64).astype(numpy.uint64), device)
+
+    def replica(self, device: str) -> PhiloxStream:
+        """A stream of its own on ``device`` that draws the words this one would draw next (the same key, at this
+        counter): drawing from either moves only that one."""
+        twin = object.__new__(PhiloxStream)
+        twin._begin(self.key.copy(), check_device(device))
+        twin.set_counter(self.counter)
+        return twin
+
+    def _begin(self, key: numpy.ndarray, device: str) -> None:
+        """The stream of ``key`` on ``device``, at counter 0."""
+        self.device, self.key = device, key
         if device == "cpu":
             self.philox = numpy.random.Philox(key=self.key)  # counter 0, no words buffered
         else:

@@ -160,6 +160,87 @@ def test_a_planned_step_that_disagrees_with_the_eager_ops_is_refused(fake_cuda, 
         np.testing.assert_array_equal(ours.data, theirs.data)
 
 
+def test_the_cpu_twin_with_the_streams_replica_takes_the_models_own_steps():
+    """The reference a GPU's recorded step is checked against: a copy of the model and of its SGD on the CPU, its
+    dropout drawing from a replica of the model's stream, takes the very steps the model takes (the same
+    masks, on the CPU the same bits), and changes neither the model nor its stream."""
+    from minigrad.fast.training import cpu_twin
+    from minigrad.random import dropout_stream, lent_dropout_stream
+
+    mg.manual_seed(0)
+    model = concise_mlp(hidden=(32, 16))  # dropout 0.2 and 0.5
+    optimizer = mg.optim.SGD(
+        [{"params": list(model.parameters())[:2], "lr": 0.3}, {"params": list(model.parameters())[2:]}], lr=0.5
+    )
+    batches = loader(count=128)
+    start = [p.data.copy() for p in model.parameters()]
+    twin, twin_optimizer = cpu_twin(model, optimizer)
+    assert [g["lr"] for g in twin_optimizer.param_groups] == [0.3, 0.5]
+    stream = dropout_stream("cpu")
+    with lent_dropout_stream("cpu", stream.replica("cpu")):
+        for index in range(2):
+            x, y = batches.batch(None, index, "cpu")
+            twin_optimizer.zero_grad()
+            mg.nn.functional.cross_entropy(twin(x), y).backward()
+            twin_optimizer.step()
+    assert stream.counter == 0
+    for p, data in zip(model.parameters(), start):
+        np.testing.assert_array_equal(p.data, data)
+    for index in range(2):
+        x, y = batches.batch(None, index)
+        optimizer.zero_grad()
+        mg.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    for ours, theirs in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(ours.data, theirs.data)
+
+
+@pytest.mark.parametrize("twin_goes", ["wrong", "nowhere"])
+def test_where_the_cpus_steps_disagree_or_fail_the_eager_ops_decide(fake_cuda, monkeypatch, twin_goes):
+    """The CPU's steps are a shortcut, never the last word: where they disagree with the replays (here: a twin
+    one weight off) or cannot run, the check falls back on the model's own eager ops, which accept a right step
+    and say why they were asked."""
+    from minigrad.fast import training
+
+    made = training.cpu_twin
+
+    def twin(model, optimizer):
+        if twin_goes == "nowhere":
+            raise RuntimeError("no CPU today")
+        copy, copy_optimizer = made(model, optimizer)
+        copy[0].weight.data[0, 0] += 1.0
+        return copy, copy_optimizer
+
+    monkeypatch.setattr(training, "cpu_twin", twin)
+    mg.manual_seed(0)
+    model = no_dropout_model()
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False)
+    trainer.planned = PlannedTraining(model, optimizer, record=True)
+    trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    assert trainer.planned is not None  # accepted: no fall back on the eager ops
+    why = {"wrong": "a parameter of shape (32, 784) differs by up to 1", "nowhere": "the CPU's steps failed (Run"}
+    assert trainer.planned.checked_against.startswith(f"the GPU's eager ops ({why[twin_goes]}")
+
+
+def test_a_right_step_is_accepted_by_the_cpus_steps_alone(fake_cuda, monkeypatch):
+    from minigrad.fast import training
+
+    def eager_steps(self, model, optimizer, loader, device):
+        assert device == "cpu", "the GPU's eager ops were asked"
+        return original(self, model, optimizer, loader, device)
+
+    original = training.PlannedTraining._eager_steps
+    monkeypatch.setattr(training.PlannedTraining, "_eager_steps", eager_steps)
+    mg.manual_seed(0)
+    model = no_dropout_model()
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False)
+    trainer.planned = PlannedTraining(model, optimizer, record=True)
+    trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    assert trainer.planned.checked_against == "the CPU's eager ops"
+
+
 def host_gemm(multiply, groups, per_thread):
     """``a @ b`` by fast.gemm's kernel built for the host (``multiply``), launched as ``gemm.gemm`` launches it."""
     from minigrad.fast.gemm import tile_grid
@@ -284,6 +365,26 @@ def test_cuda_the_planned_step_follows_the_eager_ops(products):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     assert planned.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
     assert planned.history[0]["test_acc"] == pytest.approx(eager.history[0]["test_acc"], abs=0.01)
+
+
+@needs_cuda
+@pytest.mark.parametrize("products", ["tile", "cublas"])
+def test_cuda_the_recorded_step_is_checked_against_the_cpus_steps(products):
+    """On a GPU the replays agree with a copy of the model on the CPU drawing the GPU's masks (the chapter's model,
+    dropout and all), so that the GPU's eager ops, and the kernels they would compile, are not needed; the
+    CPU's own dropout stream is left where it was."""
+    from minigrad.random import dropout_stream
+
+    mg.manual_seed(0)
+    model = concise_mlp(device="cuda")
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False)
+    trainer.planned = PlannedTraining(model, optimizer, products=products)
+    on_cpu = dropout_stream("cpu").counter
+    trainer.fit(loader(device="cuda", count=1024, batch=256), loader(device="cuda", count=256, seed=1), epochs=1)
+    assert trainer.step_kind == "planned, recorded as a CUDA graph"
+    assert trainer.planned.checked_against == "the CPU's eager ops"
+    assert dropout_stream("cpu").counter == on_cpu
 
 
 @needs_cuda

@@ -110,6 +110,36 @@ def test_manual_seed_restarts_the_stream():
     np.testing.assert_array_equal(F.dropout(mg.ones(64), 0.5).numpy(), first)
 
 
+def test_a_replica_draws_the_streams_next_words_without_moving_it():
+    mg.manual_seed(5)
+    stream = dropout_stream("cpu")
+    stream.words(100)
+    replica = stream.replica("cpu")
+    counter = stream.counter
+    ahead = replica.words(300)
+    assert stream.counter == counter and replica.counter == counter + blocks_for(300)
+    np.testing.assert_array_equal(stream.words(300), ahead)
+
+
+def test_a_lent_stream_serves_this_threads_dropout_only_and_only_inside_the_block():
+    import threading
+
+    from minigrad.random import lent_dropout_stream
+
+    mg.manual_seed(6)
+    own = dropout_stream("cpu")
+    lent = own.replica("cpu")
+    seen = []
+    with lent_dropout_stream("cpu", lent):
+        assert dropout_stream("cpu") is lent
+        F.dropout(mg.ones(64), 0.5)
+        worker = threading.Thread(target=lambda: seen.append(dropout_stream("cpu")))
+        worker.start()
+        worker.join()
+    assert seen == [own] and dropout_stream("cpu") is own
+    assert own.counter == 0 and lent.counter == blocks_for(64)
+
+
 PHILOX_WORDS = r"""
 extern "C" __global__ void minigrad_test_philox(const unsigned long long* key, unsigned long long* counter,
                                                 unsigned long long n, unsigned long long blocks, unsigned int* words) {

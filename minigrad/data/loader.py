@@ -143,14 +143,17 @@ class DataLoader:
             return None
         return backend.to_device(self.order_generator.permutation(len(self.labels)), self.device)
 
-    def batch(self, order: Array | None, index: int) -> tuple[Tensor, Tensor]:
-        """Batch number ``index`` of the epoch whose ``epoch_order()`` is ``order``: Tensors (x, y)."""
+    def batch(self, order: Array | None, index: int, device: str | None = None) -> tuple[Tensor, Tensor]:
+        """Batch number ``index`` of the epoch whose ``epoch_order()`` is ``order``: Tensors (x, y), on the
+        loader's device or on ``device`` (the batch's rows copied there, then scaled there)."""
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = rows if order is None else order[rows]
-        images = self.images[rows]
-        if isinstance(rows, slice) and images.dtype != numpy.uint8:
+        images, labels = self.images[rows], self.labels[rows]
+        if device is not None and backend.check_device(device) != self.device:
+            images, labels = backend.to_device(images, device), backend.to_device(labels, device)
+        elif isinstance(rows, slice) and images.dtype != numpy.uint8:
             images = images.copy()  # a batch of its own: changing it in place never changes the dataset
-        return Tensor(scaled_pixels(images) if images.dtype == numpy.uint8 else images), Tensor(self.labels[rows])
+        return Tensor(scaled_pixels(images) if images.dtype == numpy.uint8 else images), Tensor(labels)
 
 
 class BatchCursor:

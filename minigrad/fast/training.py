@@ -17,13 +17,17 @@ line and run the eager ops instead.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy
+
 from .. import backend
 from ..nn import functional as F
-from ..random import dropout_stream
+from ..optim import SGD
+from ..random import dropout_stream, lent_dropout_stream
 from .graphs import CHECKS, GraphMismatch, RecordedStep
 from .plan import DEFAULT_PRODUCTS, PlannedEval, PlannedStep, leaf_modules, loader_problem, plan_problem
 
@@ -33,7 +37,8 @@ if TYPE_CHECKING:
     from ..nn.module import Module
     from ..optim import Optimizer
 
-AGREEMENT = {"rtol": 1e-4, "atol": 1e-6}  # a GPU's planned step against its eager ops (other matrix-product kernels)
+# a GPU's planned step against the eager ops (other matrix-product kernels; on the CPU, other sums too)
+AGREEMENT: dict[str, Any] = {"rtol": 1e-4, "atol": 1e-6}
 
 
 class PlanProblem(RuntimeError):
@@ -118,6 +123,7 @@ class PlannedTraining:
         self.device = parameter.device if parameter is not None else "cpu"
         self.record = self.device != "cpu" if record is None else record
         self.passes: dict[tuple[Any, bool], Pass] = {}
+        self.checked_against: str | None = None  # what the recorded step was last checked against (on a GPU)
 
     def describe(self) -> str:
         """What runs: "planned", with ", recorded as a CUDA graph" on a GPU."""
@@ -203,9 +209,13 @@ class PlannedTraining:
 
     def _check_against_eager(self, loader: DataLoader, full: PlannedStep, recorded: RecordedStep) -> None:
         """Two replays against two steps of the eager ops from the same state, on the loader's first batches;
-        ``PlanProblem`` when they disagree by more than the matrix-product kernels can (``AGREEMENT``).
-        The state is restored either way."""
-        xp = backend.module_for(self.device)
+        ``PlanProblem`` when they disagree by more than two matrix-product kernels can (``AGREEMENT``).
+
+        The eager steps are first those of a copy of the model on the CPU (``cpu_twin``), its dropout drawing
+        the GPU's masks (a replica of the GPU's stream): no GPU kernel to compile, which on a first run is most
+        of what the GPU's eager ops cost. Only where the CPU's steps disagree with the replays, or cannot run,
+        do the GPU's own eager ops decide. ``checked_against`` says which did. The state is restored either way.
+        """
         parameters = list(self.model.parameters())
         stream = dropout_stream(self.device)
         saved = [p.data.copy() for p in parameters], stream.counter
@@ -216,16 +226,10 @@ class PlannedTraining:
             stream.set_counter(saved[1])
 
         try:
-            self.model.train()
-            for index in range(CHECKS):
-                x, y = loader.batch(None, index)
-                loss = self.loss_fn(self.model(x), y)
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
-            self.optimizer.zero_grad()
-            eager = [p.data.copy() for p in parameters]
-            restore()
+            try:
+                on_cpu: list[Any] | str = self._steps_on_cpu(loader)
+            except Exception as error:  # noqa: BLE001 - the GPU's eager ops decide instead, as they always could
+                on_cpu = f"the CPU's steps failed ({type(error).__name__}: {error})"
             recorded.after_current()
             with recorded.on_stream():
                 full.cursor.start_epoch(None)
@@ -234,15 +238,69 @@ class PlannedTraining:
                 for _ in range(CHECKS):
                     recorded.replay()
             recorded.stream.synchronize()
-            for p, expected in zip(parameters, eager):
-                if not bool(xp.allclose(p.data, expected, **AGREEMENT)):
-                    worst = float(xp.abs(p.data - expected).max())
-                    raise PlanProblem(
-                        f"the planned step disagrees with the eager ops on this GPU (a parameter of shape "
-                        f"{tuple(p.shape)} differs by up to {worst:.3g} after {CHECKS} steps)"
-                    )
+            replayed = [backend.to_numpy(p.data).copy() for p in parameters]  # copies, from the CPU too
+            restore()
+            why = on_cpu if isinstance(on_cpu, str) else disagreement(parameters, replayed, on_cpu)
+            if why is None:
+                self.checked_against = "the CPU's eager ops"
+                return
+            self.checked_against = f"the GPU's eager ops ({why})"
+            on_gpu = self._eager_steps(self.model, self.optimizer, loader, None)
+            why = disagreement(parameters, replayed, [backend.to_numpy(data) for data in on_gpu])
+            if why is not None:
+                raise PlanProblem(f"the planned step disagrees with the eager ops on this GPU ({why})")
         finally:
             restore()
+
+    def _steps_on_cpu(self, loader: DataLoader) -> list[Any]:
+        """The eager steps of ``cpu_twin``'s copy of the model on the CPU, its dropout drawing what the model's
+        device's stream would draw next."""
+        twin, twin_optimizer = cpu_twin(self.model, self.optimizer)
+        with lent_dropout_stream("cpu", dropout_stream(self.device).replica("cpu")):
+            return self._eager_steps(twin, twin_optimizer, loader, "cpu")
+
+    def _eager_steps(self, model: Module, optimizer: Optimizer, loader: DataLoader, device: str | None) -> list[Any]:
+        """CHECKS training steps of the eager ops of ``model`` and ``optimizer`` on the loader's first batches,
+        taken to ``device`` (None: where they are); the parameters' values after them."""
+        model.train()
+        for index in range(CHECKS):
+            x, y = loader.batch(None, index, device)
+            loss = self.loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad()
+        return [p.data.copy() for p in model.parameters()]
+
+
+def cpu_twin(model: Module, optimizer: Optimizer) -> tuple[Module, SGD]:
+    """A copy of a planned ``model`` (whose layers plan_problem has checked) and of its SGD on the CPU: the same
+    layers, values and settings, and no gradients."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p.data)] = backend.to_numpy(p.data).copy()  # a copy of its own, from the CPU too
+        if p.grad is not None:
+            memo[id(p.grad)] = None
+    twin = copy.deepcopy(model, memo)
+    twin_of = {id(p): q for p, q in zip(model.parameters(), twin.parameters())}
+    groups = [
+        {
+            **{k: v for k, v in group.items() if k in optimizer.defaults},
+            "params": [twin_of[id(p)] for p in group["params"]],
+        }
+        for group in optimizer.param_groups
+    ]
+    return twin, SGD(groups, **optimizer.defaults)
+
+
+def disagreement(parameters: list[Any], values: list[Any], expected: list[Any]) -> str | None:
+    """None when each parameter's ``values`` (NumPy arrays) agree with ``expected`` within ``AGREEMENT``; else
+    which parameter differs, and by how much."""
+    for p, value, wanted in zip(parameters, values, expected):
+        if not numpy.allclose(value, wanted, **AGREEMENT):
+            worst = float(numpy.abs(value - wanted).max())
+            return f"a parameter of shape {tuple(p.shape)} differs by up to {worst:.3g} after {CHECKS} steps"
+    return None
 
 
 def _same(made_with: tuple[list[Any], list[Any]], now: tuple[list[Any], list[Any]]) -> bool:
