@@ -195,6 +195,17 @@ def test_the_cpu_twin_with_the_streams_replica_takes_the_models_own_steps():
         np.testing.assert_array_equal(ours.data, theirs.data)
 
 
+def recorded_fit():
+    """An epoch of the no-dropout model by PlannedTraining(record=True) (with fake_cuda: a stand-in graph)."""
+    mg.manual_seed(0)
+    model = no_dropout_model()
+    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Trainer(model, optimizer, progress=False)
+    trainer.planned = PlannedTraining(model, optimizer, record=True)
+    trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    return trainer
+
+
 @pytest.mark.parametrize("twin_goes", ["wrong", "nowhere"])
 def test_where_the_cpus_steps_disagree_or_fail_the_eager_ops_decide(fake_cuda, monkeypatch, twin_goes):
     """The CPU's steps are a shortcut, never the last word: where they disagree with the replays (here: a twin
@@ -212,12 +223,7 @@ def test_where_the_cpus_steps_disagree_or_fail_the_eager_ops_decide(fake_cuda, m
         return copy, copy_optimizer
 
     monkeypatch.setattr(training, "cpu_twin", twin)
-    mg.manual_seed(0)
-    model = no_dropout_model()
-    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
-    trainer = Trainer(model, optimizer, progress=False)
-    trainer.planned = PlannedTraining(model, optimizer, record=True)
-    trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    trainer = recorded_fit()
     assert trainer.planned is not None  # accepted: no fall back on the eager ops
     why = {"wrong": "a parameter of shape (32, 784) differs by up to 1", "nowhere": "the CPU's steps failed (Run"}
     assert trainer.planned.checked_against.startswith(f"the GPU's eager ops ({why[twin_goes]}")
@@ -232,12 +238,7 @@ def test_a_right_step_is_accepted_by_the_cpus_steps_alone(fake_cuda, monkeypatch
 
     original = training.PlannedTraining._eager_steps
     monkeypatch.setattr(training.PlannedTraining, "_eager_steps", eager_steps)
-    mg.manual_seed(0)
-    model = no_dropout_model()
-    optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
-    trainer = Trainer(model, optimizer, progress=False)
-    trainer.planned = PlannedTraining(model, optimizer, record=True)
-    trainer.fit(loader(count=300), loader(count=200, seed=1), epochs=1)
+    trainer = recorded_fit()
     assert trainer.planned.checked_against == "the CPU's eager ops"
 
 
