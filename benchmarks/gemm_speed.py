@@ -8,7 +8,7 @@ For each product of the step in the 784-256-256-10 MLP (forward x @ W^T; backwar
 the transposed operands as views, as the step passes them; the first layer needs no gy @ W), the median time
 of each alone on the GPU over ``--repeats`` runs, timed with CUDA events. Alone, each time is mostly the
 launch's; so also the time per replay of a CUDA graph holding the step's eight products, by the tile kernel
-in each of its shapes (``fast.gemm.TILE_SHAPES``, named by ``tile_kinds``) and by cuBLAS: how a recorded step
+in each of its shapes (``fast.gemm.TILE_NAMES``) and by cuBLAS: how a recorded step
 pays for them. The planned step's ``products`` setting, and the tile's default shape, are chosen by this: the
 last lines say what to set.
 Needs a GPU.
@@ -23,7 +23,7 @@ import numpy
 from minigrad import backend, cli
 from minigrad.chapter.model import BATCH_SIZE, NUM_HIDDENS, NUM_INPUTS, NUM_OUTPUTS
 from minigrad.fast.cublas import Cublas
-from minigrad.fast.gemm import GROUPS, PER_THREAD, SLICE, TILE_SHAPES, gemm
+from minigrad.fast.gemm import TILE_NAMES, gemm
 from minigrad.files import save_json
 
 
@@ -85,21 +85,17 @@ def graph_us(cupy, products, repeats, replays=20):
 
 
 def tile_kinds():
-    """{name: (groups, slice_, per_thread)} of the tile shapes timed: "tile" is fast.gemm's default, then the
-    others of TILE_SHAPES, "tile 4x64" for four groups taking 64 of K a trip, "tile 4x16 2x2" for a thread
-    making 2 x 2 elements of C."""
-    kinds = {"tile": (GROUPS, SLICE, PER_THREAD)}
-    for groups, slice_, per_thread in TILE_SHAPES:
-        if (groups, slice_, per_thread) != kinds["tile"]:
-            elements = f" {per_thread}x{per_thread}" if per_thread > 1 else ""
-            kinds[f"tile {groups}x{slice_}{elements}"] = (groups, slice_, per_thread)
-    return kinds
+    """{name: (groups, slice_, per_thread)} of the tile shapes timed (``fast.gemm.TILE_NAMES``): "tile" is the
+    default shape, "tile 4x64" four groups taking 64 of K a trip, "tile 4x16 2x2" a thread making 2 x 2
+    elements of C. The names are what the planned step's ``products`` takes."""
+    return dict(TILE_NAMES)
 
 
 def summary(rows, kinds, in_graph, tolerance=1e-3):
-    """The report's lines: each product, then a row per kind (its microseconds for each product alone, their
-    sum, the eight in a graph, and its largest difference from CuPy's product), then the verdicts: the fastest
-    tile shape, and tile against cuBLAS, among the kinds whose products agree with CuPy's within ``tolerance``."""
+    """(The report's lines, the fastest tile shape's name or None). The lines: each product, then a row per kind
+    (its microseconds for each product alone, their sum, the eight in a graph, and its largest difference from
+    CuPy's product), then the verdicts: the fastest tile shape, and tile against cuBLAS, among the kinds whose
+    products agree with CuPy's within ``tolerance``."""
     lines = [
         f"product {index}: {row['product']} ({'x'.join(map(str, row['shape']))}, m x k x n)"
         for index, row in enumerate(rows, start=1)
@@ -122,12 +118,12 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
     tiles = {kind: us for kind, us in in_graph.items() if kind.startswith("tile") and kind not in wrong}
     if not tiles:
         lines.append(f"no tile shape agrees with CuPy's products within {tolerance}: fast.gemm is wrong on this GPU")
-        return lines
+        return lines, None
     fastest = min(tiles, key=tiles.get)
     shape = ", ".join(map(str, tile_kinds()[fastest]))
     default = f"the default {tiles['tile']:.1f} us" if "tile" in tiles else "the default is wrong"
     lines.append(
-        f"in a graph, the fastest tile shape is {fastest} ({tiles[fastest]:.1f} us; {default}): "
+        f"in a graph, the fastest tile shape is {fastest!r} ({tiles[fastest]:.1f} us; {default}): "
         f"fast.gemm's GROUPS, SLICE, PER_THREAD = {shape}"
     )
     if "cublas" in in_graph and "cublas" not in wrong:
@@ -136,7 +132,7 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
         lines.append(
             f"in a graph, the fastest tile takes {ratio:.2f}x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = {faster!r}"
         )
-    return lines
+    return lines, fastest
 
 
 def run(args):
@@ -167,7 +163,8 @@ def run(args):
     kinds = ["cupy", *(kind for kind in kernels if kernels[kind] is not None)]
     alone = {kind: sum(row[f"{kind}_us"] for row in rows) for kind in kinds}
     in_graph = {kind: graph_us(cupy, calls[kind], args.repeats) for kind in kinds if kind != "cupy"}
-    print("\n".join(summary(rows, kinds, in_graph)))
+    lines, fastest_tile = summary(rows, kinds, in_graph)
+    print("\n".join(lines))
     report = {
         "device": backend.gpu_name(),
         "batch": args.batch,
@@ -176,6 +173,7 @@ def run(args):
         "step_us_alone": alone,
         "step_us_in_graph": in_graph,
         "cublas_unavailable": unavailable,
+        "fastest_tile": fastest_tile,  # the products name for the planned step (train_speed --products)
     }
     if args.json:
         save_json(report, args.json)

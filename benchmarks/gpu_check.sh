@@ -10,13 +10,14 @@
 #               eager ops and the CPU (1e-4), the recorded step's kernel count, the learning rate read at replay
 #   graph       the recorded step's graph with each kind of products (nodes, kernels, the 15-kernel target, the
 #               cost of a replay)
-#   speed       benchmarks.train_speed on cuda: minigrad planned (tile and cuBLAS products) and eager, the CuPy
-#               floor, PyTorch eager, graph, graph+gather (the bar) and torch.compile
+#   gemm        the step's eight products alone and in a graph: the tile kernel in each of its shapes, cuBLAS via
+#               ctypes, CuPy's; the fastest tile shape becomes the products of speed and profile (PRODUCTS)
+#   speed       benchmarks.train_speed on cuda: minigrad planned (the fastest tile shape, and cuBLAS products) and
+#               eager, the CuPy floor, PyTorch eager, graph, graph+gather (the bar) and torch.compile
 #   planned     the chapter's 10 epochs on cuda with the planned step (the default) from SEEDS (default 0 1 2 3
 #               4, run side by side), their final test accuracies beside the CPU's
 #   runtime     the example's run from the prompt to its last line, phase by phase (cold and warm kernel cache),
 #               beside a plain PyTorch script
-#   gemm        the step's eight products alone and in a graph: the tile kernel, cuBLAS via ctypes, CuPy's
 #   profile     the recorded step's kernels one by one: nsys (--cuda-graph-trace=node) where it works, else ncu
 #   example     the chapter's 10 epochs on cuda with the eager ops (--eager)
 #   cpu-tests   the rest of the suite (CI runs it too)
@@ -43,7 +44,7 @@ summary=$RUNS/summary.txt
 : >"$summary"
 
 left() { echo $((deadline - SECONDS)); }
-wants() { [[ ",${STEPS:-cuda-tests,graph,speed,planned,runtime,gemm,profile}," == *",$1,"* ]]; }
+wants() { [[ ",${STEPS:-cuda-tests,graph,gemm,speed,planned,runtime,profile}," == *",$1,"* ]]; }
 
 # begin STEP NEED: whether STEP runs now: asked for, and at least NEED seconds of the budget left (else it is
 # named for the next call)
@@ -117,9 +118,25 @@ if begin graph 60; then
   done
 fi
 
+# PRODUCTS: the planned step's products for speed and profile; the gemm step sets it to the fastest tile shape
+# it timed (a later call with STEPS=speed can be given it: PRODUCTS="tile 4x16 2x2")
+products=${PRODUCTS:-}
+if begin gemm 30; then
+  run 90 gemm $PY -m benchmarks.gemm_speed --json "$OUT/gemm_speed.json"
+  keep gemm '/^product/,$p'
+  fastest=$($PY - "$OUT/gemm_speed.json" 2>/dev/null <<'FASTEST'
+import json, sys
+print(json.load(open(sys.argv[1])).get("fastest_tile") or "")
+FASTEST
+)
+  [[ -n $fastest ]] && products=$fastest
+fi
+products_args=()
+[[ -n $products ]] && products_args=(--products "$products") && echo "== the planned step's products: $products"
+
 if begin speed 150; then
   run 420 speed $PY -m benchmarks.train_speed --device cuda --epochs 3 --repeats 3 --ready-timeout 240 \
-    --json "$OUT/train_speed.json"
+    ${products_args[@]+"${products_args[@]}"} --json "$OUT/train_speed.json"
   keep speed '/^contender/,$p'
 fi
 
@@ -159,21 +176,16 @@ if begin runtime 90; then
   keep runtime '/^seconds/,$p'
 fi
 
-if begin gemm 30; then
-  run 90 gemm $PY -m benchmarks.gemm_speed --json "$OUT/gemm_speed.json"
-  keep gemm '/^product/,$p'
-fi
-
 if begin profile 60; then
   if command -v nsys >/dev/null && run 120 nsys nsys profile --cuda-graph-trace=node --force-overwrite true \
-    -o "$RUNS/step_graph" $PY -m benchmarks.step_graph --passes 2; then
+    -o "$RUNS/step_graph" $PY -m benchmarks.step_graph --passes 2 ${products_args[@]+"${products_args[@]}"}; then
     run 60 nsys-stats nsys stats --report cuda_gpu_kern_sum --format csv --output "$RUNS/nsys" \
       "$RUNS/step_graph.nsys-rep" && cp "$RUNS"/nsys*.csv "$OUT/profile.csv"
   elif command -v ncu >/dev/null; then
     # each kernel node of the replays timed on its own; the clocks and caches as they are (no ncu control)
     run 150 ncu ncu --graph-profiling node --clock-control none --cache-control none \
       --metrics gpu__time_duration.sum --csv --launch-count 400 --log-file "$OUT/profile.csv" \
-      $PY -m benchmarks.step_graph --passes 2
+      $PY -m benchmarks.step_graph --passes 2 ${products_args[@]+"${products_args[@]}"}
     run 30 ncu-summary $PY - "$OUT/profile.csv" <<'KERNELS'
 import csv, statistics, sys
 rows = [line for line in open(sys.argv[1]) if line.startswith('"')]

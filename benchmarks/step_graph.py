@@ -1,6 +1,6 @@
 """The planned training step of the chapter's MLP recorded as a CUDA graph: what it holds, what one replay costs.
 
-    python -m benchmarks.step_graph [--products tile|cublas] [--passes 5] [--dot PATH] [--json PATH] [--data-dir DIR]
+    python -m benchmarks.step_graph [--products NAME] [--passes 5] [--dot PATH] [--json PATH] [--data-dir DIR]
 
 Records the step as ``Trainer`` does on a GPU (``fast.PlannedTraining`` on the training loader),
 then prints the graph's nodes and its kernels by name (from CUDA's DOT dump of the graph, written to
@@ -105,7 +105,9 @@ def main(argv=None):
         "--products",
         choices=PRODUCTS,
         default=DEFAULT_PRODUCTS,
-        help=f"whose matrix products (default: {DEFAULT_PRODUCTS}, the planned step's)",
+        metavar="NAME",
+        help=f"whose matrix products: {', '.join(map(repr, PRODUCTS))} (default: {DEFAULT_PRODUCTS!r}, the "
+        "planned step's)",
     )
     parser.add_argument("--passes", type=cli.positive_int, default=5)
     parser.add_argument("--dot", default=None, help="write the graph's DOT dump here")

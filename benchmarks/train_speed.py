@@ -3,6 +3,7 @@ matrix products alone and PyTorch.
 
     python -m benchmarks.train_speed [--device cpu|cuda] [--epochs 3] [--repeats 3] [--slices 5] [--limit N]
                                      [--json PATH] [--skip planned|concise|scratch|products|pytorch|cublas|compiled ...]
+                                     [--products NAME]
                                      [--ready-timeout SECONDS]
 
 Every contender trains the chapter's model (``minigrad/chapter/model.py``: 784-256-256-10, dropout 0.2/0.5,
@@ -17,11 +18,12 @@ report through the same ``monitor.Monitor``, so they pay for the same instrument
 none. "products" runs only the step's eight matrix products (forward three, backward five), as many times as
 there are batches: what no implementation of this step can go below.
 With ``--device cuda`` these contenders replay their step as a CUDA graph: minigrad planned (recorded, the batch
-gathered inside the graph; its products by the project's tile kernel), minigrad planned cublas (the same with
-cuBLAS's products, ``fast.cublas``), PyTorch graph (each batch copied into static input buffers, as PyTorch's notes
-on CUDA graphs do), PyTorch graph+gather (the batch gathered inside the graph, as minigrad's is: the bar) and
-PyTorch compiled (``torch.compile(mode="reduce-overhead")``, Inductor's fused kernels as CUDA graphs). A contender
-that fails is left out of the table, and the report says why.
+gathered inside the graph; its products by the project's tile kernel, in the shape ``--products`` names),
+minigrad planned cublas (the same with cuBLAS's products, ``fast.cublas``), PyTorch graph (each batch copied
+into static input buffers, as PyTorch's notes on CUDA graphs do), PyTorch graph+gather (the batch gathered
+inside the graph, as minigrad's is: the bar) and PyTorch compiled (``torch.compile(mode="reduce-overhead")``,
+Inductor's fused kernels as CUDA graphs). A contender that fails is left out of the table, and the report
+says why.
 """
 
 import itertools
@@ -55,6 +57,7 @@ from minigrad.chapter.model import (
 from minigrad.data import DataLoader, DatasetError, FashionMNIST, IDXFormatError
 from minigrad.data.loader import PIXEL_SCALE
 from minigrad.fast import PlannedTraining
+from minigrad.fast.plan import DEFAULT_PRODUCTS, PRODUCTS
 from minigrad.files import save_json
 from minigrad.monitor import Monitor
 from minigrad.random import generator
@@ -101,7 +104,7 @@ def minigrad_concise(device):
     return epoch
 
 
-def minigrad_planned(device, products="tile"):
+def minigrad_planned(device, products=DEFAULT_PRODUCTS):
     """The concise model trained by the planned step, what ``Trainer`` runs by default (fast.PlannedTraining;
     recorded as a CUDA graph on a GPU, batches gathered inside it), driven slice by slice with the same
     Monitor: a pass starts at an epoch's first batch. ``products``: the GPU's matrix products ("minigrad
@@ -372,7 +375,10 @@ def worker(connection, name, args):
             data = FashionMNIST(args.data_dir, train=True, verify=not args.skip_checksum, progress=False)
             loader = DataLoader(data, BATCH_SIZE, shuffle=True, device=device, limit=args.limit, seed=0)
             epoch_slices = EpochSlices(loader, args.slices)
-            run_epoch = CONTENDERS[name](device)
+            if name == "minigrad planned":  # its products as --products says (on a GPU: whose, or which tile)
+                run_epoch = minigrad_planned(device, args.products)
+            else:
+                run_epoch = CONTENDERS[name](device)
             # Warm-up on the loader's first two batches: first-call costs, and the planned step's plan (and graph)
             run_epoch(EpochSlices(loader, len(loader) // 2).next_slice(), 0)
         except Exception as error:  # this contender is out; the others still run
@@ -517,6 +523,7 @@ def run(args):
             "limit": args.limit,
             "examples_per_epoch": examples,
             "batch_size": BATCH_SIZE,
+            "planned_products": args.products,
         },
         "matmul_gflop_per_epoch": flops / 1e9,
         "sgemm_gflops": gflops,
@@ -560,6 +567,8 @@ def format_table(report):
         f"floor: {report['matmul_gflop_per_epoch']:.1f} GFLOP of matrix products per epoch at "
         f"{report['floor_gflops']:.0f} GFLOP/s; this machine's sgemm: {report['sgemm_gflops']:.0f} GFLOP/s"
     )
+    if report["device"] != "cpu":
+        lines.append(f"minigrad planned: its products by {report['config']['planned_products']!r}")
     lines += [f"left out: {line}" for line in report["skipped"]]
     return "\n".join(lines)
 
@@ -574,6 +583,14 @@ def main(argv=None):
         type=cli.positive_int,
         default=5,
         help="the contenders take turns every 1/SLICES of an epoch (finer turns: noise hits all alike)",
+    )
+    parser.add_argument(
+        "--products",
+        choices=PRODUCTS,
+        default=DEFAULT_PRODUCTS,
+        metavar="NAME",
+        help=f"on a GPU, minigrad planned's matrix products: {', '.join(map(repr, PRODUCTS))} (default: "
+        f"{DEFAULT_PRODUCTS!r}, the planned step's; benchmarks.gemm_speed names the fastest)",
     )
     parser.add_argument("--limit", type=cli.positive_int, default=None, help="train on the first N examples (quicker)")
     parser.add_argument("--data-dir", default=None)

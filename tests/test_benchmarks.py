@@ -271,18 +271,19 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
             row[f"{kind}_us"], row[f"{kind}_max_abs_difference"] = 31.0, 2e-5
         row["tile 2x16 4x4_max_abs_difference"] = 3.5  # fastest, and wrong
         rows.append(row)
-    lines = summary(rows, kinds, graph)
+    lines, fastest = summary(rows, kinds, graph)
+    assert fastest == "tile 4x16 2x2"
     assert lines[0] == "product 1: layer 1 forward x @ W^T (256x784x256, m x k x n)"
     assert sum(line.startswith("tile") for line in lines) == len(tile_kinds())
     (wrong,) = [line for line in lines if line.startswith("tile 2x16 4x4 ")]
     assert wrong.endswith("WRONG: left out of the verdicts")
     assert lines[-2] == (
-        "in a graph, the fastest tile shape is tile 4x16 2x2 (25.0 us; the default 40.0 us): "
+        "in a graph, the fastest tile shape is 'tile 4x16 2x2' (25.0 us; the default 40.0 us): "
         "fast.gemm's GROUPS, SLICE, PER_THREAD = 4, 16, 2"
     )
     assert lines[-1] == "in a graph, the fastest tile takes 0.83x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'tile'"
     graph["cublas"] = 20.0
-    assert summary(rows, kinds, graph)[-1].endswith("1.25x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'cublas'")
+    assert summary(rows, kinds, graph)[0][-1].endswith("1.25x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'cublas'")
 
 
 def test_train_speed_with_broken_data_is_one_line(tmp_path):

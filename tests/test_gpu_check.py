@@ -19,20 +19,24 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 STUB_PYTHON = f"""#!/usr/bin/env bash
 if [[ "$1" == "-" ]]; then exec {sys.executable} "$@"; fi
 if [[ "$1" == "-c" ]]; then echo "cupy 14 numpy 2 torch 2 cuda 13000 gpus 1"; exit 0; fi
-module=$2
+module=$2 all="$*"
 out= json=
 while (($#)); do
   case $1 in --out) out=$2 ;; --json) json=$2 ;; esac
   shift
 done
-[[ -n "$json" ]] && echo '{{}}' >"$json"
+if [[ "$module" == benchmarks.gemm_speed ]]; then
+  echo '{{"fastest_tile": "tile 4x16 2x2"}}' >"$json"
+elif [[ -n "$json" ]]; then
+  echo '{{}}' >"$json"
+fi
 if [[ -n "$out" ]]; then
   mkdir -p "$out" && echo '{{"final_test_acc": 0.85, "step": "planned, recorded as a CUDA graph"}}' >"$out/metrics.json"
 fi
 case $module in
   pytest) echo "12 passed, 3 skipped in 1.0s" ;;
   benchmarks.step_graph) echo "the recorded training step (tile products): 15 nodes"; echo "234 replays per pass" ;;
-  benchmarks.train_speed) echo "contender  median s"; echo "minigrad planned  0.010" ;;
+  benchmarks.train_speed) echo "contender  median s"; echo "minigrad planned  0.010"; echo "args: $all" ;;
   benchmarks.run_time) echo "seconds  minigrad cold"; echo "total  3.0" ;;
   benchmarks.gemm_speed) echo "product (m x k x n)  tile us"; echo "one step  20.0" ;;
 esac
@@ -76,6 +80,9 @@ def test_every_step_runs_and_the_summary_holds_their_results(tmp_path):
     ):
         assert line in summary, line
     assert "neither nsys nor ncu is installed here" in done.stdout
+    # gemm runs before speed, and speed times the planned step with the fastest tile shape gemm found
+    assert done.stdout.index("==== gemm") < done.stdout.index("==== speed")
+    assert "--products tile 4x16 2x2 --json" in summary
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8, files  # the device tool brings back at most 8
     assert {"gpu_check.log", "train_speed.json", "seeds.json", "run_time.json", "gemm_speed.json"} <= set(files)
@@ -93,6 +100,16 @@ def test_a_step_that_does_not_fit_the_budget_is_named_for_the_next_call(tmp_path
     summary = done.stdout[done.stdout.index("======== summary") :]
     assert "the recorded training step (tile products)" in summary and "one step  20.0" in summary
     assert "minigrad planned" not in done.stdout
+
+
+def test_a_later_call_times_the_products_it_is_given(tmp_path):
+    done, _ = check(tmp_path, STEPS="speed", PRODUCTS="tile 2x32 2x2")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "== the planned step's products: tile 2x32 2x2" in done.stdout
+    assert "--products tile 2x32 2x2 --json" in done.stdout
+    (tmp_path / "again").mkdir()
+    done, _ = check(tmp_path / "again", STEPS="speed")  # neither: the planned step's default
+    assert "--products" not in done.stdout
 
 
 def test_without_the_data_it_stops_before_any_work(tmp_path):

@@ -301,5 +301,8 @@ def test_a_graph_that_saved_the_old_weights_cannot_backward_after_a_planned_step
 def test_the_products_setting_is_checked():
     model = concise_mlp(hidden=(8, 8))
     optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
-    with pytest.raises(ValueError, match="products must be one of tile, cublas, got 'blas'"):
+    with pytest.raises(ValueError, match="products must be one of 'tile', 'tile 4x32', .*'cublas', got 'blas'"):
         PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="blas")
+    # a tile shape by its name (benchmarks.gemm_speed's): the products a GPU's plan makes, in that shape
+    step = PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="tile 4x16 2x2")
+    assert step.gemm.keywords == {"groups": 4, "slice_": 16, "per_thread": 2}

@@ -130,6 +130,17 @@ TILE_SHAPES = (
 SHARED_BYTES_LIMIT = 48 * 1024  # a block's static shared memory
 
 
+def shape_name(groups: int, slice_: int, per_thread: int) -> str:
+    """A tile shape's name, as the planned step's ``products`` and ``benchmarks.gemm_speed`` take it: "tile" for
+    the default shape, else "tile 4x64" (groups x slice), and "tile 4x16 2x2" where a thread makes 2 x 2."""
+    if (groups, slice_, per_thread) == (GROUPS, SLICE, PER_THREAD):
+        return "tile"
+    return f"tile {groups}x{slice_}" + (f" {per_thread}x{per_thread}" if per_thread > 1 else "")
+
+
+TILE_NAMES = {shape_name(*shape): shape for shape in ((GROUPS, SLICE, PER_THREAD), *TILE_SHAPES)}
+
+
 def shared_bytes(groups: int, slice_: int, per_thread: int) -> int:
     """The static shared memory of GEMM_CUDA's block for a tile shape: As and Bs, then the partial sums of all
     groups but the first."""

@@ -30,6 +30,7 @@ that is 15 kernels for the chapter's model.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,14 +48,15 @@ from ..nn.module import Module
 from ..ops import keep_threshold
 from ..optim import SGD
 from ..random import PHILOX_CUDA, blocks_for, dropout_stream
-from .gemm import gemm
+from .gemm import TILE_NAMES, gemm
 
 PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
 COLUMN_THREADS = 256  # threads per block of backward_mask, for 32 columns (minigrad_column_sums)
 LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source; minigrad_column_sums's too)
-PRODUCTS = ("tile", "cublas")  # whose matrix products a GPU's plan makes (Plan.matmul)
-DEFAULT_PRODUCTS = "tile"  # the faster of the two in a graph, by benchmarks.gemm_speed on a GPU (not yet timed)
+# whose matrix products a GPU's plan makes (Plan.matmul): the tile kernel in one of its shapes, or cuBLAS
+PRODUCTS = (*TILE_NAMES, "cublas")
+DEFAULT_PRODUCTS = "tile"  # the fastest in a graph, by benchmarks.gemm_speed on a GPU (not yet timed)
 
 
 @dataclass
@@ -238,7 +240,7 @@ class Plan:
         self.xp = xp = backend.module_for(self.device)
         self.on_gpu = xp is backend.cupy
         if products not in PRODUCTS:
-            raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
+            raise ValueError(f"products must be one of {', '.join(map(repr, PRODUCTS))}, got {products!r}")
         classes = blocks[-1].linear.out_features
         with backend.on_device(self.device):
             # the batch as DataLoader makes it: uint8 pixels become float32 whatever the parameters' dtype
@@ -255,6 +257,9 @@ class Plan:
             self.hits = xp.empty(batch_size, dtype=bool)
         self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the update moves the counter past them)
         self.gemm: Callable[[Array, Array, Array], Array] = gemm
+        if products in TILE_NAMES:
+            groups, slice_, per_thread = TILE_NAMES[products]
+            self.gemm = functools.partial(gemm, groups=groups, slice_=slice_, per_thread=per_thread)
         if self.on_gpu and products == "cublas":
             from .cublas import Cublas
 
@@ -275,7 +280,8 @@ class Plan:
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b: NumPy's (OpenBLAS) on the CPU; on a GPU the plan's ``products`` said whose: "tile", this
-        project's tiled kernel (``gemm.gemm``), or "cublas", cuBLAS called so that capture allows it (``Cublas``)."""
+        project's tiled kernel (``gemm.gemm``; "tile 4x16 2x2" and the other names of ``gemm.TILE_NAMES`` in
+        another of its shapes), or "cublas", cuBLAS called so that capture allows it (``Cublas``)."""
         if self.on_gpu:
             self.gemm(a, b, out)
         else:
