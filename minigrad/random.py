@@ -29,9 +29,8 @@ from .backend import Array, CudaKernel, check_device, cupy, on_device
 _seed: int | None = None
 _generators: dict[str, Any] = {}  # device -> NumPy or CuPy generator
 _dropout_streams: dict[str, PhiloxStream] = {}
-_lent = (
-    threading.local()
-)  # .streams: {device: stream} that this thread's dropout draws from instead (lent_dropout_stream)
+# per thread, .streams: {device: stream} that this thread's dropout draws from instead (lent_dropout_stream)
+_lent = threading.local()
 
 
 def _fresh_seed():
