@@ -20,12 +20,12 @@ GEMM_CUDA = r"""
 // C[M, N] = A[M, K] @ B[K, N], float32; A and B any strides (in elements), so transposed views cost nothing.
 // A block makes a T x T tile of C (C-contiguous), T = 16 R, with 16 x 16 x GROUPS threads, each thread R x R of the
 // tile's elements (rows R ty to R ty + R - 1, columns R tx to R tx + R - 1): each value it reads from shared memory
-// then serves R products, not one. Group g (threadIdx.z) takes the SLICE-wide slices g, g + GROUPS, g + 2 GROUPS, ... of
-// K through shared memory of its own, so that the block makes 1/GROUPS of the trips to memory that one group would
-// (at the chapter's shapes the products are short of work per block, and each trip's latency is what they wait
-// for), each thread reading R SLICE / 16 elements of A and of B a trip; then group 0 adds the other groups'
-// partial sums to its own in order. Each element of C is the same sum, in the same order, whatever R is (a fixed
-// order: the same bits at every run, and for every R).
+// then serves R products, not one. Group g (threadIdx.z) takes the SLICE-wide slices g, g + GROUPS,
+// g + 2 GROUPS, ... of K through shared memory of its own, so that the block makes 1/GROUPS of the trips to memory
+// that one group would (at the chapter's shapes the products are short of work per block, and each trip's latency
+// is what they wait for), each thread reading R SLICE / 16 elements of A and of B a trip; then group 0 adds the
+// other groups' partial sums to its own in order. Each element of C is the same sum, in the same order, whatever
+// R is (a fixed order: the same bits at every run, and for every R).
 extern "C" __global__ void minigrad_sgemm(const float* A, const float* B, float* C, int M, int N, int K,
                                           long long sAm, long long sAk, long long sBk, long long sBn) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
