@@ -1,8 +1,9 @@
 """The planned step's GPU kernels against the NumPy code beside them, on every machine: each kernel's CUDA source
 built for the host (tests/cuda_host.py) and run on the same inputs as the CPU's passes. Masks, sums and the
 update are compared bit for bit; the loss to a few ulp (the C library's expf and logf against NumPy's). Then the
-whole GPU step, its kernels run on the host and its products by NumPy, against the CPU's planned step, with
-its kernels counted. On a GPU, tests/test_graphs.py checks the kernels themselves."""
+whole GPU step, its kernels run on the host and its products by NumPy (or by the tile kernel itself, built for
+the host too), against the CPU's planned step, with its kernels counted. On a GPU, tests/test_graphs.py checks
+the kernels themselves."""
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from minigrad.chapter.model import concise_mlp
 from minigrad.data.loader import PIXEL_SCALE, BatchCursor
 from minigrad.fast import PlannedTraining
 from minigrad.fast import plan as fast_plan
+from minigrad.fast.gemm import TILE_NAMES, gemm
 from minigrad.fast.plan import COLUMN_GROUPS, COLUMN_THREADS, LOSS_THREADS, THREADS, PlannedEval, PlannedStep
 from minigrad.ops import keep_threshold
 from minigrad.random import PhiloxStream, blocks_for, dropout_stream
@@ -32,9 +34,10 @@ def host(tmp_path_factory):
     folder, built = tmp_path_factory.mktemp("cuda_host"), {}
 
     def build(function):
-        if function.name not in built:
-            built[function.name] = HostFunction(function, folder)
-        return built[function.name]
+        if function.source not in built:  # by source: the GEMM's tile shapes share a name
+            (folder / f"{len(built)}").mkdir()
+            built[function.source] = HostFunction(function, folder / f"{len(built)}")
+        return built[function.source]
 
     return build
 
@@ -369,14 +372,33 @@ class DeviceCounterStream(PhiloxStream):
         self.counter_on_device[...] = counter_words(counter)
 
 
-def emulate_gpu(m, host):
+def kernel_argument(value):
+    """What a kernel is given for ``value`` on the host. A GPU kernel gets an array's first element's address (CuPy
+    passes a view's data pointer); HostFunction takes C-contiguous arrays, so a view that starts where the array
+    it views does (a transposed operand, whose strides the kernel is given) is passed as that array."""
+    if isinstance(value, np.ndarray) and not value.flags.c_contiguous and value.base is not None:
+        if value.base.flags.c_contiguous and value.ctypes.data == value.base.ctypes.data:
+            return value.base
+    return value
+
+
+def emulate_gpu(m, host, tile=None):
     """From here on (``m``, a monkeypatch context), every PlannedStep, PlannedEval and BatchCursor made takes its
-    GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy, the dropout
-    stream's counter an array (DeviceCounterStream). Returns the launches, by name, as they are made."""
+    GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy (or with ``tile``,
+    a name of fast.gemm.TILE_NAMES, by the tile kernel in that shape, built for the host), the dropout stream's
+    counter an array (DeviceCounterStream). Returns the launches, by name, as they are made."""
     launches = []
-    m.setattr(CudaFunction, "__call__", lambda self, *a: (launches.append(self.name), host(self)(*a)))
+
+    def launch(self, grid, block, args):
+        launches.append(self.name)
+        host(self)(grid, block, tuple(kernel_argument(value) for value in args))
+
+    m.setattr(CudaFunction, "__call__", launch)
 
     def products(a, b, out):
+        if tile is not None:
+            groups, slice_, per_thread = TILE_NAMES[tile]
+            return gemm(a, b, out, groups, slice_, per_thread)
         launches.append("gemm")
         np.matmul(a, b, out=out)
 
@@ -446,6 +468,41 @@ def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch,
             *["minigrad_backward_mask", "gemm"],
             "minigrad_sgd_update",
         ]
+
+
+@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4"])
+def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, tile):
+    """The whole GPU step on the host with its products by the tile kernel itself (in the default shape and in
+    two whose threads make 2 x 2 and 4 x 4 elements): the operands the step passes (transposed views, their
+    strides, its buffers) give the CPU's planned step's weights and losses. A small model: every CUDA thread of
+    a block is a thread on the host."""
+    from .cuda_host import sanitizer
+
+    if sanitizer():
+        pytest.skip("the kernels are checked under the sanitizers one by one (and the GEMM's shapes in test_graphs)")
+    data = loader(count=64, batch=32, images=(64,))
+    results = []
+    for emulated in (False, True):
+        with monkeypatch.context() as m:
+            mg.manual_seed(0)
+            launches = emulate_gpu(m, host, tile) if emulated else []
+            model = nn.Sequential(
+                *(nn.Linear(64, 40), nn.ReLU(), nn.Dropout(0.2)),
+                *(nn.Linear(40, 24), nn.ReLU(), nn.Dropout(0.5)),
+                nn.Linear(24, 10),
+            )
+            cursor = BatchCursor(data)
+            step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.1), cursor, 32, 2)
+            cursor.start_epoch(None)
+            step.start_epoch()
+            for _ in range(2):
+                step.step()
+            results.append(([p.data.copy() for p in model.parameters()], step.losses.copy()))
+    (cpu_weights, cpu_losses), (gpu_weights, gpu_losses) = results
+    assert launches.count("minigrad_sgemm") == 2 * 8
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-5)
+    for ours, theirs in zip(gpu_weights, cpu_weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host):
