@@ -61,6 +61,9 @@ def median_us(cupy, product, repeats):
     return statistics.median(times)
 
 
+COPIES = 10  # a product's copies in the graph that times it inside a graph
+
+
 def graph_us(cupy, products, repeats, replays=20):
     """Microseconds per replay of a CUDA graph holding the calls ``products``, captured on a stream of its own:
     the median over ``repeats`` timings (CUDA events) of ``replays`` replays."""
@@ -92,29 +95,30 @@ def tile_kinds():
 
 
 def summary(rows, kinds, in_graph, tolerance=1e-3):
-    """(The report's lines, the fastest tile shape's name or None). The lines: each product, then a row per kind
-    (its microseconds for each product alone, their sum, the eight in a graph, and its largest difference from
-    CuPy's product), then the verdicts: the fastest tile shape, and tile against cuBLAS, among the kinds whose
-    products agree with CuPy's within ``tolerance``."""
+    """(The report's lines, the fastest tile shape's name or None). The lines: each product, then a row per kind:
+    each product's microseconds in a graph of copies of it, the eight in one graph, the eight launched alone
+    (mostly the launches' cost; CuPy's products can only be timed so), and its largest difference from CuPy's
+    product. Then the verdicts, among the kinds whose products agree with CuPy's within ``tolerance``: the
+    fastest tile shape, each product's fastest, and tile against cuBLAS."""
     lines = [
         f"product {index}: {row['product']} ({'x'.join(map(str, row['shape']))}, m x k x n)"
         for index, row in enumerate(rows, start=1)
     ]
     width = max(len(kind) for kind in kinds)
-    numbers = [f"{index:>7}" for index in range(1, len(rows) + 1)]
-    lines.append(f"{'us':{width}} " + " ".join(numbers) + f" {'alone':>7} {'graph':>7} {'max |diff|':>10}")
+    numbers = [f"{index:>6}" for index in range(1, len(rows) + 1)]
+    lines.append(f"{'us in a graph':{width}} " + " ".join(numbers) + f" {'graph':>7} {'alone':>7} {'max |diff|':>10}")
     wrong = set()
     for kind in kinds:
         alone = sum(row[f"{kind}_us"] for row in rows)
-        times = " ".join(f"{row[kind + '_us']:7.1f}" for row in rows)
         if kind == "cupy":
-            lines.append(f"{kind:{width}} {times} {alone:7.1f} {'-':>7} {'-':>10}")
+            lines.append(f"{kind:{width}} " + " ".join(f"{'-':>6}" for _ in rows) + f" {'-':>7} {alone:7.1f}")
             continue
         difference = max(row[f"{kind}_max_abs_difference"] for row in rows)
         if not difference <= tolerance:
             wrong.add(kind)
         flag = "  WRONG: left out of the verdicts" if kind in wrong else ""
-        lines.append(f"{kind:{width}} {times} {alone:7.1f} {in_graph[kind]:7.1f} {difference:10.2e}{flag}")
+        times = " ".join(f"{row[kind + '_graph_us']:6.1f}" for row in rows)
+        lines.append(f"{kind:{width}} {times} {in_graph[kind]:7.1f} {alone:7.1f} {difference:10.2e}{flag}")
     tiles = {kind: us for kind, us in in_graph.items() if kind.startswith("tile") and kind not in wrong}
     if not tiles:
         lines.append(f"no tile shape agrees with CuPy's products within {tolerance}: fast.gemm is wrong on this GPU")
@@ -125,6 +129,13 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
     lines.append(
         f"in a graph, the fastest tile shape is {fastest!r} ({tiles[fastest]:.1f} us; {default}): "
         f"fast.gemm's GROUPS, SLICE, PER_THREAD = {shape}"
+    )
+    best = [min(tiles, key=lambda kind: row[f"{kind}_graph_us"]) for row in rows]
+    each = sum(row[f"{kind}_graph_us"] for row, kind in zip(rows, best))
+    alike = sum(row[f"{fastest}_graph_us"] for row in rows)
+    lines.append(
+        f"each product by its fastest tile shape: {each:.1f} us against {alike:.1f} us all by {fastest!r} "
+        f"(copies in a graph): " + ", ".join(f"{index} {kind!r}" for index, kind in enumerate(best, start=1))
     )
     if "cublas" in in_graph and "cublas" not in wrong:
         ratio = tiles[fastest] / in_graph["cublas"]
@@ -158,6 +169,8 @@ def run(args):
             call = functools.partial(kernel, a, b, out[kind])
             calls[kind].append(call)
             row[f"{kind}_us"] = median_us(cupy, call, args.repeats)
+            # in a graph of COPIES of it: what the product costs inside a recorded step, launch aside
+            row[f"{kind}_graph_us"] = graph_us(cupy, [call] * COPIES, max(10, args.repeats // 10)) / COPIES
             row[f"{kind}_max_abs_difference"] = float(abs(call() - a @ b).max())
         rows.append(row)
     kinds = ["cupy", *(kind for kind in kernels if kernels[kind] is not None)]

@@ -269,17 +269,25 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
         row = {"product": name, "shape": [256, 784, 256], "cupy_us": 30.0}
         for kind in kinds[1:]:
             row[f"{kind}_us"], row[f"{kind}_max_abs_difference"] = 31.0, 2e-5
+            row[f"{kind}_graph_us"] = 4.0
         row["tile 2x16 4x4_max_abs_difference"] = 3.5  # fastest, and wrong
+        row["tile 2x16 4x4_graph_us"] = row["tile 4x16 2x2_graph_us"] = 1.0
         rows.append(row)
+    rows[-1]["tile 4x64_graph_us"] = 0.5  # the last product is fastest in another shape
     lines, fastest = summary(rows, kinds, graph)
     assert fastest == "tile 4x16 2x2"
     assert lines[0] == "product 1: layer 1 forward x @ W^T (256x784x256, m x k x n)"
     assert sum(line.startswith("tile") for line in lines) == len(tile_kinds())
     (wrong,) = [line for line in lines if line.startswith("tile 2x16 4x4 ")]
     assert wrong.endswith("WRONG: left out of the verdicts")
-    assert lines[-2] == (
+    assert lines[-3] == (
         "in a graph, the fastest tile shape is 'tile 4x16 2x2' (25.0 us; the default 40.0 us): "
         "fast.gemm's GROUPS, SLICE, PER_THREAD = 4, 16, 2"
+    )
+    assert lines[-2] == (
+        "each product by its fastest tile shape: 7.5 us against 8.0 us all by 'tile 4x16 2x2' (copies in a graph): "
+        + ", ".join(f"{index} 'tile 4x16 2x2'" for index in range(1, 8))
+        + ", 8 'tile 4x64'"
     )
     assert lines[-1] == "in a graph, the fastest tile takes 0.83x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'tile'"
     graph["cublas"] = 20.0
