@@ -87,13 +87,6 @@ def graph_us(cupy, products, repeats, replays=20):
     return statistics.median(times)
 
 
-def tile_kinds():
-    """{name: (groups, slice_, per_thread)} of the tile shapes timed (``fast.gemm.TILE_NAMES``): "tile" is the
-    default shape, "tile 4x64" four groups taking 64 of K a trip, "tile 4x16 2x2" a thread making 2 x 2
-    elements of C. The names are what the planned step's ``products`` takes."""
-    return dict(TILE_NAMES)
-
-
 def summary(rows, kinds, in_graph, tolerance=1e-3):
     """(The report's lines, the fastest tile shape's name or None). The lines: each product, then a row per kind:
     each product's microseconds in a graph of copies of it, the eight in one graph, the eight launched alone
@@ -124,7 +117,7 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
         lines.append(f"no tile shape agrees with CuPy's products within {tolerance}: fast.gemm is wrong on this GPU")
         return lines, None
     fastest = min(tiles, key=tiles.get)
-    shape = ", ".join(map(str, tile_kinds()[fastest]))
+    shape = ", ".join(map(str, TILE_NAMES[fastest]))
     default = f"the default {tiles['tile']:.1f} us" if "tile" in tiles else "the default is wrong"
     lines.append(
         f"in a graph, the fastest tile shape is {fastest!r} ({tiles[fastest]:.1f} us; {default}): "
@@ -154,8 +147,9 @@ def run(args):
     except Exception as error:  # noqa: BLE001 - no cuBLAS library: the tile kernel is timed alone
         blas, unavailable = None, f"{type(error).__name__}: {error}"
         print(f"cuBLAS through ctypes is unavailable ({unavailable}); timing the other two")
-    shapes = tile_kinds()
-    kernels = {kind: functools.partial(gemm, groups=g, slice_=s, per_thread=r) for kind, (g, s, r) in shapes.items()}
+    kernels = {
+        kind: functools.partial(gemm, groups=g, slice_=s, per_thread=r) for kind, (g, s, r) in TILE_NAMES.items()
+    }
     kernels["cublas"] = blas.gemm if blas else None
     rows, calls = [], {kind: [] for kind in kernels}
     for name, a_spec, b_spec in step_products(args.batch):

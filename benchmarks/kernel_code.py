@@ -40,12 +40,11 @@ def cuda_functions():
 def labelled_functions(tile_shapes=False):
     """{label: CudaFunction}: each CudaFunction by its kernel's name, and with ``tile_shapes`` the GEMM in each
     other tile shape, labelled by the shape."""
-    from benchmarks.gemm_speed import tile_kinds
     from minigrad.fast import gemm
 
     functions = {function.name: function for function in cuda_functions().values()}
     if tile_shapes:
-        for kind, shape in tile_kinds().items():
+        for kind, shape in gemm.TILE_NAMES.items():
             if kind != "tile":
                 functions[f"{gemm.GEMM.name} {kind.removeprefix('tile ')}"] = gemm.tile_kernel(*shape)
     return functions

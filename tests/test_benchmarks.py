@@ -247,10 +247,9 @@ def test_the_gemm_benchmark_lists_every_product_of_a_step():
 
 
 def test_the_gemm_benchmark_names_each_tile_shape_once_and_the_default_tile():
-    from benchmarks.gemm_speed import tile_kinds
     from minigrad.fast import gemm
 
-    kinds = tile_kinds()
+    kinds = gemm.TILE_NAMES
     assert kinds["tile"] == (gemm.GROUPS, gemm.SLICE, gemm.PER_THREAD)
     assert sorted(kinds.values()) == sorted({*gemm.TILE_SHAPES, kinds["tile"]})
     assert kinds["tile 4x64"] == (4, 64, 1) and kinds["tile 4x16 2x2"] == (4, 16, 2)
@@ -259,9 +258,10 @@ def test_the_gemm_benchmark_names_each_tile_shape_once_and_the_default_tile():
 def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
     """The verdict lines a GPU run acts on, from made-up timings: the fastest tile shape that computes the right
     products (a faster but wrong one is flagged and passed over), and tile against cuBLAS."""
-    from benchmarks.gemm_speed import step_products, summary, tile_kinds
+    from benchmarks.gemm_speed import step_products, summary
+    from minigrad.fast.gemm import TILE_NAMES
 
-    kinds = ["cupy", *tile_kinds(), "cublas"]
+    kinds = ["cupy", *TILE_NAMES, "cublas"]
     graph = {kind: 40.0 + index for index, kind in enumerate(kinds[1:])}
     graph["tile 4x16 2x2"], graph["tile 2x16 4x4"], graph["cublas"] = 25.0, 10.0, 30.0
     rows = []
@@ -277,7 +277,7 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
     lines, fastest = summary(rows, kinds, graph)
     assert fastest == "tile 4x16 2x2"
     assert lines[0] == "product 1: layer 1 forward x @ W^T (256x784x256, m x k x n)"
-    assert sum(line.startswith("tile") for line in lines) == len(tile_kinds())
+    assert sum(line.startswith("tile") for line in lines) == len(TILE_NAMES)
     (wrong,) = [line for line in lines if line.startswith("tile 2x16 4x4 ")]
     assert wrong.endswith("WRONG: left out of the verdicts")
     assert lines[-3] == (
