@@ -141,6 +141,7 @@ FUNCTIONS = {  # every CudaFunction, each built for the host and checked against
     "gemm.GEMM": "test_graphs.py::test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host",
     "loader.BatchCursor.gather_gpu": "test_step_kernels.py::test_the_gather_kernel_gives_the_cursors_batch_and_...",
     "plan.Plan.ACTIVATE": "test_step_kernels.py::test_the_activate_kernel_equals_the_numpy_passes",
+    "plan.ACTIVATED_PRODUCT": "test_step_kernels.py::test_the_activated_product_equals_the_product_then_the_...",
     "plan.Plan.LOSS": "test_step_kernels.py::test_the_loss_kernel_equals_the_numpy_loss_and_gradient",
     "plan.PlannedStep.BACKWARD_MASK": "test_step_kernels.py::test_the_backward_mask_kernel_equals_the_numpy_passes",
     "plan.PlannedStep.UPDATE": "test_step_kernels.py::test_the_update_kernel_equals_sgds_passes_and_moves_the_...",
@@ -162,6 +163,7 @@ LAUNCHED_THREADS = {
     "gemm.GEMM": 16 * 16 * gemm.GROUPS,
     "loader.BatchCursor.gather_gpu": data_loader.GATHER_THREADS,
     "plan.Plan.ACTIVATE": THREADS,
+    "plan.ACTIVATED_PRODUCT": 16 * 16 * gemm.GROUPS,
     "plan.Plan.LOSS": LOSS_THREADS,
     "plan.PlannedStep.BACKWARD_MASK": COLUMN_THREADS,
     "plan.PlannedStep.UPDATE": THREADS,
@@ -197,12 +199,13 @@ def test_the_cuda_function_fits_its_launch_on_hopper(name):
 @pytest.mark.parametrize("groups, slice_, per_thread", gemm.TILE_SHAPES)
 def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(groups, slice_, per_thread):
     """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, its block of 16 x 16 x groups
-    threads fits a multiprocessor, and its shared memory is what gemm_source's check of a shape counts."""
-    function = gemm.tile_kernel(groups, slice_, per_thread)
-    log = compile_cuda(function.source, function.name, ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
-    registers, shared = launch_resources(log)
-    assert -(-registers // 8) * 8 * 16 * 16 * groups <= HOPPER["registers per block"], registers
-    assert shared == gemm.shared_bytes(groups, slice_, per_thread) <= HOPPER["static shared memory per block"]
+    threads fits a multiprocessor, and its shared memory is what gemm_source's check of a shape counts; the
+    same for the product that activates as it stores (fast.plan.activated_product) in that shape."""
+    for function in (gemm.tile_kernel(groups, slice_, per_thread), plan.activated_product(groups, slice_, per_thread)):
+        log = compile_cuda(function.source, function.name, ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
+        registers, shared = launch_resources(log)
+        assert -(-registers // 8) * 8 * 16 * 16 * groups <= HOPPER["registers per block"], (function.name, registers)
+        assert shared == gemm.shared_bytes(groups, slice_, per_thread) <= HOPPER["static shared memory per block"]
 
 
 def test_the_gemm_reads_the_next_slice_before_its_barrier():

@@ -123,6 +123,8 @@ def test_the_activate_kernel_equals_the_numpy_passes(run, name):
     block, buffers = step.blocks[0], step.buffers[0]
     assert step.kind(block, training=True) == kind
     rng = np.random.default_rng(1)
+    if bias:  # (a Linear's bias starts at zero, which would hide a bias read from the wrong column)
+        block.linear.bias.data[...] = rng.standard_normal(37).astype(np.float32)
     z = rng.standard_normal(buffers.z.shape).astype(np.float32)
     z[0, :3] = [0.0, -0.0, np.nan]
     stream, start, drawn = dropout_stream("cpu"), 5, 3
@@ -130,15 +132,25 @@ def test_the_activate_kernel_equals_the_numpy_passes(run, name):
     buffers.z[...] = z
     step.activate(block, buffers, kind, training=True)  # the CPU's passes
     expected_z, expected_M = buffers.z.copy(), buffers.M.copy()
-    p = block.dropout.p if kind == "mask" else 0.0
     got_z, got_M = z.copy(), np.full_like(z, 7.0)
-    args = (
-        got_z,
-        got_M,
-        block.linear.bias.data if bias else got_z,
-        np.int32(bias),
-        np.int64(37),
-        np.int64(z.size),
+    args = (got_z, np.int64(z.size), np.int64(37), *activation_args(got_M, block, kind, stream, start, drawn))
+    run(fast_plan.Plan.ACTIVATE)(blocks(z.size), (THREADS,), args)
+    np.testing.assert_array_equal(got_z, expected_z)
+    if kind == "mask":
+        np.testing.assert_array_equal(got_M, expected_M)
+        assert 0 < (got_M == 0).mean() < 1
+    elif kind == "relu":
+        np.testing.assert_array_equal(got_M, (expected_z > 0).astype(np.float32))  # [z + b > 0]
+
+
+def activation_args(M, block, kind, stream, start, drawn):
+    """What minigrad_activate_element is given after the element (Plan.activation_arguments's order): the mask
+    into M, the block's bias, the Philox counter at block ``start`` with ``drawn`` blocks drawn this step."""
+    bias, p = block.linear.bias, block.dropout.p if kind == "mask" else 0.0
+    return (
+        M,
+        bias.data if bias is not None else M,
+        np.int32(bias is not None),
         np.int32(block.relu),
         np.int32(kind == "mask"),
         stream.key,
@@ -147,13 +159,50 @@ def test_the_activate_kernel_equals_the_numpy_passes(run, name):
         keep_threshold(p),
         np.float32(1 / (1 - p)),
     )
-    run(fast_plan.Plan.ACTIVATE)(blocks(z.size), (THREADS,), args)
-    np.testing.assert_array_equal(got_z, expected_z)
+
+
+@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4"])
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_the_activated_product_equals_the_product_then_the_numpy_passes(run, name, tile):
+    """The tile kernel's product with the block's activation in its store (fast.plan.activated_product): the
+    same bits as the tile kernel's product followed by the CPU's activate passes, z and M, for every kind of
+    block, the dropout words from a counter with blocks already drawn this step; sides no tile divides and a
+    K of several trips, B a transposed view as the step passes its weights (on the host, and on a GPU)."""
+    from minigrad.fast.gemm import tile_grid, tile_kernel
+
+    from .cuda_host import sanitizer
+
+    if sanitizer() == "thread" and tile != "tile":
+        pytest.skip("under ThreadSanitizer the default shape (the tile's own test covers the others)")
+    layers, bias, kind = ACTIVATIONS[name]
+    mg.manual_seed(4)
+    model = nn.Sequential(nn.Linear(150, 37, bias=bias), *layers, nn.Linear(37, 10))
+    step = planned(model, batch=19, count=60)
+    block, buffers = step.blocks[0], step.buffers[0]
+    shape = TILE_NAMES[tile]
+    rng = np.random.default_rng(2)
+    if bias:  # (a Linear's bias starts at zero, which would hide a bias read from the wrong column)
+        block.linear.bias.data[...] = rng.standard_normal(37).astype(np.float32)
+    x = rng.standard_normal((19, 150)).astype(np.float32)
+    weight = block.linear.weight.data  # (37, 150): the product takes its transpose, a strided view
+    operands = (x, weight, *map(np.int32, (19, 37, 150)), *map(np.int64, (150, 1, 1, 150)))
+    grid, threads = tile_grid(19, 37, shape[2]), (16, 16, shape[0])
+    product = np.full((19, 37), np.nan, np.float32)
+    run(tile_kernel(*shape))(grid, threads, (x, weight, product, *operands[2:]))
+    np.testing.assert_allclose(product, x @ weight.T, rtol=1e-5, atol=1e-5)
+    stream, start, drawn = dropout_stream("cpu"), 5, 3
+    stream.set_counter(start + drawn)
+    buffers.z[...] = product
+    step.activate(block, buffers, kind, training=True)  # the CPU's passes on the tile's product
+    got_z, got_M = np.full_like(product, np.nan), np.full_like(product, 7.0)
+    epilogue = activation_args(got_M, block, kind, stream, start, drawn)
+    run(fast_plan.activated_product(*shape))(grid, threads, (x, weight, got_z, *operands[2:], *epilogue))
+    np.testing.assert_array_equal(got_z, buffers.z)
     if kind == "mask":
-        np.testing.assert_array_equal(got_M, expected_M)
+        np.testing.assert_array_equal(got_M, buffers.M)
         assert 0 < (got_M == 0).mean() < 1
     elif kind == "relu":
-        np.testing.assert_array_equal(got_M, (z > 0).astype(np.float32))
+        np.testing.assert_array_equal(got_M, (buffers.z > 0).astype(np.float32))
 
 
 def loss_inputs(rows, classes=10, seed=0):
@@ -315,10 +364,10 @@ def test_cuda_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on():
     np.testing.assert_array_equal(cupy.asnumpy(counter), counter_words(MASK64 - 1 + 5))
 
 
-# The chapter's model's step, kernel by kernel (the host emulation below counts the same launches)
+# The chapter's model's step, its kernels but the products and the activations (the host emulation below counts
+# the same launches)
 OWN_KERNELS = {
     "minigrad_gather_batch": 1,
-    "minigrad_activate": 2,
     "minigrad_softmax_cross_entropy": 1,
     "minigrad_backward_mask": 2,
     "minigrad_sgd_update": 1,
@@ -328,9 +377,10 @@ OWN_KERNELS = {
 @needs_cuda
 @pytest.mark.parametrize("products", ["tile", "cublas"])
 def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
-    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: this project's 7 kernels
-    and the 8 products, each of them by our tile kernel (15 nodes, the target) or by cuBLAS (as many kernels
-    as its heuristics choose, one or more a product: benchmarks.step_graph gives the verdict on those)."""
+    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 13
+    nodes (the 8 products, the first two activating as they store, and 5 kernels of this project's); by cuBLAS,
+    those 5 and the two activations, and the 8 products in as many kernels as its heuristics choose, one or more
+    a product (benchmarks.step_graph gives the verdict on those)."""
     from benchmarks.step_graph import KERNEL_TARGET, graph_contents
 
     mg.manual_seed(0)
@@ -341,11 +391,11 @@ def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
     nodes, kernels = graph_contents(planned.recorded.graph.debug_dot_str())
     ours = {name: count for name, count in kernels.items() if name.startswith("minigrad_")}
     if products == "tile":
-        assert ours == {**OWN_KERNELS, "minigrad_sgemm": 8}, kernels
-        assert nodes == sum(ours.values()) <= KERNEL_TARGET, (nodes, kernels)
+        assert ours == {**OWN_KERNELS, "minigrad_sgemm_activate": 2, "minigrad_sgemm": 6}, kernels
+        assert nodes == sum(ours.values()) == 13 <= KERNEL_TARGET, (nodes, kernels)
     else:
-        assert ours == OWN_KERNELS, kernels
-        assert nodes >= sum(OWN_KERNELS.values()) + 8, (nodes, kernels)
+        assert ours == {**OWN_KERNELS, "minigrad_activate": 2}, kernels
+        assert nodes >= sum(ours.values()) + 8, (nodes, kernels)
 
 
 # --- the whole GPU step, on the host -----------------------------------------------------------------------
@@ -384,8 +434,9 @@ def kernel_argument(value):
 
 def emulate_gpu(m, host, tile=None):
     """From here on (``m``, a monkeypatch context), every PlannedStep, PlannedEval and BatchCursor made takes its
-    GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy (or with ``tile``,
-    a name of fast.gemm.TILE_NAMES, by the tile kernel in that shape, built for the host), the dropout stream's
+    GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy with the
+    activations a kernel of their own, as with cuBLAS's products (or with ``tile``, a name of fast.gemm.TILE_NAMES,
+    by the tile kernel in that shape, built for the host, the forward products activating), the dropout stream's
     counter an array (DeviceCounterStream). Returns the launches, by name, as they are made."""
     launches = []
 
@@ -416,7 +467,7 @@ def emulate_gpu(m, host, tile=None):
         def init(self, *args, original=kind.__init__, **kwargs):
             original(self, *args, **kwargs)
             self.on_gpu = self.cursor.on_gpu = True
-            self.gemm = products
+            self.gemm, self.tile = products, TILE_NAMES[tile] if tile is not None else None
             if isinstance(self, PlannedStep):
                 self.update_table = self._update_table()
 
@@ -428,7 +479,8 @@ def emulate_gpu(m, host, tile=None):
 @pytest.mark.parametrize("case", ["the chapter's model", "flatten, nesting, no bias, p = 0, ReLU last"])
 def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, case):
     """Three steps of each: the same losses (to the loss kernel's ulp), correct counts, weights, dropout counter
-    and positions. The chapter's model takes 15 launches a step."""
+    and positions. The chapter's model takes 15 launches a step (its products by NumPy, as cuBLAS's: a kernel of
+    their own activates the first two)."""
     model_of, images = (concise_mlp, (784,)) if case == "the chapter's model" else (odd_model, (28, 28))
     data = loader(count=96, batch=32, images=images, flatten=images == (784,))
     results = []
@@ -473,9 +525,9 @@ def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch,
 @pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4"])
 def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, tile):
     """The whole GPU step on the host with its products by the tile kernel itself (in the default shape and in
-    two whose threads make 2 x 2 and 4 x 4 elements): the operands the step passes (transposed views, their
-    strides, its buffers) give the CPU's planned step's weights and losses. A small model: every CUDA thread of
-    a block is a thread on the host."""
+    two whose threads make 2 x 2 and 4 x 4 elements), the forward ones activating as they store: the operands
+    the step passes (transposed views, their strides, its buffers) give the CPU's planned step's weights and
+    losses, in 13 launches a step. A small model: every CUDA thread of a block is a thread on the host."""
     from .cuda_host import sanitizer
 
     if sanitizer():
@@ -499,7 +551,10 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
                 step.step()
             results.append(([p.data.copy() for p in model.parameters()], step.losses.copy()))
     (cpu_weights, cpu_losses), (gpu_weights, gpu_losses) = results
-    assert launches.count("minigrad_sgemm") == 2 * 8
+    per_step = ["minigrad_gather_batch", *["minigrad_sgemm_activate"] * 2, "minigrad_sgemm"]
+    per_step += ["minigrad_softmax_cross_entropy", *["minigrad_sgemm"] * 2]
+    per_step += [*["minigrad_backward_mask", "minigrad_sgemm", "minigrad_sgemm"], "minigrad_backward_mask"]
+    assert launches == 2 * [*per_step, "minigrad_sgemm", "minigrad_sgd_update"]  # 13 launches a step
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-5)
     for ours, theirs in zip(gpu_weights, cpu_weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)

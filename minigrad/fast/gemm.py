@@ -6,10 +6,13 @@ warm-up, in the capture and in the eager runs the graph is checked against alike
 directly, ``cublas``, which capture allows). It is the 16 x 16 shared-memory tile, with K split among four
 groups of a block's threads and the next slice read while the current one is multiplied: simple and correct,
 far from cuBLAS's speed. Its other shapes (``TILE_SHAPES``) take wider slices, or have each thread make 2 x 2
-or 4 x 4 elements of C (a 32 x 32 or 64 x 64 tile), for a GPU to time.
+or 4 x 4 elements of C (a 32 x 32 or 64 x 64 tile), for a GPU to time. The tile hands each element of C, once
+summed, to a store: ``minigrad_sgemm``'s writes it; ``fast.plan``'s forward product also activates it there.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy
 
@@ -26,8 +29,12 @@ GEMM_CUDA = r"""
 // is what they wait for), each thread reading R SLICE / 16 elements of A and of B a trip; then group 0 adds the
 // other groups' partial sums to its own in order. Each element of C is the same sum, in the same order, whatever
 // R is (a fixed order: the same bits at every run, and for every R).
-extern "C" __global__ void minigrad_sgemm(const float* A, const float* B, float* C, int M, int N, int K,
-                                          long long sAm, long long sAk, long long sBk, long long sBn) {
+// The tile's element (row, col) of C, once summed, goes to store(row, col, sum): minigrad_sgemm below writes it
+// to C; a kernel that does more with it (fast.plan's minigrad_sgemm_activate) passes a store of its own.
+template <class Store>
+__device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float* B, int M, int N, int K,
+                                                    long long sAm, long long sAk, long long sBk, long long sBn,
+                                                    Store store) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
     constexpr int L = S / 16, T = 16 * R, PAD = R == 1 ? 1 : R;  // rows padded: fewer stores on one bank, and R
     // elements side by side read at once (R floats' alignment)
@@ -103,9 +110,16 @@ extern "C" __global__ void minigrad_sgemm(const float* A, const float* B, float*
                 const int row = row0 + R * ty + i, col = col0 + R * tx + j;
                 float sum = acc[i][j];
                 for (int h = 1; h < G; ++h) sum += partial[h - 1][R * ty + i][R * tx + j];
-                if (row < M && col < N) C[(long long)row * N + col] = sum;
+                if (row < M && col < N) store(row, col, sum);
             }
     }
+}
+"""
+GEMM_ENTRY_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm(const float* A, const float* B, float* C, int M, int N, int K,
+                                          long long sAm, long long sAk, long long sBk, long long sBn) {
+    minigrad_sgemm_tile(A, B, M, N, K, sAm, sAk, sBk, sBn,
+                        [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; });
 }
 """
 # The tile's shape: a block's threads are 16 x 16 x GROUPS, each group takes SLICE of K a trip to memory, and each
@@ -149,8 +163,9 @@ def shared_bytes(groups: int, slice_: int, per_thread: int) -> int:
     return 4 * (2 * groups * slice_ * padded + max(groups - 1, 1) * side * side)
 
 
-def gemm_source(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD) -> str:
-    """GEMM_CUDA for the tile shape (groups, slice_, per_thread); ValueError for one a GPU cannot launch."""
+def gemm_source(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, entry: bool = True) -> str:
+    """GEMM_CUDA for the tile shape (groups, slice_, per_thread), with its kernel ``minigrad_sgemm`` (or, without
+    ``entry``, only the tile, for a kernel of another's); ValueError for a shape a GPU cannot launch."""
     shared = shared_bytes(groups, slice_, per_thread)
     if not 1 <= groups <= 4 or slice_ < 16 or slice_ % 16 or per_thread not in (1, 2, 4) or shared > SHARED_BYTES_LIMIT:
         raise ValueError(
@@ -159,7 +174,8 @@ def gemm_source(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER
             f"elements a side a thread, at most {SHARED_BYTES_LIMIT} bytes of shared memory (this needs {shared})"
         )
     defines = {"GROUPS": groups, "SLICE": slice_, "PER_THREAD": per_thread}
-    return "".join(f"#define MINIGRAD_GEMM_{name} {value}\n" for name, value in defines.items()) + GEMM_CUDA
+    prefix = "".join(f"#define MINIGRAD_GEMM_{name} {value}\n" for name, value in defines.items())
+    return prefix + GEMM_CUDA + (GEMM_ENTRY_CUDA if entry else "")
 
 
 GEMM = CudaFunction(gemm_source(), "minigrad_sgemm")
@@ -187,9 +203,13 @@ def gemm(
     groups: int = GROUPS,
     slice_: int = SLICE,
     per_thread: int = PER_THREAD,
+    kernel: CudaFunction | None = None,
+    epilogue: tuple[Any, ...] = (),
 ) -> Array:
     """``a @ b`` for 2-D float32 CuPy arrays, without cuBLAS, into ``out`` (C-contiguous) when given; by the
-    tile shape (groups, slice_, per_thread) (see ``GROUPS``)."""
+    tile shape (groups, slice_, per_thread) (see ``GROUPS``). ``kernel``, a kernel built on this one's tile in
+    that shape (``fast.plan.activated_product``), takes its place, given the ``epilogue`` arguments after the
+    product's."""
     if a.dtype != numpy.float32 or b.dtype != numpy.float32:
         raise TypeError(f"gemm multiplies float32 matrices, got {a.dtype} and {b.dtype}")
     (m, k), n = a.shape, b.shape[1]
@@ -197,7 +217,7 @@ def gemm(
         out = backend.cupy.empty((m, n), dtype=numpy.float32)
     elif out.shape != (m, n) or not out.flags.c_contiguous:
         raise ValueError(f"gemm writes a C-contiguous ({m}, {n}) array, got out of shape {out.shape}")
-    tile_kernel(groups, slice_, per_thread)(
+    (kernel or tile_kernel(groups, slice_, per_thread))(
         tile_grid(m, n, per_thread),
         (16, 16, groups),
         (
@@ -211,6 +231,7 @@ def gemm(
             numpy.int64(a.strides[1] // 4),
             numpy.int64(b.strides[0] // 4),
             numpy.int64(b.strides[1] // 4),
+            *epilogue,
         ),
     )
     return out

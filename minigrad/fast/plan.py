@@ -25,7 +25,8 @@ and each stage is one kernel, a ``CudaFunction`` declared right after the NumPy 
 loss, its gradient, the sums and the log), ``backward_mask`` (the mask and the bias gradient) and ``update``
 (every parameter at once; it also moves the batch position, the dropout counter and the log position on). With
 the cursor's gather and the eight products (``gemm.gemm``, or cuBLAS through ``cublas``: capture allows both),
-that is 15 kernels for the chapter's model.
+that is 15 kernels for the chapter's model; 13 with the tile kernel's products, whose forward ones apply
+``activate`` to each element as they store it (``ACTIVATED_PRODUCT``), so that it needs no kernel of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from ..nn.module import Module
 from ..ops import keep_threshold
 from ..optim import SGD
 from ..random import PHILOX_CUDA, blocks_for, dropout_stream
-from .gemm import TILE_NAMES, gemm
+from .gemm import GROUPS, PER_THREAD, SLICE, TILE_NAMES, gemm, gemm_source
 
 PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
@@ -257,8 +258,9 @@ class Plan:
             self.hits = xp.empty(batch_size, dtype=bool)
         self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the update moves the counter past them)
         self.gemm: Callable[[Array, Array, Array], Array] = gemm
-        if products in TILE_NAMES:
-            groups, slice_, per_thread = TILE_NAMES[products]
+        self.tile = TILE_NAMES.get(products)  # the tile kernel's shape, or None for cuBLAS's products
+        if self.tile is not None:
+            groups, slice_, per_thread = self.tile
             self.gemm = functools.partial(gemm, groups=groups, slice_=slice_, per_thread=per_thread)
         if self.on_gpu and products == "cublas":
             from .cublas import Cublas
@@ -298,12 +300,18 @@ class Plan:
 
     def forward(self, training: bool) -> list[str]:
         """The blocks on ``self.x``, the logits left in the last block's z. Returns each block's ``kind``. On a
-        GPU, the last block's bias (when nothing masks it) is left to the loss's kernel."""
+        GPU, the last block's bias (when nothing masks it) is left to the loss's kernel, and the tile kernel's
+        products activate each block as they store it (one kernel, ``ACTIVATED_PRODUCT``, not two)."""
         a, kinds, self.words_drawn = self.x, [], 0
         for index, (block, buffers) in enumerate(zip(self.blocks, self.buffers)):
-            self.matmul(a, block.linear.weight.data.T, buffers.z)
-            kind = self.kind(block, training)
-            if not (self.on_gpu and kind == "" and index == len(self.blocks) - 1):
+            kind, weight = self.kind(block, training), block.linear.weight.data.T
+            if self.on_gpu and kind == "" and index == len(self.blocks) - 1:
+                self.matmul(a, weight, buffers.z)
+            elif self.on_gpu and self.tile is not None:
+                epilogue = self.activation_arguments(block, buffers, kind)
+                gemm(a, weight, buffers.z, *self.tile, kernel=activated_product(*self.tile), epilogue=epilogue)
+            else:
+                self.matmul(a, weight, buffers.z)
                 self.activate(block, buffers, kind, training)
             kinds.append(kind)
             a = buffers.z
@@ -317,25 +325,9 @@ class Plan:
         if self.on_gpu:
             if kind == "" and bias is None:
                 return
-            stream = dropout_stream(self.device)
             size = numpy.int64(z.size)
-            args = (
-                z,
-                buffers.M,
-                bias.data if bias is not None else z,  # (not read without a bias)
-                numpy.int32(bias is not None),
-                numpy.int64(z.shape[1]),
-                size,
-                numpy.int32(block.relu),
-                numpy.int32(kind == "mask"),
-                stream.key_on_device,
-                stream.counter_on_device,
-                numpy.uint64(self.words_drawn),
-                keep_threshold(p),
-                numpy.float32(1.0 / (1.0 - p)),
-            )
+            args = (z, size, numpy.int64(z.shape[1]), *self.activation_arguments(block, buffers, kind))
             self.ACTIVATE(((int(size) + THREADS - 1) // THREADS,), (THREADS,), args)
-            self.words_drawn += 8 * blocks_for(z.size) if kind == "mask" else 0
             return
         if bias is not None:
             xp.add(z, bias.data, out=z)
@@ -353,20 +345,41 @@ class Plan:
             if training:
                 xp.greater(z, 0, out=buffers.positive)
 
-    # activate on a GPU, one thread per element. Word j of the step's dropout draws is Philox word j after the
-    # counter (random.PHILOX_CUDA): the step's blocks draw in turn from first_word, and the update moves the
-    # counter past them all. M is written for "relu" too (1 or 0), so that backward has one case on a GPU.
-    ACTIVATE = CudaFunction(
+    def activation_arguments(self, block: Block, buffers: Buffers, kind: str) -> tuple[Any, ...]:
+        """What ``minigrad_activate_element`` is given for the block (after the element's own), on a GPU; counts
+        the dropout words it draws into ``words_drawn``."""
+        bias, stream = block.linear.bias, dropout_stream(self.device)
+        p = block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
+        arguments = (
+            buffers.M,
+            bias.data if bias is not None else buffers.M,  # (not read without a bias)
+            numpy.int32(bias is not None),
+            numpy.int32(block.relu),
+            numpy.int32(kind == "mask"),
+            stream.key_on_device,
+            stream.counter_on_device,
+            numpy.uint64(self.words_drawn),
+            keep_threshold(p),
+            numpy.float32(1.0 / (1.0 - p)),
+        )
+        self.words_drawn += 8 * blocks_for(buffers.z.size) if kind == "mask" else 0
+        return arguments
+
+    # activate on a GPU: element i (column j) of the block's output, whose product is v, and its mask. Word i of
+    # the step's dropout draws is Philox word i after the counter (random.PHILOX_CUDA): the step's blocks draw in
+    # turn from first_word, and the update moves the counter past them all. M is written for "relu" too (1 or 0),
+    # so that backward has one case on a GPU. The ACTIVATE kernel applies it with a thread per element of z;
+    # the tile kernel's products apply it as they store each element (ACTIVATED_PRODUCT).
+    ACTIVATE_ELEMENT_CUDA = (
         PHILOX_CUDA
         + r"""
-extern "C" __global__ void minigrad_activate(float* z, float* M, const float* bias, int has_bias, long long columns,
-                                             long long size, int relu, int dropout,
-                                             const unsigned long long* key, const unsigned long long* counter,
-                                             unsigned long long first_word, unsigned int threshold, float scale) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= size) return;
-    float v = z[i];
-    if (has_bias) v += bias[i % columns];
+__device__ __forceinline__ void minigrad_activate_element(float* z, long long i, long long j, float v, float* M,
+                                                          const float* bias, int has_bias, int relu, int dropout,
+                                                          const unsigned long long* key,
+                                                          const unsigned long long* counter,
+                                                          unsigned long long first_word, unsigned int threshold,
+                                                          float scale) {
+    if (has_bias) v += bias[j];
     if (dropout) {
         const bool kept = minigrad_philox_u32(key, counter, first_word + (unsigned long long)i) > threshold;
         const float m = kept && (!relu || v > 0.0f) ? scale : 0.0f;
@@ -378,6 +391,20 @@ extern "C" __global__ void minigrad_activate(float* z, float* M, const float* bi
     } else {
         z[i] = v;
     }
+}
+"""
+    )
+    ACTIVATE = CudaFunction(
+        ACTIVATE_ELEMENT_CUDA
+        + r"""
+extern "C" __global__ void minigrad_activate(float* z, long long size, long long columns, float* M, const float* bias,
+                                             int has_bias, int relu, int dropout, const unsigned long long* key,
+                                             const unsigned long long* counter, unsigned long long first_word,
+                                             unsigned int threshold, float scale) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    minigrad_activate_element(z, i, i % columns, z[i], M, bias, has_bias, relu, dropout, key, counter, first_word,
+                              threshold, scale);
 }
 """,
         "minigrad_activate",
@@ -489,14 +516,47 @@ extern "C" __global__ void minigrad_softmax_cross_entropy(
     )
 
 
+# A block's product and its activation in one kernel (Plan.forward, by the tile kernel on a GPU): the tile kernel
+# (gemm.GEMM_CUDA) with a store of its own, which applies minigrad_activate_element to each element of C as it is
+# summed, instead of writing it for ACTIVATE to read back. The same bits as the product, then ACTIVATE.
+ACTIVATED_PRODUCT_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* B, float* C, int M, int N, int K,
+                                                   long long sAm, long long sAk, long long sBk, long long sBn,
+                                                   float* mask, const float* bias, int has_bias, int relu,
+                                                   int dropout, const unsigned long long* key,
+                                                   const unsigned long long* counter, unsigned long long first_word,
+                                                   unsigned int threshold, float scale) {
+    minigrad_sgemm_tile(A, B, M, N, K, sAm, sAk, sBk, sBn, [&](int row, int col, float sum) {
+        minigrad_activate_element(C, (long long)row * N + col, col, sum, mask, bias, has_bias, relu, dropout, key,
+                                  counter, first_word, threshold, scale);
+    });
+}
+"""
+_ACTIVATED_PRODUCTS: dict[tuple[int, int, int], CudaFunction] = {}
+
+
+def activated_product(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD) -> CudaFunction:
+    """The product-and-activation kernel (``ACTIVATED_PRODUCT_CUDA``) on the tile kernel in a shape, made once;
+    launched by ``gemm.gemm(..., kernel=, epilogue=Plan.activation_arguments(...))``."""
+    shape = (groups, slice_, per_thread)
+    if shape not in _ACTIVATED_PRODUCTS:
+        source = gemm_source(*shape, entry=False) + Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA
+        _ACTIVATED_PRODUCTS[shape] = CudaFunction(source, "minigrad_sgemm_activate")
+    return _ACTIVATED_PRODUCTS[shape]
+
+
+ACTIVATED_PRODUCT = activated_product()
+
+
 class PlannedStep(Plan):
     """The chapter's training step on buffers made once: ``step()`` gathers the next batch from the cursor,
     then forward, loss, backward and SGD, and logs the step's loss and correct count in ``losses[k]`` and
     ``corrects[k]`` for the k-th step since ``start_epoch()`` (slots that later steps do not overwrite, so a
     monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
 
-    On a GPU the step is 15 kernels for the chapter's model: the gather, three products and two ``activate``
-    kernels forward, the ``loss`` kernel (the last bias, the loss, its gradient and the logs), five products
+    On a GPU the step is 13 kernels for the chapter's model: the gather, three products forward (the first two
+    activating as they store: ``ACTIVATED_PRODUCT``; with cuBLAS's products, two ``activate`` kernels after
+    them, 15 in all), the ``loss`` kernel (the last bias, the loss, its gradient and the logs), five products
     and two ``backward_mask`` kernels backward, and one ``update`` for every parameter, which also moves the
     batch position, the dropout counter and the log position on (the kernels before it read them)."""
 
