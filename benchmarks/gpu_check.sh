@@ -13,7 +13,8 @@
 #   gemm        the step's eight products alone and in a graph: the tile kernel in each of its shapes, cuBLAS via
 #               ctypes, CuPy's; the fastest tile shape becomes the products of speed and profile (PRODUCTS)
 #   speed       benchmarks.train_speed on cuda: minigrad planned (the fastest tile shape, and cuBLAS products) and
-#               eager, the CuPy floor, PyTorch eager, graph, graph+gather (the bar) and torch.compile
+#               eager, the CuPy floor, PyTorch eager, graph, graph+gather (the bar) and torch.compile; its
+#               verdict: the faster planned step's products (fast.plan.DEFAULT_PRODUCTS), and the target met or not
 #   planned     the chapter's 10 epochs on cuda with the planned step (the default) from SEEDS (default 0 1 2 3
 #               4, run side by side), their final test accuracies beside the CPU's
 #   runtime     the example's run from the prompt to its last line, phase by phase (cold and warm kernel cache),

@@ -569,8 +569,39 @@ def format_table(report):
     )
     if report["device"] != "cpu":
         lines.append(f"minigrad planned: its products by {report['config']['planned_products']!r}")
+        lines += verdicts(report["results"], report["config"]["planned_products"])
     lines += [f"left out: {line}" for line in report["skipped"]]
     return "\n".join(lines)
+
+
+TARGET_TO_GATHER = 0.5  # issue 25: minigrad's planned epoch at most half of "pytorch graph+gather"'s
+
+
+def verdicts(results, products):
+    """On a GPU, what the run says to set and whether it meets the target: the faster planned step, by its
+    products (``products``, a tile shape's name, against cuBLAS's; the tile's step is also two kernels fewer, so
+    the step's time decides, not the products' alone) as ``fast.plan.DEFAULT_PRODUCTS``, and the faster one's
+    ratio to "pytorch graph+gather"."""
+    planned, cublas = results.get("minigrad planned"), results.get("minigrad planned cublas")
+    if planned is None:
+        return []
+    lines, best = [], ("minigrad planned", products)
+    if cublas is not None and products != "cublas":
+        ratio = planned["median_s"] / cublas["median_s"]
+        faster = products if ratio < 1 else "cublas"
+        best = ("minigrad planned", products) if ratio < 1 else ("minigrad planned cublas", "cublas")
+        lines.append(
+            f"the planned step by {products!r} takes {ratio:.2f}x its time by 'cublas' (medians): "
+            f"fast.plan's DEFAULT_PRODUCTS = {faster!r}"
+        )
+    gather = results[best[0]].get("ratio_to_pytorch_graph_gather")
+    if gather is not None:
+        met = "met" if gather <= TARGET_TO_GATHER else "NOT met"
+        lines.append(
+            f"target: the planned step by {best[1]!r} at {gather:.2f}x pytorch graph+gather's epoch "
+            f"(at most {TARGET_TO_GATHER}): {met}"
+        )
+    return lines
 
 
 def main(argv=None):

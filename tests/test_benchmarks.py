@@ -289,9 +289,33 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
         + ", ".join(f"{index} 'tile 4x16 2x2'" for index in range(1, 8))
         + ", 8 'tile 4x64'"
     )
-    assert lines[-1] == "in a graph, the fastest tile takes 0.83x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'tile'"
+    assert lines[-1].startswith("in a graph, the fastest tile takes 0.83x cuBLAS's time (tile faster;")
     graph["cublas"] = 20.0
-    assert summary(rows, kinds, graph)[0][-1].endswith("1.25x cuBLAS's time: fast.plan's DEFAULT_PRODUCTS = 'cublas'")
+    assert "1.25x cuBLAS's time (cublas faster;" in summary(rows, kinds, graph)[0][-1]
+
+
+def test_train_speed_says_whose_products_to_set_and_whether_the_target_is_met():
+    """From made-up medians: the faster planned step names fast.plan's DEFAULT_PRODUCTS, and its ratio to
+    "pytorch graph+gather" is held against the target (0.5), either way."""
+    from benchmarks.train_speed import verdicts
+
+    def results(tile_s, cublas_s, gather_s=0.038):
+        return {
+            "minigrad planned": {"median_s": tile_s, "ratio_to_pytorch_graph_gather": tile_s / gather_s},
+            "minigrad planned cublas": {"median_s": cublas_s, "ratio_to_pytorch_graph_gather": cublas_s / gather_s},
+            "pytorch graph+gather": {"median_s": gather_s, "ratio_to_pytorch_graph_gather": 1.0},
+        }
+
+    assert verdicts(results(0.0171, 0.019), "tile 4x16 2x2") == [
+        "the planned step by 'tile 4x16 2x2' takes 0.90x its time by 'cublas' (medians): "
+        "fast.plan's DEFAULT_PRODUCTS = 'tile 4x16 2x2'",
+        "target: the planned step by 'tile 4x16 2x2' at 0.45x pytorch graph+gather's epoch (at most 0.5): met",
+    ]
+    first, target = verdicts(results(0.03, 0.0228), "tile")
+    assert first.endswith("1.32x its time by 'cublas' (medians): fast.plan's DEFAULT_PRODUCTS = 'cublas'")
+    assert target == "target: the planned step by 'cublas' at 0.60x pytorch graph+gather's epoch (at most 0.5): NOT met"
+    only = {"minigrad planned": {"median_s": 0.02, "ratio_to_pytorch_graph_gather": None}}
+    assert verdicts(only, "cublas") == [] and verdicts({}, "tile") == []
 
 
 def test_train_speed_with_broken_data_is_one_line(tmp_path):
@@ -539,7 +563,9 @@ def test_kernel_code_reports_the_gemm_in_each_tile_shape():
     report = kernel_code.run(argparse.Namespace(arch="sm_90", sass=None, tile_shapes=True))
     assert report["minigrad_sgemm 4x16 2x2"]["shared"] == gemm.shared_bytes(4, 16, 2)
     assert report["minigrad_sgemm 4x64"]["shared"] == gemm.shared_bytes(4, 64, 1)
-    assert len([label for label in report if label.startswith("minigrad_sgemm")]) == len(gemm.TILE_SHAPES)
+    assert report["minigrad_sgemm_activate 4x64"]["shared"] == gemm.shared_bytes(4, 64, 1)
+    for name in ("minigrad_sgemm", "minigrad_sgemm_activate"):  # the default's label is the kernel's name
+        assert len([label for label in report if label.split()[0] == name]) == len(gemm.TILE_SHAPES)
 
 
 def test_kernel_code_counts_the_instructions_of_a_disassembly():
