@@ -588,11 +588,10 @@ def verdicts(results, products):
     lines, best = [], ("minigrad planned", products)
     if cublas is not None and products != "cublas":
         ratio = planned["median_s"] / cublas["median_s"]
-        faster = products if ratio < 1 else "cublas"
         best = ("minigrad planned", products) if ratio < 1 else ("minigrad planned cublas", "cublas")
         lines.append(
             f"the planned step by {products!r} takes {ratio:.2f}x its time by 'cublas' (medians): "
-            f"fast.plan's DEFAULT_PRODUCTS = {faster!r}"
+            f"fast.plan's DEFAULT_PRODUCTS = {best[1]!r}"
         )
     gather = results[best[0]].get("ratio_to_pytorch_graph_gather")
     if gather is not None:

@@ -298,6 +298,11 @@ class Plan:
             return "mask"
         return "relu" if block.relu else ""
 
+    @staticmethod
+    def drop_probability(block: Block, kind: str) -> float:
+        """The probability p that the block's dropout zeroes an element: its Dropout's p for a "mask", else 0."""
+        return block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
+
     def forward(self, training: bool) -> list[str]:
         """The blocks on ``self.x``, the logits left in the last block's z. Returns each block's ``kind``. On a
         GPU, the last block's bias (when nothing masks it) is left to the loss's kernel, and the tile kernel's
@@ -320,8 +325,7 @@ class Plan:
     def activate(self, block: Block, buffers: Buffers, kind: str, training: bool) -> None:
         """z <- z + b, then z <- z * M for a "mask" (M = [z > 0 where ReLU] * keep * 1/(1-p)) or ReLU's max(z, 0)
         (with positive = [z > 0] kept for backward when training). On a GPU one kernel: ``ACTIVATE``."""
-        xp, z, bias = self.xp, buffers.z, block.linear.bias
-        p = block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
+        xp, z, bias, p = self.xp, buffers.z, block.linear.bias, self.drop_probability(block, kind)
         if self.on_gpu:
             if kind == "" and bias is None:
                 return
@@ -348,8 +352,7 @@ class Plan:
     def activation_arguments(self, block: Block, buffers: Buffers, kind: str) -> tuple[Any, ...]:
         """What ``minigrad_activate_element`` is given for the block (after the element's own), on a GPU; counts
         the dropout words it draws into ``words_drawn``."""
-        bias, stream = block.linear.bias, dropout_stream(self.device)
-        p = block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
+        bias, stream, p = block.linear.bias, dropout_stream(self.device), self.drop_probability(block, kind)
         arguments = (
             buffers.M,
             bias.data if bias is not None else buffers.M,  # (not read without a bias)
@@ -532,20 +535,17 @@ extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* 
     });
 }
 """
-_ACTIVATED_PRODUCTS: dict[tuple[int, int, int], CudaFunction] = {}
 
 
+@functools.cache
 def activated_product(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD) -> CudaFunction:
     """The product-and-activation kernel (``ACTIVATED_PRODUCT_CUDA``) on the tile kernel in a shape, made once;
     launched by ``gemm.gemm(..., kernel=, epilogue=Plan.activation_arguments(...))``."""
-    shape = (groups, slice_, per_thread)
-    if shape not in _ACTIVATED_PRODUCTS:
-        source = gemm_source(*shape, entry=False) + Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA
-        _ACTIVATED_PRODUCTS[shape] = CudaFunction(source, "minigrad_sgemm_activate")
-    return _ACTIVATED_PRODUCTS[shape]
+    source = gemm_source(groups, slice_, per_thread, entry=False) + Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA
+    return CudaFunction(source, "minigrad_sgemm_activate")
 
 
-ACTIVATED_PRODUCT = activated_product()
+ACTIVATED_PRODUCT = activated_product(GROUPS, SLICE, PER_THREAD)  # as Plan.forward asks for it: one kernel, not two
 
 
 class PlannedStep(Plan):
