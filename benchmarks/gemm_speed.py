@@ -121,7 +121,7 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
     default = f"the default {tiles['tile']:.1f} us" if "tile" in tiles else "the default is wrong"
     lines.append(
         f"in a graph, the fastest tile shape is {fastest!r} ({tiles[fastest]:.1f} us; {default}): "
-        f"fast.gemm's GROUPS, SLICE, PER_THREAD = {shape}"
+        f"fast.gemm's GROUPS, SLICE, PER_THREAD, SIDE = {shape}"
     )
     best = [min(tiles, key=lambda kind: row[f"{kind}_graph_us"]) for row in rows]
     each = sum(row[f"{kind}_graph_us"] for row, kind in zip(rows, best))
@@ -149,7 +149,8 @@ def run(args):
         blas, unavailable = None, f"{type(error).__name__}: {error}"
         print(f"cuBLAS through ctypes is unavailable ({unavailable}); timing the other two")
     kernels = {
-        kind: functools.partial(gemm, groups=g, slice_=s, per_thread=r) for kind, (g, s, r) in TILE_NAMES.items()
+        kind: functools.partial(gemm, groups=g, slice_=s, per_thread=r, side=d)
+        for kind, (g, s, r, d) in TILE_NAMES.items()
     }
     kernels["cublas"] = blas.gemm if blas else None
     rows, calls = [], {kind: [] for kind in kernels}

@@ -116,13 +116,14 @@ def run(args):
     functions = labelled_functions(args.tile_shapes)
     ptxas, nvdisasm = tool("ptxas"), tool("nvdisasm")
     disassemble = ptxas is not None and nvdisasm is not None
-    header = f"{'kernel':32s} {'registers':>9s} {'shared B':>8s} {'spills B':>8s}"
+    width = max(32, *map(len, functions))
+    header = f"{'kernel':{width}s} {'registers':>9s} {'shared B':>8s} {'spills B':>8s}"
     print(header + ("".join(f" {name:>5s}" for name in COUNTED) if disassemble else ""))
     report = {}
     for label, function in functions.items():
         log, ptx = compile_function(function, args.arch)
         row = resources(log)
-        line = f"{label:32s} {row['registers']:9d} {row['shared']:8d} {row['spills']:8d}"
+        line = f"{label:{width}s} {row['registers']:9d} {row['shared']:8d} {row['spills']:8d}"
         if disassemble:
             code = sass(ptx, args.arch, ptxas, nvdisasm)
             row["instructions"] = instruction_counts(code)

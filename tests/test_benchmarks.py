@@ -250,9 +250,10 @@ def test_the_gemm_benchmark_names_each_tile_shape_once_and_the_default_tile():
     from minigrad.fast import gemm
 
     kinds = gemm.TILE_NAMES
-    assert kinds["tile"] == (gemm.GROUPS, gemm.SLICE, gemm.PER_THREAD)
+    assert kinds["tile"] == (gemm.GROUPS, gemm.SLICE, gemm.PER_THREAD, gemm.SIDE)
     assert sorted(kinds.values()) == sorted({*gemm.TILE_SHAPES, kinds["tile"]})
-    assert kinds["tile 4x64"] == (4, 64, 1) and kinds["tile 4x16 2x2"] == (4, 16, 2)
+    assert kinds["tile 4x64"] == (4, 64, 1, 16) and kinds["tile 4x16 2x2"] == (4, 16, 2, 16)
+    assert kinds["tile 8x16 2x2 side 8"] == (8, 16, 2, 8)
 
 
 def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
@@ -282,7 +283,7 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
     assert wrong.endswith("WRONG: left out of the verdicts")
     assert lines[-3] == (
         "in a graph, the fastest tile shape is 'tile 4x16 2x2' (25.0 us; the default 40.0 us): "
-        "fast.gemm's GROUPS, SLICE, PER_THREAD = 4, 16, 2"
+        "fast.gemm's GROUPS, SLICE, PER_THREAD, SIDE = 4, 16, 2, 16"
     )
     assert lines[-2] == (
         "each product by its fastest tile shape: 7.5 us against 8.0 us all by 'tile 4x16 2x2' (copies in a graph): "
@@ -564,6 +565,7 @@ def test_kernel_code_reports_the_gemm_in_each_tile_shape():
     assert report["minigrad_sgemm 4x16 2x2"]["shared"] == gemm.shared_bytes(4, 16, 2)
     assert report["minigrad_sgemm 4x64"]["shared"] == gemm.shared_bytes(4, 64, 1)
     assert report["minigrad_sgemm_activate 4x64"]["shared"] == gemm.shared_bytes(4, 64, 1)
+    assert report["minigrad_sgemm 8x16 2x2 side 8"]["shared"] == gemm.shared_bytes(8, 16, 2, 8)
     for name in ("minigrad_sgemm", "minigrad_sgemm_activate"):  # the default's label is the kernel's name
         assert len([label for label in report if label.split()[0] == name]) == len(gemm.TILE_SHAPES)
 

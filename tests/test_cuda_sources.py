@@ -196,16 +196,19 @@ def test_the_cuda_function_fits_its_launch_on_hopper(name):
     assert shared <= HOPPER["static shared memory per block"], f"{shared} bytes of shared memory"
 
 
-@pytest.mark.parametrize("groups, slice_, per_thread", gemm.TILE_SHAPES)
-def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(groups, slice_, per_thread):
-    """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, its block of 16 x 16 x groups
+@pytest.mark.parametrize("shape", gemm.TILE_SHAPES, ids=lambda shape: gemm.shape_name(*shape))
+def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(shape):
+    """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, its block of side x side x groups
     threads fits a multiprocessor, and its shared memory is what gemm_source's check of a shape counts; the
     same for the product that activates as it stores (fast.plan.activated_product) in that shape."""
-    for function in (gemm.tile_kernel(groups, slice_, per_thread), plan.activated_product(groups, slice_, per_thread)):
+    groups, _, _, side = shape
+    threads = side * side * groups
+    assert threads <= HOPPER["threads per block"]
+    for function in (gemm.tile_kernel(*shape), plan.activated_product(*shape)):
         log = compile_cuda(function.source, function.name, ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
         registers, shared = launch_resources(log)
-        assert -(-registers // 8) * 8 * 16 * 16 * groups <= HOPPER["registers per block"], (function.name, registers)
-        assert shared == gemm.shared_bytes(groups, slice_, per_thread) <= HOPPER["static shared memory per block"]
+        assert -(-registers // 8) * 8 * threads <= HOPPER["registers per block"], (function.name, registers)
+        assert shared == gemm.shared_bytes(*shape) <= HOPPER["static shared memory per block"]
 
 
 def test_the_gemm_reads_the_next_slice_before_its_barrier():
@@ -216,7 +219,7 @@ def test_the_gemm_reads_the_next_slice_before_its_barrier():
     assert "ld.global.nc" not in ptx
     loop = ptx[ptx.index("st.shared.f32") :]  # the first store of a slice to shared memory opens the loop
     before_barrier = loop[: loop.index("bar.sync")]
-    loads = 2 * gemm.PER_THREAD * gemm.SLICE // 16  # the next slice's elements of A and of B a thread reads
+    loads = 2 * gemm.PER_THREAD * gemm.SLICE // gemm.SIDE  # the next slice's elements of A and of B a thread reads
     assert before_barrier.count("ld.global.f32") == loads, before_barrier
 
 

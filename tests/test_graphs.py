@@ -12,7 +12,7 @@ from minigrad.chapter.model import concise_mlp
 from minigrad.data import ArrayDataset, DataLoader
 from minigrad.data.loader import BatchCursor
 from minigrad.fast import GraphMismatch, PlannedStep, PlannedTraining, RecordedStep
-from minigrad.fast.gemm import TILE_SHAPES
+from minigrad.fast.gemm import SIDES, THREADS_LIMIT, TILE_SHAPES, shape_name
 from minigrad.monitor import TrainingDiverged
 from minigrad.train import Trainer
 
@@ -242,19 +242,34 @@ def test_a_right_step_is_accepted_by_the_cpus_steps_alone(fake_cuda, monkeypatch
     assert trainer.planned.checked_against == "the CPU's eager ops"
 
 
-def host_gemm(multiply, groups, per_thread):
-    """``a @ b`` by fast.gemm's kernel built for the host (``multiply``), launched as ``gemm.gemm`` launches it."""
+def shape_ids(shape):
+    return shape_name(*shape)
+
+
+def host_gemm(multiply, shape):
+    """``a @ b`` by fast.gemm's kernel built for the host (``multiply``) in its tile shape, launched as
+    ``gemm.gemm`` launches it."""
     from minigrad.fast.gemm import tile_grid
+
+    groups, _, per_thread, side = shape
 
     def gemm(a, b):
         (m, k), n = a.shape, b.shape[1]
         out = np.full((m, n), np.nan, np.float32)
         strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
         buffers = [view if view.base is None else view.base for view in (a, b)]
-        multiply(tile_grid(m, n, per_thread), (16, 16, groups), (*buffers, out, *map(np.int32, (m, n, k)), *strides))
+        grid, threads = tile_grid(m, n, per_thread, side), (side, side, groups)
+        multiply(grid, threads, (*buffers, out, *map(np.int32, (m, n, k)), *strides))
         return out
 
     return gemm
+
+
+def one_per_thread(shape):
+    """The tile shape whose threads make one element of C each, with the same sum's order (groups and slice):
+    16 threads a side, or fewer where 16 x 16 x groups would be more than a block holds."""
+    groups, slice_, _, _ = shape
+    return groups, slice_, 1, max(side for side in SIDES if side * side * groups <= THREADS_LIMIT)
 
 
 def step_like_operands(groups, slice_):
@@ -266,27 +281,41 @@ def step_like_operands(groups, slice_):
     return ((x, w.T), (gy, w), (gy.T, x), (long.T, long))
 
 
-@pytest.mark.parametrize("groups, slice_, per_thread", TILE_SHAPES)
-def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path, groups, slice_, per_thread):
+def assert_within_float32_rounding(product, a, b):
+    """``product`` is ``a @ b`` as float32 sums of products make it, in whatever order: each element within
+    gamma_K |a| |b| of the exact product, the worst case of K products summed in any order, each operation
+    rounded (gamma_K = K u / (1 - K u), u = 2^-24). NumPy's own float32 product is no reference: it rounds too, by
+    as much, in another order."""
+    a64, b64, k, u = a.astype(np.float64), b.astype(np.float64), a.shape[1], 2.0**-24
+    error, bound = np.abs(product - a64 @ b64), k * u / (1 - k * u) * (np.abs(a64) @ np.abs(b64))
+    assert np.all(error <= bound), f"{np.sum(error > bound)} elements off by more than rounding: {error.max()}"
+
+
+@pytest.mark.parametrize("shape", TILE_SHAPES, ids=shape_ids)
+def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path, shape):
     """fast.gemm's kernel built for the host (a thread per CUDA thread, a barrier for __syncthreads), in each tile
-    shape benchmarks.gemm_speed times: the products of plain and transposed (strided) views equal NumPy's, as
-    the planned step uses them; and a long K, which the groups of a block split into several trips."""
+    shape benchmarks.gemm_speed times: the products of plain and transposed (strided) views, as the planned step
+    uses them, are the exact products but for float32's rounding; and a long K, which the groups of a block split
+    into several trips."""
     from minigrad.fast.gemm import tile_kernel
 
     from .cuda_host import HostFunction, sanitizer
 
-    if sanitizer() == "thread" and (groups, slice_, per_thread) not in (TILE_SHAPES[0], (4, 64, 1), (4, 16, 2)):
-        pytest.skip("under ThreadSanitizer three shapes: the default, the widest slice, and 2 x 2 elements a thread")
+    if sanitizer() == "thread" and shape not in (TILE_SHAPES[0], (4, 64, 1, 16), (4, 16, 2, 16), (8, 16, 2, 8)):
+        pytest.skip(
+            "under ThreadSanitizer four shapes: the default, the widest slice, 2 x 2 elements a thread, 8 x 8 threads"
+        )
 
-    gemm = host_gemm(HostFunction(tile_kernel(groups, slice_, per_thread), tmp_path), groups, per_thread)
-    for a, b in step_like_operands(groups, slice_):
-        np.testing.assert_allclose(gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    gemm = host_gemm(HostFunction(tile_kernel(*shape), tmp_path), shape)
+    for a, b in step_like_operands(*shape[:2]):
+        assert_within_float32_rounding(gemm(a, b), a, b)
 
 
-@pytest.mark.parametrize("groups, slice_, per_thread", [shape for shape in TILE_SHAPES if shape[2] > 1])
-def test_a_thread_making_more_elements_of_the_product_gives_the_same_bits(tmp_path, groups, slice_, per_thread):
-    """Each element of C is the same sum in the same order whatever the elements a thread makes (the kernel's
-    comment): the tile shape's per_thread changes its speed, never its result."""
+@pytest.mark.parametrize("shape", [shape for shape in TILE_SHAPES if shape[2] > 1], ids=shape_ids)
+def test_a_thread_making_more_elements_of_the_product_gives_the_same_bits(tmp_path, shape):
+    """Each element of C is the same sum in the same order whatever the elements a thread makes and the threads
+    a side of a block (the kernel's comment): the tile shape's per_thread and side change its speed, never its
+    result."""
     from minigrad.fast.gemm import tile_kernel
 
     from .cuda_host import HostFunction, sanitizer
@@ -294,16 +323,16 @@ def test_a_thread_making_more_elements_of_the_product_gives_the_same_bits(tmp_pa
     if sanitizer():
         pytest.skip("the products themselves are checked under the sanitizers by the test above")
     (tmp_path / "wide").mkdir(), (tmp_path / "one").mkdir()
-    wide = host_gemm(HostFunction(tile_kernel(groups, slice_, per_thread), tmp_path / "wide"), groups, per_thread)
-    one = host_gemm(HostFunction(tile_kernel(groups, slice_, 1), tmp_path / "one"), groups, 1)
-    for a, b in step_like_operands(groups, slice_):
+    wide = host_gemm(HostFunction(tile_kernel(*shape), tmp_path / "wide"), shape)
+    one = host_gemm(HostFunction(tile_kernel(*one_per_thread(shape)), tmp_path / "one"), one_per_thread(shape))
+    for a, b in step_like_operands(*shape[:2]):
         np.testing.assert_array_equal(wide(a, b), one(a, b))
 
 
 def test_a_tile_shape_a_gpu_cannot_launch_is_refused():
     from minigrad.fast.gemm import gemm_source
 
-    for shape in ((5, 16, 1), (4, 24, 1), (4, 128, 1), (4, 16, 3), (4, 64, 2)):
+    for shape in ((5, 16, 1), (4, 24, 1), (4, 128, 1), (4, 16, 3), (4, 64, 2), (8, 16, 2, 12), (32, 16, 1, 8)):
         with pytest.raises(ValueError, match="cannot be launched"):
             gemm_source(*shape)
 
@@ -312,8 +341,8 @@ def test_a_tile_shape_a_gpu_cannot_launch_is_refused():
 
 
 @needs_cuda
-@pytest.mark.parametrize("groups, slice_, per_thread", TILE_SHAPES)
-def test_cuda_the_graphs_gemm_equals_cupys_matmul(groups, slice_, per_thread):
+@pytest.mark.parametrize("shape", TILE_SHAPES, ids=shape_ids)
+def test_cuda_the_graphs_gemm_equals_cupys_matmul(shape):
     """On the GPU, in each tile shape: the step's products at the chapter's sizes equal CuPy's (cuBLAS's), and a
     thread making more elements of C gives the same bits as one making one (the host tests' claims, on the GPU)."""
     import cupy
@@ -325,9 +354,9 @@ def test_cuda_the_graphs_gemm_equals_cupys_matmul(groups, slice_, per_thread):
     x, w, gy = (cupy.asarray(rng.standard_normal(shape).astype(np.float32)) for shape in shapes)
     for a, b in ((x, w.T), (gy, w), (gy.T, x)):
         out = cupy.empty((a.shape[0], b.shape[1]), dtype=np.float32)
-        product = cupy.asnumpy(gemm(a, b, out, groups, slice_, per_thread))
+        product = cupy.asnumpy(gemm(a, b, out, *shape))
         np.testing.assert_allclose(product, cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-4)
-        np.testing.assert_array_equal(product, cupy.asnumpy(gemm(a, b, None, groups, slice_, 1)))
+        np.testing.assert_array_equal(product, cupy.asnumpy(gemm(a, b, None, *one_per_thread(shape))))
 
 
 def fit_cuda(record, hidden=(64, 64), lr=0.5, epochs=1, count=640, eager=False, products="tile"):

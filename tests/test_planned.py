@@ -305,4 +305,6 @@ def test_the_products_setting_is_checked():
         PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="blas")
     # a tile shape by its name (benchmarks.gemm_speed's): the products a GPU's plan makes, in that shape
     step = PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="tile 4x16 2x2")
-    assert step.gemm.keywords == {"groups": 4, "slice_": 16, "per_thread": 2}
+    assert step.gemm.keywords == {"groups": 4, "slice_": 16, "per_thread": 2, "side": 16}
+    step = PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="tile 8x16 2x2 side 8")
+    assert step.gemm.keywords == {"groups": 8, "slice_": 16, "per_thread": 2, "side": 8}

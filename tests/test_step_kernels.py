@@ -161,7 +161,7 @@ def activation_args(M, block, kind, stream, start, drawn):
     )
 
 
-@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4"])
+@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 2x2 side 8"])
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_the_activated_product_equals_the_product_then_the_numpy_passes(run, name, tile):
     """The tile kernel's product with the block's activation in its store (fast.plan.activated_product): the
@@ -186,7 +186,8 @@ def test_the_activated_product_equals_the_product_then_the_numpy_passes(run, nam
     x = rng.standard_normal((19, 150)).astype(np.float32)
     weight = block.linear.weight.data  # (37, 150): the product takes its transpose, a strided view
     operands = (x, weight, *map(np.int32, (19, 37, 150)), *map(np.int64, (150, 1, 1, 150)))
-    grid, threads = tile_grid(19, 37, shape[2]), (16, 16, shape[0])
+    groups, _, per_thread, side = shape
+    grid, threads = tile_grid(19, 37, per_thread, side), (side, side, groups)
     product = np.full((19, 37), np.nan, np.float32)
     run(tile_kernel(*shape))(grid, threads, (x, weight, product, *operands[2:]))
     np.testing.assert_allclose(product, x @ weight.T, rtol=1e-5, atol=1e-5)
@@ -448,8 +449,7 @@ def emulate_gpu(m, host, tile=None):
 
     def products(a, b, out):
         if tile is not None:
-            groups, slice_, per_thread = TILE_NAMES[tile]
-            return gemm(a, b, out, groups, slice_, per_thread)
+            return gemm(a, b, out, *TILE_NAMES[tile])
         launches.append("gemm")
         np.matmul(a, b, out=out)
 
@@ -522,12 +522,13 @@ def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch,
         ]
 
 
-@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4"])
+@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 2x2 side 8"])
 def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, tile):
-    """The whole GPU step on the host with its products by the tile kernel itself (in the default shape and in
-    two whose threads make 2 x 2 and 4 x 4 elements), the forward ones activating as they store: the operands
-    the step passes (transposed views, their strides, its buffers) give the CPU's planned step's weights and
-    losses, in 13 launches a step. A small model: every CUDA thread of a block is a thread on the host."""
+    """The whole GPU step on the host with its products by the tile kernel itself (in the default shape, in
+    two whose threads make 2 x 2 and 4 x 4 elements, and in one of 8 x 8 x 8 threads), the forward ones
+    activating as they store: the operands the step passes (transposed views, their strides, its buffers) give
+    the CPU's planned step's weights and losses, in 13 launches a step. A small model: every CUDA thread of a
+    block is a thread on the host."""
     from .cuda_host import sanitizer
 
     if sanitizer():

@@ -6,8 +6,9 @@ warm-up, in the capture and in the eager runs the graph is checked against alike
 directly, ``cublas``, which capture allows). It is the 16 x 16 shared-memory tile, with K split among four
 groups of a block's threads and the next slice read while the current one is multiplied: simple and correct,
 far from cuBLAS's speed. Its other shapes (``TILE_SHAPES``) take wider slices, or have each thread make 2 x 2
-or 4 x 4 elements of C (a 32 x 32 or 64 x 64 tile), for a GPU to time. The tile hands each element of C, once
-summed, to a store: ``minigrad_sgemm``'s writes it; ``fast.plan``'s forward product also activates it there.
+or 4 x 4 elements of C: of a 32 x 32 or 64 x 64 tile, or of the same 16 x 16 tile by fewer threads a side and
+more groups. A GPU times them. The tile hands each element of C, once summed, to a store: ``minigrad_sgemm``'s
+writes it; ``fast.plan``'s forward product also activates it there.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from ..backend import Array, CudaFunction
 
 GEMM_CUDA = r"""
 // C[M, N] = A[M, K] @ B[K, N], float32; A and B any strides (in elements), so transposed views cost nothing.
-// A block makes a T x T tile of C (C-contiguous), T = 16 R, with 16 x 16 x GROUPS threads, each thread R x R of the
-// tile's elements (rows R ty to R ty + R - 1, columns R tx to R tx + R - 1): each value it reads from shared memory
-// then serves R products, not one. Group g (threadIdx.z) takes the SLICE-wide slices g, g + GROUPS,
+// A block makes a T x T tile of C (C-contiguous), T = SIDE R, with SIDE x SIDE x GROUPS threads, each thread R x R of
+// the tile's elements (rows R ty to R ty + R - 1, columns R tx to R tx + R - 1): each value it reads from shared
+// memory then serves R products, not one. Group g (threadIdx.z) takes the SLICE-wide slices g, g + GROUPS,
 // g + 2 GROUPS, ... of K through shared memory of its own, so that the block makes 1/GROUPS of the trips to memory
 // that one group would (at the chapter's shapes the products are short of work per block, and each trip's latency
-// is what they wait for), each thread reading R SLICE / 16 elements of A and of B a trip; then group 0 adds the
+// is what they wait for), each thread reading R SLICE / SIDE elements of A and of B a trip; then group 0 adds the
 // other groups' partial sums to its own in order. Each element of C is the same sum, in the same order, whatever
-// R is (a fixed order: the same bits at every run, and for every R).
+// R and SIDE are (a fixed order: the same bits at every run, and for every R and SIDE); GROUPS and SLICE set it.
 // The tile's element (row, col) of C, once summed, goes to store(row, col, sum): minigrad_sgemm below writes it
 // to C; a kernel that does more with it (fast.plan's minigrad_sgemm_activate) passes a store of its own.
 template <class Store>
@@ -36,7 +37,8 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
                                                     long long sAm, long long sAk, long long sBk, long long sBn,
                                                     Store store) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
-    constexpr int L = S / 16, T = 16 * R, PAD = R == 1 ? 1 : R;  // rows padded: fewer stores on one bank, and R
+    constexpr int D = MINIGRAD_GEMM_SIDE;
+    constexpr int L = S / D, T = D * R, PAD = R == 1 ? 1 : R;  // rows padded: fewer stores on one bank, and R
     // elements side by side read at once (R floats' alignment)
     __shared__ __align__(16) float As[G][S][T + PAD];  // A's slice transposed: As[g][k][row], so that a thread's
     __shared__ __align__(16) float Bs[G][S][T + PAD];  // R rows, like its R columns of Bs, lie side by side
@@ -46,28 +48,28 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
     // each thread's elements of the next slice are read from memory before the current slice's products (below),
     // so that the reads' latency overlaps them
     auto a_at = [&](int i, int k) {
-        const int row = row0 + ty + 16 * i;
+        const int row = row0 + ty + D * i;
         return (row < M && k < K) ? A[row * sAm + k * sAk] : 0.0f;
     };
     auto b_at = [&](int k, int j) {
-        const int col = col0 + tx + 16 * j;
+        const int col = col0 + tx + D * j;
         return (k < K && col < N) ? B[k * sBk + col * sBn] : 0.0f;
     };
     float acc[R][R] = {}, a_next[R][L], b_next[L][R];
     #pragma unroll
     for (int u = 0; u < L; ++u) {
         #pragma unroll
-        for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, S * g + tx + 16 * u);
+        for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, S * g + tx + D * u);
         #pragma unroll
-        for (int j = 0; j < R; ++j) b_next[u][j] = b_at(S * g + ty + 16 * u, j);
+        for (int j = 0; j < R; ++j) b_next[u][j] = b_at(S * g + ty + D * u, j);
     }
     for (int base = 0; base < K; base += S * G) {  // the same trips for every group
         #pragma unroll
         for (int u = 0; u < L; ++u) {
             #pragma unroll
-            for (int i = 0; i < R; ++i) As[g][tx + 16 * u][ty + 16 * i] = a_next[i][u];
+            for (int i = 0; i < R; ++i) As[g][tx + D * u][ty + D * i] = a_next[i][u];
             #pragma unroll
-            for (int j = 0; j < R; ++j) Bs[g][ty + 16 * u][tx + 16 * j] = b_next[u][j];
+            for (int j = 0; j < R; ++j) Bs[g][ty + D * u][tx + D * j] = b_next[u][j];
         }
         // issued before the barrier, which no ordinary read crosses, so that they are in flight while the block
         // waits there and multiplies (A and B are not __restrict__: read-only loads may cross a barrier, and
@@ -76,9 +78,9 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
         #pragma unroll
         for (int u = 0; u < L; ++u) {
             #pragma unroll
-            for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, next + tx + 16 * u);
+            for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, next + tx + D * u);
             #pragma unroll
-            for (int j = 0; j < R; ++j) b_next[u][j] = b_at(next + ty + 16 * u, j);
+            for (int j = 0; j < R; ++j) b_next[u][j] = b_at(next + ty + D * u, j);
         }
         __syncthreads();
         #pragma unroll
@@ -122,78 +124,102 @@ extern "C" __global__ void minigrad_sgemm(const float* A, const float* B, float*
                         [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; });
 }
 """
-# The tile's shape: a block's threads are 16 x 16 x GROUPS, each group takes SLICE of K a trip to memory, and each
-# thread makes PER_THREAD x PER_THREAD elements of C. Fewer trips (a wider slice) wait less for memory; more
-# elements a thread read shared memory less often per product (the default reads it twice per product, which
-# bounds it near an eighth of FP32 peak) but make fewer blocks, and fewer of the GPU's multiprocessors busy, at
-# the chapter's shapes; both need more registers and shared memory. benchmarks.gemm_speed times the shapes in
+# The tile's shape: a block's threads are SIDE x SIDE x GROUPS, each group takes SLICE of K a trip to memory, and
+# each thread makes PER_THREAD x PER_THREAD elements of C (of a tile of SIDE PER_THREAD a side). Fewer trips (a
+# wider slice) wait less for memory; more elements a thread read shared memory less often per product (the
+# default reads it twice per product, which bounds it near an eighth of FP32 peak), and on a tile as wide make
+# fewer blocks, and fewer of the GPU's multiprocessors busy, at the chapter's shapes (a 256 x 256 C is 256 tiles
+# of 16 x 16 for 132 multiprocessors, 64 of 32 x 32); fewer threads a side keep the tile 16 wide, and more groups
+# keep the block's threads. All need more registers or shared memory. benchmarks.gemm_speed times the shapes in
 # TILE_SHAPES on a GPU, and the fastest should be the default (each element of C is the same bits for every
-# PER_THREAD; GROUPS and SLICE change the order of its sum).
-GROUPS, SLICE, PER_THREAD = 4, 16, 1
+# PER_THREAD and SIDE; GROUPS and SLICE change the order of its sum).
+GROUPS, SLICE, PER_THREAD, SIDE = 4, 16, 1, 16
 TILE_SHAPES = (
-    (4, 16, 1),
-    (4, 32, 1),
-    (4, 64, 1),
-    (2, 32, 1),
-    (2, 64, 1),
-    (4, 16, 2),
-    (4, 32, 2),
-    (2, 32, 2),
-    (2, 16, 4),
+    (4, 16, 1, 16),
+    (4, 32, 1, 16),
+    (4, 64, 1, 16),
+    (2, 32, 1, 16),
+    (2, 64, 1, 16),
+    (4, 16, 2, 16),
+    (4, 32, 2, 16),
+    (2, 32, 2, 16),
+    (2, 16, 4, 16),
+    (4, 16, 2, 8),
+    (8, 16, 2, 8),
+    (8, 32, 2, 8),
+    (8, 16, 4, 4),
 )
+SIDES = (4, 8, 16)  # threads a side of a block's face: divisors of 16, so that a slice splits evenly among them
 SHARED_BYTES_LIMIT = 48 * 1024  # a block's static shared memory
+THREADS_LIMIT = 1024  # a block's threads
 
 
-def shape_name(groups: int, slice_: int, per_thread: int) -> str:
+def shape_name(groups: int, slice_: int, per_thread: int, side: int = SIDE) -> str:
     """A tile shape's name, as the planned step's ``products`` and ``benchmarks.gemm_speed`` take it: "tile" for
-    the default shape, else "tile 4x64" (groups x slice), and "tile 4x16 2x2" where a thread makes 2 x 2."""
-    if (groups, slice_, per_thread) == (GROUPS, SLICE, PER_THREAD):
+    the default shape, else "tile 4x64" (groups x slice), "tile 4x16 2x2" where a thread makes 2 x 2, and "tile
+    8x16 2x2 side 8" where a block's threads are 8 x 8 x 8 (16 x 16 x groups unless named)."""
+    if (groups, slice_, per_thread, side) == (GROUPS, SLICE, PER_THREAD, SIDE):
         return "tile"
-    return f"tile {groups}x{slice_}" + (f" {per_thread}x{per_thread}" if per_thread > 1 else "")
+    name = f"tile {groups}x{slice_}" + (f" {per_thread}x{per_thread}" if per_thread > 1 else "")
+    return name + (f" side {side}" if side != 16 else "")
 
 
-TILE_NAMES = {shape_name(*shape): shape for shape in ((GROUPS, SLICE, PER_THREAD), *TILE_SHAPES)}
+TILE_NAMES = {shape_name(*shape): shape for shape in ((GROUPS, SLICE, PER_THREAD, SIDE), *TILE_SHAPES)}
 
 
-def shared_bytes(groups: int, slice_: int, per_thread: int) -> int:
+def shared_bytes(groups: int, slice_: int, per_thread: int, side: int = SIDE) -> int:
     """The static shared memory of GEMM_CUDA's block for a tile shape: As and Bs, then the partial sums of all
     groups but the first."""
-    side = 16 * per_thread
-    padded = side + (1 if per_thread == 1 else per_thread)
-    return 4 * (2 * groups * slice_ * padded + max(groups - 1, 1) * side * side)
+    tile = side * per_thread
+    padded = tile + (1 if per_thread == 1 else per_thread)
+    return 4 * (2 * groups * slice_ * padded + max(groups - 1, 1) * tile * tile)
 
 
-def gemm_source(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, entry: bool = True) -> str:
-    """GEMM_CUDA for the tile shape (groups, slice_, per_thread), with its kernel ``minigrad_sgemm`` (or, without
-    ``entry``, only the tile, for a kernel of another's); ValueError for a shape a GPU cannot launch."""
-    shared = shared_bytes(groups, slice_, per_thread)
-    if not 1 <= groups <= 4 or slice_ < 16 or slice_ % 16 or per_thread not in (1, 2, 4) or shared > SHARED_BYTES_LIMIT:
+def gemm_source(
+    groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, side: int = SIDE, entry: bool = True
+) -> str:
+    """GEMM_CUDA for the tile shape (groups, slice_, per_thread, side), with its kernel ``minigrad_sgemm`` (or,
+    without ``entry``, only the tile, for a kernel of another's); ValueError for a shape a GPU cannot launch."""
+    shared = shared_bytes(groups, slice_, per_thread, side)
+    threads = side * side * groups
+    if (
+        side not in SIDES
+        or not 1 <= groups
+        or threads > THREADS_LIMIT
+        or slice_ < 16
+        or slice_ % 16
+        or per_thread not in (1, 2, 4)
+        or shared > SHARED_BYTES_LIMIT
+    ):
         raise ValueError(
-            f"a tile of {groups} groups, slices of {slice_} and {per_thread} x {per_thread} elements a thread cannot "
-            f"be launched: groups 1 to 4 (16 x 16 x groups <= 1024 threads), slices a multiple of 16, 1, 2 or 4 "
+            f"a tile of {groups} groups of {side} x {side} threads, slices of {slice_} and {per_thread} x {per_thread} "
+            f"elements a thread cannot be launched: {' or '.join(map(str, SIDES))} threads a side, at least one group "
+            f"and at most {THREADS_LIMIT} threads a block (this has {threads}), slices a multiple of 16, 1, 2 or 4 "
             f"elements a side a thread, at most {SHARED_BYTES_LIMIT} bytes of shared memory (this needs {shared})"
         )
-    defines = {"GROUPS": groups, "SLICE": slice_, "PER_THREAD": per_thread}
+    defines = {"GROUPS": groups, "SLICE": slice_, "PER_THREAD": per_thread, "SIDE": side}
     prefix = "".join(f"#define MINIGRAD_GEMM_{name} {value}\n" for name, value in defines.items())
     return prefix + GEMM_CUDA + (GEMM_ENTRY_CUDA if entry else "")
 
 
 GEMM = CudaFunction(gemm_source(), "minigrad_sgemm")
-_TILE_KERNELS = {(GROUPS, SLICE, PER_THREAD): GEMM}
+_TILE_KERNELS = {(GROUPS, SLICE, PER_THREAD, SIDE): GEMM}
 
 
-def tile_kernel(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD) -> CudaFunction:
+def tile_kernel(
+    groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, side: int = SIDE
+) -> CudaFunction:
     """The GEMM kernel for a tile shape (``GEMM`` for the default), made once."""
-    shape = (groups, slice_, per_thread)
+    shape = (groups, slice_, per_thread, side)
     if shape not in _TILE_KERNELS:
         _TILE_KERNELS[shape] = CudaFunction(gemm_source(*shape), "minigrad_sgemm")
     return _TILE_KERNELS[shape]
 
 
-def tile_grid(m: int, n: int, per_thread: int = PER_THREAD) -> tuple[int, int]:
-    """The blocks that cover an (m, n) C: one per 16 per_thread x 16 per_thread tile."""
-    side = 16 * per_thread
-    return (n + side - 1) // side, (m + side - 1) // side
+def tile_grid(m: int, n: int, per_thread: int = PER_THREAD, side: int = SIDE) -> tuple[int, int]:
+    """The blocks that cover an (m, n) C: one per side per_thread x side per_thread tile."""
+    tile = side * per_thread
+    return (n + tile - 1) // tile, (m + tile - 1) // tile
 
 
 def gemm(
@@ -203,11 +229,12 @@ def gemm(
     groups: int = GROUPS,
     slice_: int = SLICE,
     per_thread: int = PER_THREAD,
+    side: int = SIDE,
     kernel: CudaFunction | None = None,
     epilogue: tuple[Any, ...] = (),
 ) -> Array:
     """``a @ b`` for 2-D float32 CuPy arrays, without cuBLAS, into ``out`` (C-contiguous) when given; by the
-    tile shape (groups, slice_, per_thread) (see ``GROUPS``). ``kernel``, a kernel built on this one's tile in
+    tile shape (groups, slice_, per_thread, side) (see ``GROUPS``). ``kernel``, a kernel built on this one's tile in
     that shape (``fast.plan.activated_product``), takes its place, given the ``epilogue`` arguments after the
     product's."""
     if a.dtype != numpy.float32 or b.dtype != numpy.float32:
@@ -217,9 +244,9 @@ def gemm(
         out = backend.cupy.empty((m, n), dtype=numpy.float32)
     elif out.shape != (m, n) or not out.flags.c_contiguous:
         raise ValueError(f"gemm writes a C-contiguous ({m}, {n}) array, got out of shape {out.shape}")
-    (kernel or tile_kernel(groups, slice_, per_thread))(
-        tile_grid(m, n, per_thread),
-        (16, 16, groups),
+    (kernel or tile_kernel(groups, slice_, per_thread, side))(
+        tile_grid(m, n, per_thread, side),
+        (side, side, groups),
         (
             a,
             b,

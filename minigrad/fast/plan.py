@@ -49,7 +49,7 @@ from ..nn.module import Module
 from ..ops import keep_threshold
 from ..optim import SGD
 from ..random import PHILOX_CUDA, blocks_for, dropout_stream
-from .gemm import GROUPS, PER_THREAD, SLICE, TILE_NAMES, gemm, gemm_source
+from .gemm import GROUPS, PER_THREAD, SIDE, SLICE, TILE_NAMES, gemm, gemm_source
 
 PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
@@ -260,8 +260,8 @@ class Plan:
         self.gemm: Callable[[Array, Array, Array], Array] = gemm
         self.tile = TILE_NAMES.get(products)  # the tile kernel's shape, or None for cuBLAS's products
         if self.tile is not None:
-            groups, slice_, per_thread = self.tile
-            self.gemm = functools.partial(gemm, groups=groups, slice_=slice_, per_thread=per_thread)
+            groups, slice_, per_thread, side = self.tile
+            self.gemm = functools.partial(gemm, groups=groups, slice_=slice_, per_thread=per_thread, side=side)
         if self.on_gpu and products == "cublas":
             from .cublas import Cublas
 
@@ -538,14 +538,17 @@ extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* 
 
 
 @functools.cache
-def activated_product(groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD) -> CudaFunction:
+def activated_product(
+    groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, side: int = SIDE
+) -> CudaFunction:
     """The product-and-activation kernel (``ACTIVATED_PRODUCT_CUDA``) on the tile kernel in a shape, made once;
     launched by ``gemm.gemm(..., kernel=, epilogue=Plan.activation_arguments(...))``."""
-    source = gemm_source(groups, slice_, per_thread, entry=False) + Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA
-    return CudaFunction(source, "minigrad_sgemm_activate")
+    tile = gemm_source(groups, slice_, per_thread, side, entry=False)
+    return CudaFunction(tile + Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA, "minigrad_sgemm_activate")
 
 
-ACTIVATED_PRODUCT = activated_product(GROUPS, SLICE, PER_THREAD)  # as Plan.forward asks for it: one kernel, not two
+# as Plan.forward asks for it (the shape spelled out: one cached kernel, not two)
+ACTIVATED_PRODUCT = activated_product(GROUPS, SLICE, PER_THREAD, SIDE)
 
 
 class PlannedStep(Plan):
