@@ -134,21 +134,16 @@ extern "C" __global__ void minigrad_sgemm(const float* A, const float* B, float*
 # TILE_SHAPES on a GPU, and the fastest should be the default (each element of C is the same bits for every
 # PER_THREAD and SIDE; GROUPS and SLICE change the order of its sum).
 GROUPS, SLICE, PER_THREAD, SIDE = 4, 16, 1, 16
+# fmt: off
 TILE_SHAPES = (
-    (4, 16, 1, 16),
-    (4, 32, 1, 16),
-    (4, 64, 1, 16),
-    (2, 32, 1, 16),
-    (2, 64, 1, 16),
-    (4, 16, 2, 16),
-    (4, 32, 2, 16),
-    (2, 32, 2, 16),
-    (2, 16, 4, 16),
-    (4, 16, 2, 8),
-    (8, 16, 2, 8),
-    (8, 32, 2, 8),
-    (8, 16, 4, 4),
+    # 16 x 16 threads a group, each making one element of C: slices of 16 to 64 by 4 or 2 groups
+    (4, 16, 1, 16), (4, 32, 1, 16), (4, 64, 1, 16), (2, 32, 1, 16), (2, 64, 1, 16),
+    # 2 x 2 or 4 x 4 elements a thread, on tiles of 32 x 32 or 64 x 64
+    (4, 16, 2, 16), (4, 32, 2, 16), (2, 32, 2, 16), (2, 16, 4, 16),
+    # 2 x 2 or 4 x 4 elements a thread on tiles of 16 x 16, by 8 x 8 or 4 x 4 threads a group and more groups
+    (4, 16, 2, 8), (8, 16, 2, 8), (8, 32, 2, 8), (8, 16, 4, 4),
 )
+# fmt: on
 SIDES = (4, 8, 16)  # threads a side of a block's face: divisors of 16, so that a slice splits evenly among them
 SHARED_BYTES_LIMIT = 48 * 1024  # a block's static shared memory
 THREADS_LIMIT = 1024  # a block's threads
