@@ -196,7 +196,7 @@ def test_the_cuda_function_fits_its_launch_on_hopper(name):
     assert shared <= HOPPER["static shared memory per block"], f"{shared} bytes of shared memory"
 
 
-@pytest.mark.parametrize("shape", gemm.TILE_SHAPES, ids=lambda shape: gemm.shape_name(*shape))
+@pytest.mark.parametrize("shape", gemm.TILE_SHAPES, ids=gemm.shape_name)
 def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(shape):
     """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, its block of side x side x groups
     threads fits a multiprocessor, and its shared memory is what gemm_source's check of a shape counts; the

@@ -242,10 +242,6 @@ def test_a_right_step_is_accepted_by_the_cpus_steps_alone(fake_cuda, monkeypatch
     assert trainer.planned.checked_against == "the CPU's eager ops"
 
 
-def shape_ids(shape):
-    return shape_name(*shape)
-
-
 def host_gemm(multiply, shape):
     """``a @ b`` by fast.gemm's kernel built for the host (``multiply``) in its tile shape, launched as
     ``gemm.gemm`` launches it."""
@@ -291,7 +287,7 @@ def assert_within_float32_rounding(product, a, b):
     assert np.all(error <= bound), f"{np.sum(error > bound)} elements off by more than rounding: {error.max()}"
 
 
-@pytest.mark.parametrize("shape", TILE_SHAPES, ids=shape_ids)
+@pytest.mark.parametrize("shape", TILE_SHAPES, ids=shape_name)
 def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(tmp_path, shape):
     """fast.gemm's kernel built for the host (a thread per CUDA thread, a barrier for __syncthreads), in each tile
     shape benchmarks.gemm_speed times: the products of plain and transposed (strided) views, as the planned step
@@ -311,7 +307,7 @@ def test_the_graphs_gemm_source_multiplies_correctly_when_emulated_on_the_host(t
         assert_within_float32_rounding(gemm(a, b), a, b)
 
 
-@pytest.mark.parametrize("shape", [shape for shape in TILE_SHAPES if shape[2] > 1], ids=shape_ids)
+@pytest.mark.parametrize("shape", [shape for shape in TILE_SHAPES if shape[2] > 1], ids=shape_name)
 def test_a_thread_making_more_elements_of_the_product_gives_the_same_bits(tmp_path, shape):
     """Each element of C is the same sum in the same order whatever the elements a thread makes and the threads
     a side of a block (the kernel's comment): the tile shape's per_thread and side change its speed, never its
@@ -341,7 +337,7 @@ def test_a_tile_shape_a_gpu_cannot_launch_is_refused():
 
 
 @needs_cuda
-@pytest.mark.parametrize("shape", TILE_SHAPES, ids=shape_ids)
+@pytest.mark.parametrize("shape", TILE_SHAPES, ids=shape_name)
 def test_cuda_the_graphs_gemm_equals_cupys_matmul(shape):
     """On the GPU, in each tile shape: the step's products at the chapter's sizes equal CuPy's (cuBLAS's), and a
     thread making more elements of C gives the same bits as one making one (the host tests' claims, on the GPU)."""

@@ -149,17 +149,18 @@ SHARED_BYTES_LIMIT = 48 * 1024  # a block's static shared memory
 THREADS_LIMIT = 1024  # a block's threads
 
 
-def shape_name(groups: int, slice_: int, per_thread: int, side: int = SIDE) -> str:
+def shape_name(shape: tuple[int, int, int, int]) -> str:
     """A tile shape's name, as the planned step's ``products`` and ``benchmarks.gemm_speed`` take it: "tile" for
     the default shape, else "tile 4x64" (groups x slice), "tile 4x16 2x2" where a thread makes 2 x 2, and "tile
     8x16 2x2 side 8" where a block's threads are 8 x 8 x 8 (16 x 16 x groups unless named)."""
-    if (groups, slice_, per_thread, side) == (GROUPS, SLICE, PER_THREAD, SIDE):
+    groups, slice_, per_thread, side = shape
+    if shape == (GROUPS, SLICE, PER_THREAD, SIDE):
         return "tile"
     name = f"tile {groups}x{slice_}" + (f" {per_thread}x{per_thread}" if per_thread > 1 else "")
     return name + (f" side {side}" if side != 16 else "")
 
 
-TILE_NAMES = {shape_name(*shape): shape for shape in ((GROUPS, SLICE, PER_THREAD, SIDE), *TILE_SHAPES)}
+TILE_NAMES = {shape_name(shape): shape for shape in ((GROUPS, SLICE, PER_THREAD, SIDE), *TILE_SHAPES)}
 
 
 def shared_bytes(groups: int, slice_: int, per_thread: int, side: int = SIDE) -> int:
