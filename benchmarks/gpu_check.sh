@@ -8,8 +8,8 @@
 #               kernels against its NumPy passes, cuBLAS through ctypes (eager and in a graph), the batch cursor,
 #               graph replay against the planned step run eagerly (bit for bit), the planned step against the
 #               eager ops and the CPU (1e-4), the recorded step's kernel count, the learning rate read at replay
-#   graph       the recorded step's graph with each kind of products (nodes, kernels, the 15-kernel target, the
-#               cost of a replay)
+#   graph       the recorded step's graph with each kind of products (nodes, kernels, the 15-kernel target, its
+#               longest chain of nodes, the cost of a replay)
 #   gemm        the step's eight products alone and in a graph: the tile kernel in each of its shapes, cuBLAS via
 #               ctypes, CuPy's; the fastest tile shape becomes the products of speed and profile (PRODUCTS)
 #   speed       benchmarks.train_speed on cuda: minigrad planned (the fastest tile shape, and cuBLAS products) and
@@ -115,7 +115,7 @@ if begin graph 60; then
   for products in tile cublas; do
     run 90 "graph-$products" $PY -m benchmarks.step_graph --products $products \
       --dot "$RUNS/step_graph_$products.dot" --json "$RUNS/step_graph_$products.json"
-    keep "graph-$products" '/^the recorded training step/p;/replays per pass/p'
+    keep "graph-$products" '/^the recorded training step/p;/^its longest chain/p;/replays per pass/p'
   done
 fi
 

@@ -2,14 +2,16 @@
 
     python -m benchmarks.step_graph [--products NAME] [--passes 5] [--dot PATH] [--json PATH] [--data-dir DIR]
 
-Records the step as ``Trainer`` does on a GPU (``fast.PlannedTraining`` on the training loader),
-then prints the graph's nodes and its kernels by name (from CUDA's DOT dump of the graph, written to
-``--dot``), and times ``--passes`` passes over the epoch's full batches: the host's seconds to launch a pass's
-replays, and the GPU's (CUDA events around the pass). A GPU time per replay near the host's says the step is
-still host-bound; far under it, the GPU waits for launches. Needs a GPU and Fashion-MNIST.
+Records the step as ``Trainer`` does on a GPU (``fast.PlannedTraining`` on the training loader), then prints
+the graph's nodes and its kernels by name (from CUDA's DOT dump of the graph, written to ``--dot``) and its
+longest chain of nodes that wait for one another (the weight gradients run beside it), and times ``--passes``
+passes over the epoch's full batches: the host's seconds to launch a pass's replays, and the GPU's (CUDA events
+around the pass). A GPU time per replay near the host's says the step is still host-bound; far under it, the
+GPU waits for launches. Needs a GPU and Fashion-MNIST.
 """
 
 import collections
+import functools
 import re
 import statistics
 import sys
@@ -37,6 +39,21 @@ def graph_contents(dot):
     return len(nodes), dict(kernels.most_common())
 
 
+def longest_chain(dot):
+    """The most nodes on one path of a graph's DOT dump (its edges say which node waits for which): the kernels
+    a replay runs one after another at the least. The rest run beside them."""
+    nodes = set(re.findall(r'"(graph_\d+_node_\d+)"\s*\[', dot))
+    after = collections.defaultdict(list)
+    for first, then in re.findall(r'"(graph_\d+_node_\d+)"\s*->\s*"(graph_\d+_node_\d+)"', dot):
+        after[first].append(then)
+
+    @functools.cache
+    def chain_from(node):
+        return 1 + max((chain_from(then) for then in after[node]), default=0)
+
+    return max((chain_from(node) for node in nodes), default=0)
+
+
 def run(args):
     cupy = backend.cupy
     mg.manual_seed(0)
@@ -52,6 +69,7 @@ def run(args):
         with open(args.dot, "w") as file:
             file.write(dot)
     nodes, kernels = graph_contents(dot)
+    chain = longest_chain(dot)
     host, gpu = [], []
     for _ in range(args.passes + 1):  # the first pass warms up
         planned = training.start(loader)
@@ -80,6 +98,9 @@ def run(args):
     for name, count in kernels.items():
         print(f"  {count:3d} x {name}")
     print(
+        f"its longest chain of nodes, each waiting for the one before: {chain} of the {nodes} (the rest run beside it)"
+    )
+    print(
         f"{full_batches} replays per pass, median of {args.passes} passes: host "
         f"{per_replay['host_us']:.1f} us to launch one, GPU {per_replay['gpu_us']:.1f} us per replay "
         f"({statistics.median(gpu):.4f} s per pass of full batches)"
@@ -88,6 +109,7 @@ def run(args):
         "device": backend.gpu_name(),
         "products": args.products,
         "nodes": nodes,
+        "longest_chain": chain,
         "kernels": kernels,
         "replays_per_pass": full_batches,
         "passes_host_s": host,

@@ -237,6 +237,26 @@ def test_the_graph_benchmark_reads_a_dot_dump():
     }
 
 
+def test_the_graph_benchmark_finds_the_longest_chain_of_a_graphs_nodes():
+    from benchmarks.step_graph import longest_chain
+
+    def dot(edges, count=6):
+        nodes = "".join(
+            f'"graph_1_node_{n}"[style="bold" shape="octagon" label="{n}\nminigrad_k{n}\n"];\n' for n in range(count)
+        )
+        return (
+            "digraph dot {\nsubgraph cluster_1 {\n"
+            + nodes
+            + "".join(f'"graph_1_node_{a}" -> "graph_1_node_{b}";\n' for a, b in edges)
+            + "}\n}"
+        )
+
+    assert longest_chain(dot([(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)])) == 6  # one stream: every node in turn
+    # a fork after 1 (2 beside 3 -> 4) and the join at 5: 0, 1, 3, 4, 5
+    assert longest_chain(dot([(0, 1), (1, 2), (1, 3), (3, 4), (2, 5), (4, 5)])) == 5
+    assert longest_chain(dot([], 3)) == 1 and longest_chain("digraph dot {}") == 0
+
+
 def test_the_gemm_benchmark_lists_every_product_of_a_step():
     from benchmarks.gemm_speed import step_products
 

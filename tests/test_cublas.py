@@ -109,7 +109,8 @@ def test_cublas_gemm_calls_cublas_as_capture_needs_and_multiplies_the_right_oper
     fake = FakeCublas()
     monkeypatch.setattr(cublas, "_library", lambda: fake)
     monkeypatch.setattr(backend, "cupy", SimpleNamespace(empty=np.empty))
-    monkeypatch.setattr(backend, "current_stream", lambda: SimpleNamespace(ptr=0xABC))
+    stream = SimpleNamespace(ptr=0xABC)
+    monkeypatch.setattr(backend, "current_stream", lambda: stream)
     blas = cublas.Cublas()
     rng = np.random.default_rng(0)
     x, w, gy = (
@@ -121,10 +122,19 @@ def test_cublas_gemm_calls_cublas_as_capture_needs_and_multiplies_the_right_oper
         out = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
         assert blas.gemm(a, b, out) is out
         np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
-        workspace = ("workspace", blas.workspace.ctypes.data, cublas.WORKSPACE_BYTES)
+        workspace = ("workspace", blas.workspaces[0xABC].ctypes.data, cublas.WORKSPACE_BYTES)
         assert fake.calls == [("stream", 0xABC), workspace, "sgemm"]
     with pytest.raises(ValueError, match="C-contiguous"):
         blas.gemm(x, w.T, np.empty((23, 37), np.float32).T)
+    # another stream's products (which may run at the same time as the first's) get a workspace of their own
+    first = blas.workspaces[0xABC]
+    stream = SimpleNamespace(ptr=0xDEF)
+    fake.calls.clear()
+    blas.gemm(x, w.T, np.empty((37, 23), np.float32))
+    second = blas.workspaces[0xDEF]
+    assert not np.shares_memory(first, second) and second.nbytes == cublas.WORKSPACE_BYTES
+    assert fake.calls == [("stream", 0xDEF), ("workspace", second.ctypes.data, cublas.WORKSPACE_BYTES), "sgemm"]
+    assert blas.workspaces == {0xABC: first, 0xDEF: second}
 
 
 @needs_cuda

@@ -5,6 +5,8 @@ whole GPU step, its kernels run on the host and its products by NumPy (or by the
 the host too), against the CPU's planned step, with its kernels counted. On a GPU, tests/test_graphs.py checks
 the kernels themselves."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,15 @@ from minigrad.data.loader import PIXEL_SCALE, BatchCursor
 from minigrad.fast import PlannedTraining
 from minigrad.fast import plan as fast_plan
 from minigrad.fast.gemm import TILE_NAMES, gemm
-from minigrad.fast.plan import COLUMN_GROUPS, COLUMN_THREADS, LOSS_THREADS, THREADS, PlannedEval, PlannedStep
+from minigrad.fast.plan import (
+    COLUMN_GROUPS,
+    COLUMN_THREADS,
+    LOSS_THREADS,
+    THREADS,
+    PlannedEval,
+    PlannedStep,
+    SideStream,
+)
 from minigrad.ops import keep_threshold
 from minigrad.random import PhiloxStream, blocks_for, dropout_stream
 from minigrad.train import Trainer
@@ -379,24 +389,28 @@ OWN_KERNELS = {
 @pytest.mark.parametrize("products", ["tile", "cublas"])
 def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
     """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 13
-    nodes (the 8 products, the first two activating as they store, and 5 kernels of this project's); by cuBLAS,
-    those 5 and the two activations, and the 8 products in as many kernels as its heuristics choose, one or more
-    a product (benchmarks.step_graph gives the verdict on those)."""
-    from benchmarks.step_graph import KERNEL_TARGET, graph_contents
+    nodes (the 8 products, the first two activating as they store, and 5 kernels of this project's), 11 of them
+    one after another and two weight gradients beside; by cuBLAS, those 5 and the two activations, and the 8
+    products in as many kernels as its heuristics choose, one or more a product (benchmarks.step_graph gives the
+    verdict on those)."""
+    from benchmarks.step_graph import KERNEL_TARGET, graph_contents, longest_chain
 
     mg.manual_seed(0)
     model = concise_mlp(device="cuda")
     training = PlannedTraining(model, mg.optim.SGD(model.parameters(), lr=0.5), products=products)
     planned = training.start(loader(device="cuda", count=1024, batch=256))
     planned.end()
-    nodes, kernels = graph_contents(planned.recorded.graph.debug_dot_str())
+    dot = planned.recorded.graph.debug_dot_str()
+    (nodes, kernels), chain = graph_contents(dot), longest_chain(dot)
     ours = {name: count for name, count in kernels.items() if name.startswith("minigrad_")}
     if products == "tile":
         assert ours == {**OWN_KERNELS, "minigrad_sgemm_activate": 2, "minigrad_sgemm": 6}, kernels
         assert nodes == sum(ours.values()) == 13 <= KERNEL_TARGET, (nodes, kernels)
+        assert chain == 11, dot  # dW3 and dW2 beside the chain; dW1 on it (the update waits for it)
     else:
         assert ours == {**OWN_KERNELS, "minigrad_activate": 2}, kernels
         assert nodes >= sum(ours.values()) + 8, (nodes, kernels)
+        assert chain <= nodes - 2, dot  # at least one node beside each of dH2 + its mask and dH1 + its mask
 
 
 # --- the whole GPU step, on the host -----------------------------------------------------------------------
@@ -433,16 +447,104 @@ def kernel_argument(value):
     return value
 
 
-def emulate_gpu(m, host, tile=None):
+class TwoStreams:
+    """The planned step's CUDA streams on the host, ordered as CUDA orders them, to find the races a GPU could
+    run into. Every launch is logged with the stream it went to, the arrays it reads and writes, and the launches
+    that happen before it: those before it on its stream, and, through each event its stream waited for, those
+    before the event's record on the stream that recorded it (kept closed under "before", so one lookup says
+    whether two launches are ordered). The host runs them in the order they are made, one at a time."""
+
+    class Stream:
+        def __init__(self, streams, name):
+            self.streams, self.name, self.before = streams, name, set()
+
+        def __enter__(self):
+            self.outer, self.streams.current = self.streams.current, self
+            return self
+
+        def __exit__(self, *exc):
+            self.streams.current = self.outer
+            return False
+
+        def wait_event(self, event):
+            if event is not None:  # (None: an event of fake_cuda's streams, which run nothing of their own)
+                self.before |= event.before
+
+        def record(self):
+            event = TwoStreams.Event()
+            event.record(self)
+            return event
+
+    class Event:
+        before: set = set()
+
+        def record(self, stream):
+            self.before = set(stream.before)
+
+    def __init__(self):
+        self.current = self.main = self.Stream(self, "main")
+        self.launches = []  # (stream's name, kernel's name, arrays read, arrays written, launches before it)
+        self.tables = {}  # address -> array, for the arrays a kernel reaches through a table of addresses
+
+    def side_stream(self):
+        """A SideStream whose stream and events are this model's."""
+        side = SideStream.__new__(SideStream)
+        side.stream, side.forked, side.done = self.Stream(self, "side"), self.Event(), self.Event()
+        return side
+
+    def launch(self, name, reads, writes):
+        stream = self.current
+        self.launches.append((stream.name, name, list(reads), list(writes), frozenset(stream.before)))
+        stream.before.add(len(self.launches) - 1)
+
+    def launch_function(self, name, args):
+        """A CudaFunction's launch: arrays it is given are read and written, but the tile product's operands
+        (read only), and a table of addresses stands for the arrays it points to (the update's)."""
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        if name == "minigrad_sgemm":
+            self.launch(name, arrays[:2], arrays[2:3])
+            return
+        for table in [a for a in arrays if a.dtype == np.uint64]:
+            arrays += [self.tables[int(address)] for address in table if int(address) in self.tables]
+        self.launch(name, arrays, arrays)
+
+    def register(self, arrays):
+        self.tables.update({backend.address(array): array for array in arrays})
+
+    def unordered(self, i, j):
+        """Whether launches i < j may run at the same time on a GPU."""
+        return i not in self.launches[j][4]
+
+    def races(self):
+        """(i, j, kernel names) for each two launches that nothing orders and that touch the same memory, one
+        of them writing it."""
+
+        def touch(these, those):
+            return any(np.may_share_memory(x, y) for x in these for y in those)
+
+        found = []
+        for j, (_, name_j, reads_j, writes_j, _) in enumerate(self.launches):
+            for i in range(j):
+                _, name_i, reads_i, writes_i, _ = self.launches[i]
+                if self.unordered(i, j) and (touch(writes_i, reads_j + writes_j) or touch(reads_i, writes_j)):
+                    found.append((i, j, name_i, name_j))
+        return found
+
+
+def emulate_gpu(m, host, tile=None, streams=None):
     """From here on (``m``, a monkeypatch context), every PlannedStep, PlannedEval and BatchCursor made takes its
     GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy with the
     activations a kernel of their own, as with cuBLAS's products (or with ``tile``, a name of fast.gemm.TILE_NAMES,
     by the tile kernel in that shape, built for the host, the forward products activating), the dropout stream's
-    counter an array (DeviceCounterStream). Returns the launches, by name, as they are made."""
+    counter an array (DeviceCounterStream), and the step's streams those of ``streams`` (a TwoStreams, which
+    logs each launch; a new one by default). Returns the launches, by name, as they are made."""
     launches = []
+    streams = streams or TwoStreams()
+    m.setattr(backend, "current_stream", lambda: streams.current)
 
     def launch(self, grid, block, args):
         launches.append(self.name)
+        streams.launch_function(self.name, args)
         host(self)(grid, block, tuple(kernel_argument(value) for value in args))
 
     m.setattr(CudaFunction, "__call__", launch)
@@ -451,6 +553,7 @@ def emulate_gpu(m, host, tile=None):
         if tile is not None:
             return gemm(a, b, out, *TILE_NAMES[tile])
         launches.append("gemm")
+        streams.launch("gemm", [a, b], [out])
         np.matmul(a, b, out=out)
 
     def no_elementwise_kernel(self, *args, **kwargs):
@@ -470,6 +573,10 @@ def emulate_gpu(m, host, tile=None):
             self.gemm, self.tile = products, TILE_NAMES[tile] if tile is not None else None
             if isinstance(self, PlannedStep):
                 self.update_table = self._update_table()
+                self.side = streams.side_stream()
+                streams.register(
+                    [array for parameter, gradient, _ in self.updates for array in (parameter.data, gradient)]
+                )
 
         m.setattr(kind, "__init__", init)
     mg.random._dropout_streams["cpu"] = DeviceCounterStream(mg.random._current_seed())
@@ -559,6 +666,70 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-5)
     for ours, theirs in zip(gpu_weights, cpu_weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def two_streamed_steps(monkeypatch, host, tile, steps=3):
+    """``steps`` steps of the GPU step on the host (by ``tile``'s products, or NumPy's as cuBLAS's) with its
+    streams modelled by a TwoStreams: (the TwoStreams, the step). Not under the sanitizers, which check the
+    kernels one by one: these check the order of the launches."""
+    from .cuda_host import sanitizer
+
+    if sanitizer():
+        pytest.skip("the kernels are checked under the sanitizers one by one; this checks the launches' order")
+    data = loader(count=96, batch=32, images=(64,))
+    streams = TwoStreams()
+    with monkeypatch.context() as m:
+        mg.manual_seed(0)
+        emulate_gpu(m, host, tile, streams)
+        model = nn.Sequential(
+            *(nn.Linear(64, 40), nn.ReLU(), nn.Dropout(0.2)),
+            *(nn.Linear(40, 24), nn.ReLU(), nn.Dropout(0.5)),
+            nn.Linear(24, 10),
+        )
+        cursor = BatchCursor(data)
+        step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.1), cursor, 32, steps)
+        cursor.start_epoch(None)
+        step.start_epoch()
+        for _ in range(steps):
+            step.step()
+    return streams, step
+
+
+@pytest.mark.parametrize("tile", [None, "tile"], ids=["products as cuBLAS's", "tile"])
+def test_the_gpu_steps_weight_gradients_run_beside_its_chain_and_race_with_nothing(monkeypatch, host, tile):
+    """The weight gradients' products go to the side stream; on a GPU each may run at the same time as the
+    chain's next launches (the block before's input gradient, its mask), and the update waits for all three.
+    Over three steps, no two launches that nothing orders touch the same memory with one writing it: none of
+    the step's later launches (the chain, the update, the next step's gather and forward) races the side's."""
+    streams, step = two_streamed_steps(monkeypatch, host, tile)
+    assert streams.races() == []
+    side = [i for i, launch in enumerate(streams.launches) if launch[0] == "side"]
+    weight_gradients = [buffers.gW for buffers in reversed(step.buffers)]
+    assert len(side) == 3 * 3
+    for count, i in enumerate(side):
+        assert streams.launches[i][3] == [weight_gradients[count % 3]]  # dW3, dW2, dW1 in turn
+    concurrent = [i for i in side if any(streams.unordered(i, j) for j in range(i + 1, len(streams.launches)))]
+    assert concurrent == [i for count, i in enumerate(side) if count % 3 != 2]  # dW1 comes last: the update waits
+    updates = [i for i, launch in enumerate(streams.launches) if launch[1] == "minigrad_sgd_update"]
+    assert all(i in streams.launches[update][4] for update in updates for i in side if i < update)
+
+
+def test_the_race_check_finds_a_side_stream_left_unjoined_or_unwaited(monkeypatch, host):
+    """The check above can fail: without the join, the update reads a weight gradient the side may still be
+    writing; with a fork that does not wait, a weight gradient's product reads its block's dz before the mask."""
+    monkeypatch.setattr(SideStream, "join", lambda self: None)
+    races = {(first, then) for _, _, first, then in two_streamed_steps(monkeypatch, host, None, 2)[0].races()}
+    assert ("gemm", "minigrad_sgd_update") in races
+    monkeypatch.undo()
+
+    @contextlib.contextmanager
+    def fork_without_waiting(self):
+        with self.stream:
+            yield
+
+    monkeypatch.setattr(SideStream, "fork", fork_without_waiting)
+    races = {(first, then) for _, _, first, then in two_streamed_steps(monkeypatch, host, None, 2)[0].races()}
+    assert ("minigrad_backward_mask", "gemm") in races
 
 
 def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host):

@@ -73,7 +73,10 @@ class Cublas:
         self.lib = lib = _library()
         self.handle = ctypes.c_void_p()
         self._check(lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
-        self.workspace = backend.cupy.empty(WORKSPACE_BYTES, dtype=numpy.uint8)  # kept as long as the handle
+        # a workspace per stream, kept as long as the handle: two streams' products may run at once (the planned
+        # step's weight gradients beside its chain), and must not share one (PyTorch keeps one per handle and
+        # stream too). Made at a stream's first product, which comes before a capture (a warm-up runs first).
+        self.workspaces: dict[int, Array] = {}
         self.alpha, self.beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
         lib.cublasSgemm_v2.argtypes = (
             [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
@@ -104,10 +107,12 @@ class Cublas:
         transa, transb, m, n, k, lda, ldb, ldc = column_major_arguments(
             a.shape, tuple(s // 4 for s in a.strides), b.shape, tuple(s // 4 for s in b.strides)
         )
-        lib, handle = self.lib, self.handle
+        lib, handle, stream = self.lib, self.handle, backend.current_stream().ptr
+        if stream not in self.workspaces:
+            self.workspaces[stream] = backend.cupy.empty(WORKSPACE_BYTES, dtype=numpy.uint8)
         # the stream first, then the workspace (setting the stream forgets it), at every call: capture allows both
-        self._check(lib.cublasSetStream_v2(handle, ctypes.c_void_p(backend.current_stream().ptr)), "cublasSetStream")
-        workspace, size = ctypes.c_void_p(backend.address(self.workspace)), ctypes.c_size_t(WORKSPACE_BYTES)
+        self._check(lib.cublasSetStream_v2(handle, ctypes.c_void_p(stream)), "cublasSetStream")
+        workspace, size = ctypes.c_void_p(backend.address(self.workspaces[stream])), ctypes.c_size_t(WORKSPACE_BYTES)
         self._check(lib.cublasSetWorkspace_v2(handle, workspace, size), "cublasSetWorkspace")
         status = lib.cublasSgemm_v2(
             handle,

@@ -31,6 +31,7 @@ that is 15 kernels for the chapter's model; 13 with the tile kernel's products, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -551,6 +552,32 @@ def activated_product(
 ACTIVATED_PRODUCT = activated_product(GROUPS, SLICE, PER_THREAD, SIDE)
 
 
+class SideStream:
+    """A second CUDA stream, for work of a step that nothing after it reads until a join: the weight gradients'
+    products, which the backward's chain (each block's input gradient, then the mask of the block before it)
+    does not wait for. ``with side.fork():`` queues its body on the side stream behind all the current stream
+    has queued; ``side.join()`` makes the current stream wait for all the side's work. Both order the GPU's
+    work by events, without the host waiting, so a CUDA graph captured across them holds the side's kernels as
+    a branch beside the chain, which the GPU runs alongside it (``torch.cuda.Stream.wait_stream`` is PyTorch's
+    way of the same). The events are made once, without timing (capture records through them, nothing more)."""
+
+    def __init__(self) -> None:
+        cuda = backend.cupy.cuda
+        self.stream = cuda.Stream(non_blocking=True)
+        self.forked, self.done = cuda.Event(disable_timing=True), cuda.Event(disable_timing=True)
+
+    @contextlib.contextmanager
+    def fork(self) -> Iterator[None]:
+        self.forked.record(backend.current_stream())
+        self.stream.wait_event(self.forked)
+        with self.stream:
+            yield
+
+    def join(self) -> None:
+        self.done.record(self.stream)
+        backend.current_stream().wait_event(self.done)
+
+
 class PlannedStep(Plan):
     """The chapter's training step on buffers made once: ``step()`` gathers the next batch from the cursor,
     then forward, loss, backward and SGD, and logs the step's loss and correct count in ``losses[k]`` and
@@ -561,7 +588,9 @@ class PlannedStep(Plan):
     activating as they store: ``ACTIVATED_PRODUCT``; with cuBLAS's products, two ``activate`` kernels after
     them, 15 in all), the ``loss`` kernel (the last bias, the loss, its gradient and the logs), five products
     and two ``backward_mask`` kernels backward, and one ``update`` for every parameter, which also moves the
-    batch position, the dropout counter and the log position on (the kernels before it read them)."""
+    batch position, the dropout counter and the log position on (the kernels before it read them). The weight
+    gradients' products run on a second stream (``SideStream``), beside the chain of input gradients and masks
+    that the step waits for: a recorded graph holds them as a branch."""
 
     def __init__(
         self,
@@ -589,8 +618,11 @@ class PlannedStep(Plan):
                 self.updates.append((block.linear.bias, buffers.gb, group_of[id(block.linear.bias)]))
         self.decay: dict[int, Array] = {}  # per parameter: scratch for weight decay, made on first use
         self.parameter_count = sum(p.data.size for p, _, _ in self.updates)  # elements, over every parameter
+        self.side: SideStream | None = None  # on a GPU: the stream of the weight gradients' products
         if self.on_gpu:
             self.update_table = self._update_table()
+            with backend.on_device(self.device):
+                self.side = SideStream()
         self.set_lr()
 
     def _update_table(self) -> tuple[Array, ...]:
@@ -643,7 +675,10 @@ class PlannedStep(Plan):
         return kinds
 
     def backward_step(self, kinds: list[str]) -> None:
-        """Every block's gradients, from the loss's gradient in ``probs``, into the gradient buffers."""
+        """Every block's gradients, from the loss's gradient in ``probs``, into the gradient buffers. Each block's
+        dz (masked) feeds two products: its input gradient, which the block before waits for, and its weight
+        gradient, which nothing reads before the update. On a GPU the weight gradients go on the side stream
+        (``SideStream``), run beside the chain, and the step waits for them only before its update."""
         upstream = self.probs
         for index in range(len(self.blocks) - 1, -1, -1):
             block, buffers = self.blocks[index], self.buffers[index]
@@ -652,10 +687,22 @@ class PlannedStep(Plan):
             if not (self.on_gpu and index == len(self.blocks) - 1 and kinds[index] == ""):
                 self.backward_mask(dz, buffers, kinds[index])
             a = self.x if index == 0 else self.buffers[index - 1].z
-            self.matmul(dz.T, a, buffers.gW)
+            with self.beside():
+                self.matmul(dz.T, a, buffers.gW)
             if index > 0:
                 self.matmul(dz, block.linear.weight.data, self.buffers[index - 1].dz)
                 upstream = self.buffers[index - 1].dz
+        if self.side is not None:
+            self.side.join()
+
+    @contextlib.contextmanager
+    def beside(self) -> Iterator[None]:
+        """The block's work on the side stream (``SideStream.fork``) on a GPU; in order on the CPU."""
+        if self.side is None:
+            yield
+        else:
+            with self.side.fork():
+                yield
 
     def backward_mask(self, dz: Array, buffers: Buffers, kind: str) -> None:
         """dz <- dz * M (a "mask") or dz * [z > 0] ("relu"), then the bias gradient db = column sums of dz. On a
