@@ -87,12 +87,21 @@ def graph_us(cupy, products, repeats, replays=20):
     return statistics.median(times)
 
 
+def product_kind(name):
+    """The planned step's kind of a product of ``step_products`` (one of fast.plan.PRODUCT_KINDS)."""
+    if " forward " in name:
+        return "forward"
+    return "weight gradient" if name.endswith("gy^T @ x") else "input gradient"
+
+
 def summary(rows, kinds, in_graph, tolerance=1e-3):
-    """(The report's lines, the fastest tile shape's name or None). The lines: each product, then a row per kind:
-    each product's microseconds in a graph of copies of it, the eight in one graph, the eight launched alone
-    (mostly the launches' cost; CuPy's products can only be timed so), and its largest difference from CuPy's
-    product. Then the verdicts, among the kinds whose products agree with CuPy's within ``tolerance``: the
-    fastest tile shape, each product's fastest, and tile against cuBLAS."""
+    """(The report's lines, the fastest tile shape's name or None, the planned step's products setting for each
+    product's fastest shape or None). The lines: each product, then a row per kind: each product's
+    microseconds in a graph of copies of it, the eight in one graph, the eight launched alone (mostly the
+    launches' cost; CuPy's products can only be timed so), and its largest difference from CuPy's product. Then
+    the verdicts, among the kinds whose products agree with CuPy's within ``tolerance``: the fastest tile shape,
+    each product's fastest (as a products setting, fast.plan.tile_shapes's: the fastest shape for the rest, and
+    each product faster in another), and tile against cuBLAS."""
     lines = [
         f"product {index}: {row['product']} ({'x'.join(map(str, row['shape']))}, m x k x n)"
         for index, row in enumerate(rows, start=1)
@@ -115,7 +124,7 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
     tiles = {kind: us for kind, us in in_graph.items() if kind.startswith("tile") and kind not in wrong}
     if not tiles:
         lines.append(f"no tile shape agrees with CuPy's products within {tolerance}: fast.gemm is wrong on this GPU")
-        return lines, None
+        return lines, None, None
     fastest = min(tiles, key=tiles.get)
     shape = ", ".join(map(str, TILE_NAMES[fastest]))
     default = f"the default {tiles['tile']:.1f} us" if "tile" in tiles else "the default is wrong"
@@ -130,6 +139,15 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
         f"each product by its fastest tile shape: {each:.1f} us against {alike:.1f} us all by {fastest!r} "
         f"(copies in a graph): " + ", ".join(f"{index} {kind!r}" for index, kind in enumerate(best, start=1))
     )
+    apart = [
+        f"{product_kind(row['product'])} {'x'.join(map(str, row['shape']))}={kind}"
+        for row, kind in zip(rows, best)
+        if row[f"{kind}_graph_us"] < row[f"{fastest}_graph_us"]
+    ]
+    by_product = ", ".join([fastest, *apart])
+    lines.append(
+        f"as the planned step's products (train_speed --products, fast.plan's DEFAULT_PRODUCTS): {by_product!r}"
+    )
     if "cublas" in in_graph and "cublas" not in wrong:
         ratio = tiles[fastest] / in_graph["cublas"]
         faster = "tile" if ratio < 1 else "cublas"
@@ -137,7 +155,7 @@ def summary(rows, kinds, in_graph, tolerance=1e-3):
             f"in a graph, the fastest tile takes {ratio:.2f}x cuBLAS's time ({faster} faster; the products alone: "
             f"train_speed's verdict, on the whole step, sets fast.plan's DEFAULT_PRODUCTS)"
         )
-    return lines, fastest
+    return lines, fastest, by_product
 
 
 def run(args):
@@ -172,7 +190,7 @@ def run(args):
     kinds = ["cupy", *(kind for kind in kernels if kernels[kind] is not None)]
     alone = {kind: sum(row[f"{kind}_us"] for row in rows) for kind in kinds}
     in_graph = {kind: graph_us(cupy, calls[kind], args.repeats) for kind in kinds if kind != "cupy"}
-    lines, fastest_tile = summary(rows, kinds, in_graph)
+    lines, fastest_tile, by_product = summary(rows, kinds, in_graph)
     print("\n".join(lines))
     report = {
         "device": backend.gpu_name(),
@@ -183,6 +201,7 @@ def run(args):
         "step_us_in_graph": in_graph,
         "cublas_unavailable": unavailable,
         "fastest_tile": fastest_tile,  # the products name for the planned step (train_speed --products)
+        "fastest_by_product": by_product,  # the same, each product in its fastest shape (fast.plan.tile_shapes)
     }
     if args.json:
         save_json(report, args.json)

@@ -11,8 +11,9 @@
 #   graph       the recorded step's graph with each kind of products (nodes, kernels, the 15-kernel target, its
 #               longest chain of nodes, the cost of a replay)
 #   gemm        the step's eight products alone and in a graph: the tile kernel in each of its shapes, cuBLAS via
-#               ctypes, CuPy's; the fastest tile shape becomes the products of speed and profile (PRODUCTS)
-#   speed       benchmarks.train_speed on cuda: minigrad planned (the fastest tile shape, and cuBLAS products) and
+#               ctypes, CuPy's; each product's fastest tile shape becomes the products of speed and profile
+#               (PRODUCTS)
+#   speed       benchmarks.train_speed on cuda: minigrad planned (the fastest tile shapes, and cuBLAS products) and
 #               eager, the CuPy floor, PyTorch eager, graph, graph+gather (the bar) and torch.compile; its
 #               verdict: the faster planned step's products (fast.plan.DEFAULT_PRODUCTS), and the target met or not
 #   planned     the chapter's 10 epochs on cuda with the planned step (the default) from SEEDS (default 0 1 2 3
@@ -119,15 +120,17 @@ if begin graph 60; then
   done
 fi
 
-# PRODUCTS: the planned step's products for speed and profile; the gemm step sets it to the fastest tile shape
-# it timed (a later call with STEPS=speed can be given it: PRODUCTS="tile 4x16 2x2")
+# PRODUCTS: the planned step's products for speed and profile; the gemm step sets it to each product's fastest
+# tile shape it timed (fast.plan.tile_shapes's setting, the fastest shape for the products faster in no other;
+# a later call with STEPS=speed can be given it: PRODUCTS="tile 4x16 2x2, forward 256x784x256=tile 4x64")
 products=${PRODUCTS:-}
 if begin gemm 30; then
   run 90 gemm $PY -m benchmarks.gemm_speed --json "$OUT/gemm_speed.json"
   keep gemm '/^product/,$p'
   fastest=$($PY - "$OUT/gemm_speed.json" 2>/dev/null <<'FASTEST'
 import json, sys
-print(json.load(open(sys.argv[1])).get("fastest_tile") or "")
+report = json.load(open(sys.argv[1]))
+print(report.get("fastest_by_product") or report.get("fastest_tile") or "")
 FASTEST
 )
   [[ -n $fastest ]] && products=$fastest

@@ -125,11 +125,11 @@ def main(argv=None):
     parser = cli.OneLineParser(prog="python -m benchmarks.step_graph", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--products",
-        choices=PRODUCTS,
+        type=cli.products_setting,
         default=DEFAULT_PRODUCTS,
         metavar="NAME",
-        help=f"whose matrix products: {', '.join(map(repr, PRODUCTS))} (default: {DEFAULT_PRODUCTS!r}, the "
-        "planned step's)",
+        help=f"whose matrix products: {', '.join(map(repr, PRODUCTS))}, or a tile shape by product (as "
+        f"benchmarks.gemm_speed prints it; default: {DEFAULT_PRODUCTS!r}, the planned step's)",
     )
     parser.add_argument("--passes", type=cli.positive_int, default=5)
     parser.add_argument("--dot", default=None, help="write the graph's DOT dump here")

@@ -616,11 +616,11 @@ def main(argv=None):
     )
     parser.add_argument(
         "--products",
-        choices=PRODUCTS,
+        type=cli.products_setting,
         default=DEFAULT_PRODUCTS,
         metavar="NAME",
-        help=f"on a GPU, minigrad planned's matrix products: {', '.join(map(repr, PRODUCTS))} (default: "
-        f"{DEFAULT_PRODUCTS!r}, the planned step's; benchmarks.gemm_speed names the fastest)",
+        help=f"on a GPU, minigrad planned's matrix products: {', '.join(map(repr, PRODUCTS))}, or a tile shape "
+        f"by product, as benchmarks.gemm_speed names the fastest (default: {DEFAULT_PRODUCTS!r}, the planned step's)",
     )
     parser.add_argument("--limit", type=cli.positive_int, default=None, help="train on the first N examples (quicker)")
     parser.add_argument("--data-dir", default=None)

@@ -97,6 +97,18 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def products_setting(text: str) -> str:
+    """A planned step's ``products`` on a GPU: a name of ``fast.plan.PRODUCTS``, or tile shapes by product
+    (``fast.plan.tile_shapes`` says how and what is wrong)."""
+    from .fast.plan import tile_shapes
+
+    try:
+        tile_shapes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def add_hidden_flag(parser: argparse.ArgumentParser, default: Sequence[int]) -> None:
     """``--hidden H1 H2``, the two hidden layers' widths, as every command that trains the chapter's MLP takes it
     (``check_mlp_fits`` checks them against the device's memory)."""

@@ -187,7 +187,8 @@ def test_epoch_slices_hand_out_every_batch_once_per_epoch():
         ("benchmarks.step_phases", ["--device", "tpu"], "argument --device: unknown device 'tpu'"),
         ("benchmarks.gemm_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
         ("benchmarks.step_graph", ["--passes", "0"], "argument --passes: must be at least 1, got 0"),
-        ("benchmarks.step_graph", ["--products", "blas"], "argument --products: invalid choice: 'blas'"),
+        ("benchmarks.step_graph", ["--products", "blas"], "argument --products: products must be one of 'tile'"),
+        ("benchmarks.train_speed", ["--products", "tile, forward 1x2=tile"], "whose item 'forward 1x2=tile' is"),
         ("benchmarks.run_time", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
         ("benchmarks.run_time", ["--data-dir", "README.md"], "argument --data-dir: 'README.md' is a file"),
         ("benchmarks.train_speed", ["--skip", "tile"], "argument --skip: invalid choice: 'tile'"),
@@ -281,6 +282,7 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
     products (a faster but wrong one is flagged and passed over), and tile against cuBLAS."""
     from benchmarks.gemm_speed import step_products, summary
     from minigrad.fast.gemm import TILE_NAMES
+    from minigrad.fast.plan import tile_shapes
 
     kinds = ["cupy", *TILE_NAMES, "cublas"]
     graph = {kind: 40.0 + index for index, kind in enumerate(kinds[1:])}
@@ -295,24 +297,34 @@ def test_the_gemm_benchmark_says_what_to_set_and_leaves_out_a_wrong_kernel():
         row["tile 2x16 4x4_graph_us"] = row["tile 4x16 2x2_graph_us"] = 1.0
         rows.append(row)
     rows[-1]["tile 4x64_graph_us"] = 0.5  # the last product is fastest in another shape
-    lines, fastest = summary(rows, kinds, graph)
+    lines, fastest, by_product = summary(rows, kinds, graph)
     assert fastest == "tile 4x16 2x2"
+    # the last product, layer 3's weight gradient, is faster in its own shape: a setting the planned step takes
+    assert by_product == "tile 4x16 2x2, weight gradient 256x784x256=tile 4x64"
+    assert tile_shapes(by_product) == (TILE_NAMES[fastest], {("weight gradient", 256, 784, 256): (4, 64, 1, 16)})
     assert lines[0] == "product 1: layer 1 forward x @ W^T (256x784x256, m x k x n)"
     assert sum(line.startswith("tile") for line in lines) == len(TILE_NAMES)
     (wrong,) = [line for line in lines if line.startswith("tile 2x16 4x4 ")]
     assert wrong.endswith("WRONG: left out of the verdicts")
-    assert lines[-3] == (
+    assert lines[-4] == (
         "in a graph, the fastest tile shape is 'tile 4x16 2x2' (25.0 us; the default 40.0 us): "
         "fast.gemm's GROUPS, SLICE, PER_THREAD, SIDE = 4, 16, 2, 16"
     )
-    assert lines[-2] == (
+    assert lines[-3] == (
         "each product by its fastest tile shape: 7.5 us against 8.0 us all by 'tile 4x16 2x2' (copies in a graph): "
         + ", ".join(f"{index} 'tile 4x16 2x2'" for index in range(1, 8))
         + ", 8 'tile 4x64'"
     )
+    assert lines[-2] == (
+        "as the planned step's products (train_speed --products, fast.plan's DEFAULT_PRODUCTS): "
+        "'tile 4x16 2x2, weight gradient 256x784x256=tile 4x64'"
+    )
     assert lines[-1].startswith("in a graph, the fastest tile takes 0.83x cuBLAS's time (tile faster;")
     graph["cublas"] = 20.0
     assert "1.25x cuBLAS's time (cublas faster;" in summary(rows, kinds, graph)[0][-1]
+    for row in rows:  # every product fastest in the fastest shape: the setting is its name alone
+        row["tile 4x64_graph_us"] = 4.0
+    assert summary(rows, kinds, graph)[2] == "tile 4x16 2x2"
 
 
 def test_train_speed_says_whose_products_to_set_and_whether_the_target_is_met():

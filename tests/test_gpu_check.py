@@ -26,7 +26,8 @@ while (($#)); do
   shift
 done
 if [[ "$module" == benchmarks.gemm_speed ]]; then
-  echo '{{"fastest_tile": "tile 4x16 2x2"}}' >"$json"
+  by_product="tile 4x16 2x2, forward 256x784x256=tile 4x64"
+  echo '{{"fastest_tile": "tile 4x16 2x2", "fastest_by_product": "'"$by_product"'"}}' >"$json"
 elif [[ -n "$json" ]]; then
   echo '{{}}' >"$json"
 fi
@@ -84,9 +85,9 @@ def test_every_step_runs_and_the_summary_holds_their_results(tmp_path):
     ):
         assert line in summary, line
     assert "neither nsys nor ncu is installed here" in done.stdout
-    # gemm runs before speed, and speed times the planned step with the fastest tile shape gemm found
+    # gemm runs before speed, and speed times the planned step with each product's fastest tile shape gemm found
     assert done.stdout.index("==== gemm") < done.stdout.index("==== speed")
-    assert "--products tile 4x16 2x2 --json" in summary
+    assert "--products tile 4x16 2x2, forward 256x784x256=tile 4x64 --json" in summary
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8, files  # the device tool brings back at most 8
     assert {"gpu_check.log", "train_speed.json", "seeds.json", "run_time.json", "gemm_speed.json"} <= set(files)

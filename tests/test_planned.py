@@ -11,6 +11,7 @@ from minigrad.chapter.model import concise_mlp
 from minigrad.data import ArrayDataset, DataLoader
 from minigrad.data.loader import BatchCursor
 from minigrad.fast import PlannedStep, PlannedTraining, loader_problem, plan_problem
+from minigrad.fast.plan import tile_shapes
 from minigrad.monitor import TrainingDiverged
 from minigrad.train import Trainer
 
@@ -301,10 +302,41 @@ def test_a_graph_that_saved_the_old_weights_cannot_backward_after_a_planned_step
 def test_the_products_setting_is_checked():
     model = concise_mlp(hidden=(8, 8))
     optimizer = mg.optim.SGD(model.parameters(), lr=0.5)
-    with pytest.raises(ValueError, match="products must be one of 'tile', 'tile 4x32', .*'cublas', got 'blas'"):
+    with pytest.raises(ValueError, match="products must be one of 'tile', 'tile 4x32', .*'cublas', .*got 'blas'"):
         PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="blas")
     # a tile shape by its name (benchmarks.gemm_speed's): the products a GPU's plan makes, in that shape
     step = PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="tile 4x16 2x2")
-    assert step.gemm.keywords == {"groups": 4, "slice_": 16, "per_thread": 2, "side": 16}
+    assert (step.tile, step.tiles) == ((4, 16, 2, 16), {})
     step = PlannedStep(model, optimizer, BatchCursor(loader(count=64)), 64, 1, products="tile 8x16 2x2 side 8")
-    assert step.gemm.keywords == {"groups": 8, "slice_": 16, "per_thread": 2, "side": 8}
+    assert (step.tile, step.tiles) == ((8, 16, 2, 8), {})
+    assert tile_shapes("cublas") == (None, {})
+
+
+def test_a_products_setting_can_name_a_shape_for_each_kind_and_size_of_product():
+    """As benchmarks.gemm_speed prints it: the named products in their shapes, the rest in the one tile named
+    alone (the default tile's where none is); each mistake said."""
+    x = np.zeros((64, 784), np.float32)
+    w = np.zeros((256, 784), np.float32)
+    dz = np.zeros((64, 256), np.float32)
+    setting = "tile 4x16 2x2, weight gradient 256x64x784=tile 8x16 2x2 side 8,forward 64x784x256 = tile 2x64"
+    rest, named = tile_shapes(setting)
+    assert rest == (4, 16, 2, 16)
+    assert named == {("weight gradient", 256, 64, 784): (8, 16, 2, 8), ("forward", 64, 784, 256): (2, 64, 1, 16)}
+    model = concise_mlp()
+    step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.5), BatchCursor(loader()), 64, 1)
+    step.tile, step.tiles = rest, named
+    assert step.tile_for("weight gradient", dz.T, x) == (8, 16, 2, 8)
+    assert step.tile_for("forward", x, w.T) == (2, 64, 1, 16)
+    assert step.tile_for("input gradient", dz, w) == (4, 16, 2, 16)  # not named: the rest's
+    assert tile_shapes("forward 64x784x256=tile 2x64") == ((4, 16, 1, 16), {("forward", 64, 784, 256): (2, 64, 1, 16)})
+    mistakes = {
+        "tile, forward 64x784x256=tile 3x3": "whose item 'forward 64x784x256=tile 3x3' is neither",
+        "backward 64x784x256=tile": "whose item 'backward 64x784x256=tile' is neither",
+        "forward 64x784=tile": "is neither",
+        "forward 64xAx256=tile": "the dimensions must be whole numbers",
+        "tile, tile 4x32": "names two tiles for the products no item names",
+        "cublas, forward 64x784x256=tile": "whose item 'cublas' is neither",
+    }
+    for setting, message in mistakes.items():
+        with pytest.raises(ValueError, match=message):
+            tile_shapes(setting)

@@ -26,6 +26,7 @@ from minigrad.fast.plan import (
     PlannedEval,
     PlannedStep,
     SideStream,
+    tile_shapes,
 )
 from minigrad.ops import keep_threshold
 from minigrad.random import PhiloxStream, blocks_for, dropout_stream
@@ -534,8 +535,9 @@ class TwoStreams:
 def emulate_gpu(m, host, tile=None, streams=None):
     """From here on (``m``, a monkeypatch context), every PlannedStep, PlannedEval and BatchCursor made takes its
     GPU branches with NumPy arrays: CudaFunctions run on the host (``host``), products by NumPy with the
-    activations a kernel of their own, as with cuBLAS's products (or with ``tile``, a name of fast.gemm.TILE_NAMES,
-    by the tile kernel in that shape, built for the host, the forward products activating), the dropout stream's
+    activations a kernel of their own, as with cuBLAS's products (or with ``tile``, a products setting of tile
+    shapes, fast.plan.tile_shapes's, by the tile kernel in those shapes, built for the host, the forward products
+    activating), the dropout stream's
     counter an array (DeviceCounterStream), and the step's streams those of ``streams`` (a TwoStreams, which
     logs each launch; a new one by default). Returns the launches, by name, as they are made."""
     launches = []
@@ -549,9 +551,7 @@ def emulate_gpu(m, host, tile=None, streams=None):
 
     m.setattr(CudaFunction, "__call__", launch)
 
-    def products(a, b, out):
-        if tile is not None:
-            return gemm(a, b, out, *TILE_NAMES[tile])
+    def products(a, b, out, kind):
         launches.append("gemm")
         streams.launch("gemm", [a, b], [out])
         np.matmul(a, b, out=out)
@@ -570,7 +570,10 @@ def emulate_gpu(m, host, tile=None, streams=None):
         def init(self, *args, original=kind.__init__, **kwargs):
             original(self, *args, **kwargs)
             self.on_gpu = self.cursor.on_gpu = True
-            self.gemm, self.tile = products, TILE_NAMES[tile] if tile is not None else None
+            if tile is None:  # products by NumPy, as cuBLAS's would be made
+                self.gemm, self.tile, self.tiles = products, None, {}
+            else:  # the plan's own products, by the tile kernel in the shapes ``tile`` names
+                self.tile, self.tiles = tile_shapes(tile)
             if isinstance(self, PlannedStep):
                 self.update_table = self._update_table()
                 self.side = streams.side_stream()
@@ -629,23 +632,37 @@ def test_the_gpu_step_run_on_the_host_follows_the_cpus_planned_step(monkeypatch,
         ]
 
 
-@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 2x2 side 8"])
+# the small model's products (batch 32, 64-40-24-10) in shapes of their own, the rest in "tile 2x16 4x4"
+BY_PRODUCT = (
+    "forward 32x64x40=tile 8x16 2x2 side 8, weight gradient 40x32x64=tile 4x16 2x2, tile 2x16 4x4, "
+    "input gradient 32x24x40=tile 8x16 4x4 side 4"
+)
+
+
+@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 2x2 side 8", BY_PRODUCT])
 def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, tile):
     """The whole GPU step on the host with its products by the tile kernel itself (in the default shape, in
-    two whose threads make 2 x 2 and 4 x 4 elements, and in one of 8 x 8 x 8 threads), the forward ones
-    activating as they store: the operands the step passes (transposed views, their strides, its buffers) give
-    the CPU's planned step's weights and losses, in 13 launches a step. A small model: every CUDA thread of a
-    block is a thread on the host."""
+    two whose threads make 2 x 2 and 4 x 4 elements, in one of 8 x 8 x 8 threads, and in a shape for each of
+    three products and another for the rest), the forward ones activating as they store: the operands the step
+    passes (transposed views, their strides, its buffers) give the CPU's planned step's weights and losses, in
+    13 launches a step, each product in the shape named for it. A small model: every CUDA thread of a block is
+    a thread on the host."""
     from .cuda_host import sanitizer
 
     if sanitizer():
         pytest.skip("the kernels are checked under the sanitizers one by one (and the GEMM's shapes in test_graphs)")
     data = loader(count=64, batch=32, images=(64,))
-    results = []
+    results, shapes = [], []
+
+    def gemm_in_its_shape(a, b, out, *shape, **settings):
+        shapes.append(((a.shape[0], a.shape[1], b.shape[1]), shape or tuple(settings.values())[:4]))
+        return gemm(a, b, out, *shape, **settings)
+
     for emulated in (False, True):
         with monkeypatch.context() as m:
             mg.manual_seed(0)
             launches = emulate_gpu(m, host, tile) if emulated else []
+            m.setattr(fast_plan, "gemm", gemm_in_its_shape)
             model = nn.Sequential(
                 *(nn.Linear(64, 40), nn.ReLU(), nn.Dropout(0.2)),
                 *(nn.Linear(40, 24), nn.ReLU(), nn.Dropout(0.5)),
@@ -663,6 +680,13 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
     per_step += ["minigrad_softmax_cross_entropy", *["minigrad_sgemm"] * 2]
     per_step += [*["minigrad_backward_mask", "minigrad_sgemm", "minigrad_sgemm"], "minigrad_backward_mask"]
     assert launches == 2 * [*per_step, "minigrad_sgemm", "minigrad_sgd_update"]  # 13 launches a step
+    rest, named = tile_shapes(tile)
+    sizes = [(32, 64, 40), (32, 40, 24), (32, 24, 10), (10, 32, 24), (32, 10, 24), (24, 32, 40), (32, 24, 40)]
+    sizes.append((40, 32, 64))  # forward, then backward: each weight gradient before its input gradient
+    kinds = 3 * ["forward"] + 2 * ["weight gradient", "input gradient"] + ["weight gradient"]
+    expected = [(size, named.get((kind, *size), rest)) for kind, size in zip(kinds, sizes)]
+    assert shapes == 2 * expected
+    assert len(named) == (3 if tile == BY_PRODUCT else 0) and len(set(shape for _, shape in shapes)) == 1 + len(named)
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-5)
     for ours, theirs in zip(gpu_weights, cpu_weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)

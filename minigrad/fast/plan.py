@@ -56,9 +56,44 @@ PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
 COLUMN_THREADS = 256  # threads per block of backward_mask, for 32 columns (minigrad_column_sums)
 LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source; minigrad_column_sums's too)
-# whose matrix products a GPU's plan makes (Plan.matmul): the tile kernel in one of its shapes, or cuBLAS
+# whose matrix products a GPU's plan makes (Plan.matmul): the tile kernel in one of its shapes, or cuBLAS; or a
+# shape for each kind of product and its dimensions (tile_shapes)
 PRODUCTS = (*TILE_NAMES, "cublas")
 DEFAULT_PRODUCTS = "tile"  # the fastest in a graph, by benchmarks.gemm_speed on a GPU (not yet timed)
+PRODUCT_KINDS = ("forward", "input gradient", "weight gradient")  # a W^T, dz W and dz^T a (Plan.matmul's kind)
+
+
+def tile_shapes(products: str) -> tuple[tuple[int, int, int, int] | None, dict[tuple[str, int, int, int], Any]]:
+    """The tile shapes a ``products`` setting names: (the shape of every product it does not name, None for
+    cuBLAS's; {(kind, m, k, n): shape} for those it names, an m x k by k x n product of a kind of
+    ``PRODUCT_KINDS``). The setting is one name of ``PRODUCTS`` for every product, or items separated by
+    commas, each a tile name (for the products no item names; the default tile's if no item does) or
+    "KIND MxKxN=NAME", as benchmarks.gemm_speed prints it: "tile, weight gradient 256x256x784=tile 4x16 2x2".
+    ValueError, saying what is wrong, for anything else."""
+    if products in PRODUCTS:
+        return TILE_NAMES.get(products), {}
+    rest, named = None, {}
+    for item in (part.strip() for part in products.split(",")):
+        product, _, name = (part.strip() for part in item.rpartition("="))
+        kind, _, size = product.rpartition(" ")
+        dimensions = size.split("x")
+        if name not in TILE_NAMES or (product and (kind not in PRODUCT_KINDS or len(dimensions) != 3)):
+            raise ValueError(
+                f"products must be one of {', '.join(map(repr, PRODUCTS))}, or tile names and "
+                f"'KIND MxKxN=TILE NAME' items separated by commas (KIND one of {', '.join(PRODUCT_KINDS)}); "
+                f"got {products!r}, whose item {item!r} is neither"
+            )
+        if not product:
+            if rest is not None:
+                raise ValueError(f"products names two tiles for the products no item names: {products!r}")
+            rest = TILE_NAMES[name]
+            continue
+        try:
+            m, k, n = (int(d) for d in dimensions)
+        except ValueError:
+            raise ValueError(f"products's item {item!r}: the dimensions must be whole numbers, MxKxN") from None
+        named[(kind, m, k, n)] = TILE_NAMES[name]
+    return rest or TILE_NAMES["tile"], named
 
 
 @dataclass
@@ -241,8 +276,6 @@ class Plan:
         self.device, self.dtype = weight.device, weight.dtype
         self.xp = xp = backend.module_for(self.device)
         self.on_gpu = xp is backend.cupy
-        if products not in PRODUCTS:
-            raise ValueError(f"products must be one of {', '.join(map(repr, PRODUCTS))}, got {products!r}")
         classes = blocks[-1].linear.out_features
         with backend.on_device(self.device):
             # the batch as DataLoader makes it: uint8 pixels become float32 whatever the parameters' dtype
@@ -258,16 +291,15 @@ class Plan:
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
         self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the update moves the counter past them)
-        self.gemm: Callable[[Array, Array, Array], Array] = gemm
-        self.tile = TILE_NAMES.get(products)  # the tile kernel's shape, or None for cuBLAS's products
-        if self.tile is not None:
-            groups, slice_, per_thread, side = self.tile
-            self.gemm = functools.partial(gemm, groups=groups, slice_=slice_, per_thread=per_thread, side=side)
+        # the tile kernel's shape (None for cuBLAS's products), and the shapes of the products named apart
+        self.tile, self.tiles = tile_shapes(products)
+        self.gemm: Callable[..., Array] = self.tile_gemm
         if self.on_gpu and products == "cublas":
             from .cublas import Cublas
 
             with backend.on_device(self.device):
-                self.gemm = Cublas().gemm
+                self.blas = Cublas()
+            self.gemm = self.cublas_gemm
 
     def _block_buffers(self, linear: Linear) -> Buffers:
         xp, shape = self.xp, (self.batch_size, linear.out_features)
@@ -281,14 +313,29 @@ class Plan:
             positive=xp.empty(shape, dtype=bool),
         )
 
-    def matmul(self, a: Array, b: Array, out: Array) -> None:
-        """out = a @ b: NumPy's (OpenBLAS) on the CPU; on a GPU the plan's ``products`` said whose: "tile", this
-        project's tiled kernel (``gemm.gemm``; "tile 4x16 2x2" and the other names of ``gemm.TILE_NAMES`` in
-        another of its shapes), or "cublas", cuBLAS called so that capture allows it (``Cublas``)."""
+    def matmul(self, a: Array, b: Array, out: Array, kind: str) -> None:
+        """out = a @ b, a product of ``kind`` (one of ``PRODUCT_KINDS``): NumPy's (OpenBLAS) on the CPU; on a GPU
+        the plan's ``products`` said whose: "tile", this project's tiled kernel (``gemm.gemm``; "tile 4x16 2x2"
+        and the other names of ``gemm.TILE_NAMES`` in another of its shapes, or a shape for each kind and size
+        of product: ``tile_shapes``), or "cublas", cuBLAS called so that capture allows it (``Cublas``)."""
         if self.on_gpu:
-            self.gemm(a, b, out)
+            self.gemm(a, b, out, kind)
         else:
             numpy.matmul(a, b, out=out)
+
+    def tile_for(self, kind: str, a: Array, b: Array) -> tuple[int, int, int, int]:
+        """The tile kernel's shape for the product a @ b of ``kind``."""
+        assert self.tile is not None, "cuBLAS's products have no tile shape"
+        return self.tiles.get((kind, a.shape[0], a.shape[1], b.shape[1]), self.tile)
+
+    def tile_gemm(self, a: Array, b: Array, out: Array, kind: str) -> Array:
+        """out = a @ b by the tile kernel, in the shape the plan's ``products`` gives that product."""
+        groups, slice_, per_thread, side = self.tile_for(kind, a, b)
+        return gemm(a, b, out, groups=groups, slice_=slice_, per_thread=per_thread, side=side)
+
+    def cublas_gemm(self, a: Array, b: Array, out: Array, kind: str) -> Array:
+        """out = a @ b by cuBLAS (``Cublas.gemm``), whatever its kind."""
+        return self.blas.gemm(a, b, out)
 
     @staticmethod
     def kind(block: Block, training: bool) -> str:
@@ -312,12 +359,13 @@ class Plan:
         for index, (block, buffers) in enumerate(zip(self.blocks, self.buffers)):
             kind, weight = self.kind(block, training), block.linear.weight.data.T
             if self.on_gpu and kind == "" and index == len(self.blocks) - 1:
-                self.matmul(a, weight, buffers.z)
+                self.matmul(a, weight, buffers.z, "forward")
             elif self.on_gpu and self.tile is not None:
                 epilogue = self.activation_arguments(block, buffers, kind)
-                gemm(a, weight, buffers.z, *self.tile, kernel=activated_product(*self.tile), epilogue=epilogue)
+                tile = self.tile_for("forward", a, weight)
+                gemm(a, weight, buffers.z, *tile, kernel=activated_product(*tile), epilogue=epilogue)
             else:
-                self.matmul(a, weight, buffers.z)
+                self.matmul(a, weight, buffers.z, "forward")
                 self.activate(block, buffers, kind, training)
             kinds.append(kind)
             a = buffers.z
@@ -568,12 +616,14 @@ class SideStream:
 
     @contextlib.contextmanager
     def fork(self) -> Iterator[None]:
+        """The block's launches on the side stream, after all the current stream has queued so far."""
         self.forked.record(backend.current_stream())
         self.stream.wait_event(self.forked)
         with self.stream:
             yield
 
     def join(self) -> None:
+        """The current stream's next work waits for all the side stream has queued so far."""
         self.done.record(self.stream)
         backend.current_stream().wait_event(self.done)
 
@@ -688,9 +738,9 @@ class PlannedStep(Plan):
                 self.backward_mask(dz, buffers, kinds[index])
             a = self.x if index == 0 else self.buffers[index - 1].z
             with self.beside():
-                self.matmul(dz.T, a, buffers.gW)
+                self.matmul(dz.T, a, buffers.gW, "weight gradient")
             if index > 0:
-                self.matmul(dz, block.linear.weight.data, self.buffers[index - 1].dz)
+                self.matmul(dz, block.linear.weight.data, self.buffers[index - 1].dz, "input gradient")
                 upstream = self.buffers[index - 1].dz
         if self.side is not None:
             self.side.join()

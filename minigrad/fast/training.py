@@ -105,7 +105,8 @@ class PlannedTraining:
 
     ``record``: record the full batches' step as a CUDA graph (default: on a GPU; never on the CPU). A loader
     with fewer than two full batches (the check replays two) runs the planned step without a graph.
-    ``products``: on a GPU, whose matrix products the step makes, "tile" (this project's kernel) or "cublas"
+    ``products``: on a GPU, whose matrix products the step makes, "tile" (this project's kernel, or another of
+    its shapes by name, or a shape for each kind and size of product: ``plan.tile_shapes``) or "cublas"
     (``fast.cublas``); see ``Plan.matmul``.
     """
 
