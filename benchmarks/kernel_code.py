@@ -39,14 +39,15 @@ def cuda_functions():
 
 def labelled_functions(tile_shapes=False):
     """{label: CudaFunction}: each CudaFunction by its kernel's name, and with ``tile_shapes`` the GEMM and the
-    product that activates as it stores in each other tile shape, labelled by the shape."""
+    step's products with work of their own (``fast.plan.fused_products``) in each other tile shape, labelled by
+    the shape."""
     from minigrad.fast import gemm, plan
 
     functions = {function.name: function for function in cuda_functions().values()}
     if tile_shapes:
         for kind, shape in gemm.TILE_NAMES.items():
             if kind != "tile":
-                for function in (gemm.tile_kernel(*shape), plan.activated_product(*shape)):
+                for function in (gemm.tile_kernel(*shape), *plan.fused_products(shape)):
                     functions[f"{function.name} {kind.removeprefix('tile ')}"] = function
     return functions
 

@@ -142,6 +142,8 @@ FUNCTIONS = {  # every CudaFunction, each built for the host and checked against
     "loader.BatchCursor.gather_gpu": "test_step_kernels.py::test_the_gather_kernel_gives_the_cursors_batch_and_...",
     "plan.Plan.ACTIVATE": "test_step_kernels.py::test_the_activate_kernel_equals_the_numpy_passes",
     "plan.ACTIVATED_PRODUCT": "test_step_kernels.py::test_the_activated_product_equals_the_product_then_the_...",
+    "plan.MASKED_PRODUCT": "test_step_kernels.py::test_the_backward_products_equal_the_product_then_backward_...",
+    "plan.SUMMED_PRODUCT": "test_step_kernels.py::test_the_backward_products_equal_the_product_then_backward_...",
     "plan.Plan.LOSS": "test_step_kernels.py::test_the_loss_kernel_equals_the_numpy_loss_and_gradient",
     "plan.PlannedStep.BACKWARD_MASK": "test_step_kernels.py::test_the_backward_mask_kernel_equals_the_numpy_passes",
     "plan.PlannedStep.UPDATE": "test_step_kernels.py::test_the_update_kernel_equals_sgds_passes_and_moves_the_...",
@@ -164,6 +166,8 @@ LAUNCHED_THREADS = {
     "loader.BatchCursor.gather_gpu": data_loader.GATHER_THREADS,
     "plan.Plan.ACTIVATE": THREADS,
     "plan.ACTIVATED_PRODUCT": 16 * 16 * gemm.GROUPS,
+    "plan.MASKED_PRODUCT": 16 * 16 * gemm.GROUPS,
+    "plan.SUMMED_PRODUCT": 16 * 16 * gemm.GROUPS,
     "plan.Plan.LOSS": LOSS_THREADS,
     "plan.PlannedStep.BACKWARD_MASK": COLUMN_THREADS,
     "plan.PlannedStep.UPDATE": THREADS,
@@ -200,15 +204,17 @@ def test_the_cuda_function_fits_its_launch_on_hopper(name):
 def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(shape):
     """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, its block of side x side x groups
     threads fits a multiprocessor, and its shared memory is what gemm_source's check of a shape counts; the
-    same for the product that activates as it stores (fast.plan.activated_product) in that shape."""
+    same for the step's products with work of their own in that shape (fast.plan.fused_products: the one that
+    also sums A's rows has their partial sums too)."""
     groups, _, _, side = shape
     threads = side * side * groups
     assert threads <= HOPPER["threads per block"]
-    for function in (gemm.tile_kernel(*shape), plan.activated_product(*shape)):
+    for function in (gemm.tile_kernel(*shape), *plan.fused_products(shape)):
         log = compile_cuda(function.source, function.name, ("--gpu-architecture=sm_90", "--ptxas-options=-v"))
         registers, shared = launch_resources(log)
         assert -(-registers // 8) * 8 * threads <= HOPPER["registers per block"], (function.name, registers)
-        assert shared == gemm.shared_bytes(*shape) <= HOPPER["static shared memory per block"]
+        row_sums = function.name == "minigrad_sgemm_row_sums"
+        assert shared == gemm.shared_bytes(*shape, row_sums=row_sums) <= HOPPER["static shared memory per block"]
 
 
 def test_the_gemm_reads_the_next_slice_before_its_barrier():

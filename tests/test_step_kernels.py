@@ -175,7 +175,7 @@ def activation_args(M, block, kind, stream, start, drawn):
 @pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 2x2 side 8"])
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_the_activated_product_equals_the_product_then_the_numpy_passes(run, name, tile):
-    """The tile kernel's product with the block's activation in its store (fast.plan.activated_product): the
+    """The tile kernel's product with the block's activation in its store (fast.plan.fused_product "activate"): the
     same bits as the tile kernel's product followed by the CPU's activate passes, z and M, for every kind of
     block, the dropout words from a counter with blocks already drawn this step; sides no tile divides and a
     K of several trips, B a transposed view as the step passes its weights (on the host, and on a GPU)."""
@@ -208,7 +208,7 @@ def test_the_activated_product_equals_the_product_then_the_numpy_passes(run, nam
     step.activate(block, buffers, kind, training=True)  # the CPU's passes on the tile's product
     got_z, got_M = np.full_like(product, np.nan), np.full_like(product, 7.0)
     epilogue = activation_args(got_M, block, kind, stream, start, drawn)
-    run(fast_plan.activated_product(*shape))(grid, threads, (x, weight, got_z, *operands[2:], *epilogue))
+    run(fast_plan.fused_product("activate", *shape))(grid, threads, (x, weight, got_z, *operands[2:], *epilogue))
     np.testing.assert_array_equal(got_z, buffers.z)
     if kind == "mask":
         np.testing.assert_array_equal(got_M, buffers.M)
@@ -316,6 +316,64 @@ def test_the_backward_mask_kernel_equals_the_numpy_passes(run, kind, bias):
         np.testing.assert_allclose(got_gb, expected_gb, rtol=1e-5, atol=1e-6)  # the CPU's, one row after another
 
 
+def tile_row_sums(a, groups, slice_):
+    """gemm.GEMM_CUDA's ROW_SUMS in NumPy, in its order: group g sums A's columns in its slices of K (slices g,
+    g + groups, ... of slice_ columns) one after another, then the groups' sums are added in turn."""
+    partial = np.zeros((groups, a.shape[0]), dtype=a.dtype)
+    for k in range(a.shape[1]):
+        partial[k // slice_ % groups] += a[:, k]
+    total = partial[0].copy()
+    for group in partial[1:]:
+        total += group
+    return total
+
+
+@pytest.mark.parametrize("tile", ["tile", "tile 4x64", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 2x2 side 8"])
+def test_the_backward_products_equal_the_product_then_backward_masks_work(run, tile):
+    """The tile kernel's input gradient that masks as it stores (fast.plan.fused_product "mask"): the same bits as
+    the tile kernel's product times M, BACKWARD_MASK's multiply. Its weight gradient dz^T a that also sums
+    dz^T's rows (fast.plan.fused_product "row_sums"): C the same bits as the product, and the bias gradient in the
+    tile's order, bit for bit as that order in NumPy, near the CPU's column sums. A batch of several trips of K,
+    sides no tile divides, dz^T a transposed view as the step passes it (on the host, and on a GPU)."""
+    from minigrad.fast.gemm import tile_grid, tile_kernel
+
+    from .cuda_host import sanitizer
+
+    if sanitizer() and tile not in ("tile", "tile 4x16 2x2"):
+        pytest.skip("under the sanitizers two shapes, one and 2 x 2 elements a thread (test_graphs covers the rest)")
+    shape = TILE_NAMES[tile]
+    groups, slice_, per_thread, side = shape
+    rng = np.random.default_rng(5)
+    batch, width, inputs = 133, 45, 70
+    dz = rng.standard_normal((batch, width)).astype(np.float32)
+    a = rng.standard_normal((batch, inputs)).astype(np.float32)
+    weight = rng.standard_normal((width, inputs)).astype(np.float32)
+    M = (rng.random((batch, inputs)) > 0.3) * np.float32(1 / 0.7)
+    threads = (side, side, groups)
+
+    def product(work, left, right, m, n, k, strides, *epilogue):  # work: fast.plan.fused_product's, or None
+        kernel = tile_kernel(*shape) if work is None else fast_plan.fused_product(work, *shape)
+        out = np.full((m, n), np.nan, np.float32)
+        args = (left, right, out, *map(np.int32, (m, n, k)), *map(np.int64, strides), *epilogue)
+        run(kernel)(tile_grid(m, n, per_thread, side), threads, args)
+        return out
+
+    # the input gradient da = dz W, masked by the block before's M
+    plain = product(None, dz, weight, batch, inputs, width, (width, 1, inputs, 1))
+    np.testing.assert_allclose(plain, dz @ weight, rtol=1e-4, atol=1e-4)
+    masked = product("mask", dz, weight, batch, inputs, width, (width, 1, inputs, 1), M)
+    np.testing.assert_array_equal(masked, plain * M)
+    assert 0 < (masked == 0).mean() < 1
+    # the weight gradient dW = dz^T a (dz^T: dz's strides swapped) and the bias gradient, dz's column sums
+    plain = product(None, dz, a, width, inputs, batch, (1, width, inputs, 1))
+    np.testing.assert_allclose(plain, dz.T @ a, rtol=1e-4, atol=1e-4)
+    sums = np.full(width, np.nan, np.float32)
+    summed = product("row_sums", dz, a, width, inputs, batch, (1, width, inputs, 1), sums)
+    np.testing.assert_array_equal(summed, plain)
+    np.testing.assert_array_equal(sums, tile_row_sums(dz.T, groups, slice_))
+    np.testing.assert_allclose(sums, dz.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
 def update_case():
     """A CPU PlannedStep with two groups (one with weight decay, another rate) and random gradients: (the step,
     the parameters before, the gradients, the parameters after the CPU's update)."""
@@ -377,11 +435,10 @@ def test_cuda_the_update_kernel_equals_sgds_passes_and_moves_the_positions_on():
 
 
 # The chapter's model's step, its kernels but the products and the activations (the host emulation below counts
-# the same launches)
+# the same launches); with cuBLAS's products, two backward_mask kernels besides
 OWN_KERNELS = {
     "minigrad_gather_batch": 1,
     "minigrad_softmax_cross_entropy": 1,
-    "minigrad_backward_mask": 2,
     "minigrad_sgd_update": 1,
 }
 
@@ -389,11 +446,12 @@ OWN_KERNELS = {
 @needs_cuda
 @pytest.mark.parametrize("products", ["tile", "cublas"])
 def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
-    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 13
-    nodes (the 8 products, the first two activating as they store, and 5 kernels of this project's), 11 of them
-    one after another and two weight gradients beside; by cuBLAS, those 5 and the two activations, and the 8
-    products in as many kernels as its heuristics choose, one or more a product (benchmarks.step_graph gives the
-    verdict on those)."""
+    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 11
+    nodes (the 8 products, the first two activating as they store, the two input gradients masking as they
+    store, two weight gradients making the bias gradients, and 3 kernels of this project's), 9 of them one after
+    another and two weight gradients beside; by cuBLAS, those 3, the two activations and two backward masks, and
+    the 8 products in as many kernels as its heuristics choose, one or more a product (benchmarks.step_graph
+    gives the verdict on those)."""
     from benchmarks.step_graph import KERNEL_TARGET, graph_contents, longest_chain
 
     mg.manual_seed(0)
@@ -405,11 +463,12 @@ def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
     (nodes, kernels), chain = graph_contents(dot), longest_chain(dot)
     ours = {name: count for name, count in kernels.items() if name.startswith("minigrad_")}
     if products == "tile":
-        assert ours == {**OWN_KERNELS, "minigrad_sgemm_activate": 2, "minigrad_sgemm": 6}, kernels
-        assert nodes == sum(ours.values()) == 13 <= KERNEL_TARGET, (nodes, kernels)
-        assert chain == 11, dot  # dW3 and dW2 beside the chain; dW1 on it (the update waits for it)
+        fused = {"minigrad_sgemm_activate": 2, "minigrad_sgemm_mask": 2, "minigrad_sgemm_row_sums": 2}
+        assert ours == {**OWN_KERNELS, **fused, "minigrad_sgemm": 2}, kernels
+        assert nodes == sum(ours.values()) == 11 <= KERNEL_TARGET, (nodes, kernels)
+        assert chain == 9, dot  # dW3 and dW2 beside the chain; dW1 on it (the update waits for it)
     else:
-        assert ours == {**OWN_KERNELS, "minigrad_activate": 2}, kernels
+        assert ours == {**OWN_KERNELS, "minigrad_activate": 2, "minigrad_backward_mask": 2}, kernels
         assert nodes >= sum(ours.values()) + 8, (nodes, kernels)
         assert chain <= nodes - 2, dot  # at least one node beside each of dH2 + its mask and dH1 + its mask
 
@@ -499,11 +558,11 @@ class TwoStreams:
         stream.before.add(len(self.launches) - 1)
 
     def launch_function(self, name, args):
-        """A CudaFunction's launch: arrays it is given are read and written, but the tile product's operands
+        """A CudaFunction's launch: arrays it is given are read and written, but the tile products' operands
         (read only), and a table of addresses stands for the arrays it points to (the update's)."""
         arrays = [a for a in args if isinstance(a, np.ndarray)]
-        if name == "minigrad_sgemm":
-            self.launch(name, arrays[:2], arrays[2:3])
+        if name.startswith("minigrad_sgemm"):  # A and B, then C and the arrays of the store's own work
+            self.launch(name, arrays, arrays[2:])
             return
         for table in [a for a in arrays if a.dtype == np.uint64]:
             arrays += [self.tables[int(address)] for address in table if int(address) in self.tables]
@@ -515,6 +574,14 @@ class TwoStreams:
     def unordered(self, i, j):
         """Whether launches i < j may run at the same time on a GPU."""
         return i not in self.launches[j][4]
+
+    def longest_chain(self, launches):
+        """The most of ``launches`` (indices) that run one after another on a GPU, each ordered after the one
+        before (benchmarks.step_graph.longest_chain counts the same in a recorded graph)."""
+        longest = {}
+        for j in launches:
+            longest[j] = 1 + max((longest[i] for i in launches if i < j and not self.unordered(i, j)), default=0)
+        return max(longest.values())
 
     def races(self):
         """(i, j, kernel names) for each two launches that nothing orders and that touch the same memory, one
@@ -643,9 +710,10 @@ BY_PRODUCT = (
 def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, tile):
     """The whole GPU step on the host with its products by the tile kernel itself (in the default shape, in
     two whose threads make 2 x 2 and 4 x 4 elements, in one of 8 x 8 x 8 threads, and in a shape for each of
-    three products and another for the rest), the forward ones activating as they store: the operands the step
-    passes (transposed views, their strides, its buffers) give the CPU's planned step's weights and losses, in
-    13 launches a step, each product in the shape named for it. A small model: every CUDA thread of a block is
+    three products and another for the rest), the forward ones activating as they store, the backward ones
+    masking as they store and making the bias gradients: the operands the step passes (transposed views, their
+    strides, its buffers) give the CPU's planned step's weights and losses, in 11 launches a step, each product
+    in the shape named for it. A small model: every CUDA thread of a block is
     a thread on the host."""
     from .cuda_host import sanitizer
 
@@ -677,9 +745,9 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
             results.append(([p.data.copy() for p in model.parameters()], step.losses.copy()))
     (cpu_weights, cpu_losses), (gpu_weights, gpu_losses) = results
     per_step = ["minigrad_gather_batch", *["minigrad_sgemm_activate"] * 2, "minigrad_sgemm"]
-    per_step += ["minigrad_softmax_cross_entropy", *["minigrad_sgemm"] * 2]
-    per_step += [*["minigrad_backward_mask", "minigrad_sgemm", "minigrad_sgemm"], "minigrad_backward_mask"]
-    assert launches == 2 * [*per_step, "minigrad_sgemm", "minigrad_sgd_update"]  # 13 launches a step
+    per_step += ["minigrad_softmax_cross_entropy", "minigrad_sgemm"]  # dW3 (its bias gradient made by the loss's)
+    per_step += 2 * ["minigrad_sgemm_mask", "minigrad_sgemm_row_sums"]  # dz2 = dz3 W3 masked, dW2 and db2; then 1
+    assert launches == 2 * [*per_step, "minigrad_sgd_update"]  # 11 launches a step
     rest, named = tile_shapes(tile)
     sizes = [(32, 64, 40), (32, 40, 24), (32, 24, 10), (10, 32, 24), (32, 10, 24), (24, 32, 40), (32, 24, 40)]
     sizes.append((40, 32, 64))  # forward, then backward: each weight gradient before its input gradient
@@ -728,22 +796,33 @@ def test_the_gpu_steps_weight_gradients_run_beside_its_chain_and_race_with_nothi
     streams, step = two_streamed_steps(monkeypatch, host, tile)
     assert streams.races() == []
     side = [i for i, launch in enumerate(streams.launches) if launch[0] == "side"]
-    weight_gradients = [buffers.gW for buffers in reversed(step.buffers)]
+    # dW3, dW2, dW1 in turn; the tile's dW2 and dW1 make db2 and db1 too (the loss's kernel makes db3)
+    weight_gradients = [[b.gW] if tile is None or b is step.buffers[-1] else [b.gW, b.gb] for b in step.buffers]
     assert len(side) == 3 * 3
     for count, i in enumerate(side):
-        assert streams.launches[i][3] == [weight_gradients[count % 3]]  # dW3, dW2, dW1 in turn
+        assert streams.launches[i][3] == weight_gradients[::-1][count % 3]
     concurrent = [i for i in side if any(streams.unordered(i, j) for j in range(i + 1, len(streams.launches)))]
     assert concurrent == [i for count, i in enumerate(side) if count % 3 != 2]  # dW1 comes last: the update waits
+    # a step's launches, one after another but dW3 and dW2: of 11 (by the tile), 9; of 15, 13 (cuBLAS's, each
+    # block's mask and activation a kernel of its own)
+    launches = len(streams.launches) // 3
+    assert launches == (15 if tile is None else 11)
+    assert streams.longest_chain(range(launches, 2 * launches)) == launches - 2
     updates = [i for i, launch in enumerate(streams.launches) if launch[1] == "minigrad_sgd_update"]
     assert all(i in streams.launches[update][4] for update in updates for i in side if i < update)
 
 
 def test_the_race_check_finds_a_side_stream_left_unjoined_or_unwaited(monkeypatch, host):
-    """The check above can fail: without the join, the update reads a weight gradient the side may still be
-    writing; with a fork that does not wait, a weight gradient's product reads its block's dz before the mask."""
+    """The check above can fail: without the join, the update reads a weight gradient (and the tile's, a bias
+    gradient) the side may still be writing; with a fork that does not wait, a weight gradient's product reads
+    its block's dz before the mask (the tile's, before the input gradient's product stored it masked)."""
+
+    def races(tile):
+        return {(first, then) for _, _, first, then in two_streamed_steps(monkeypatch, host, tile, 2)[0].races()}
+
     monkeypatch.setattr(SideStream, "join", lambda self: None)
-    races = {(first, then) for _, _, first, then in two_streamed_steps(monkeypatch, host, None, 2)[0].races()}
-    assert ("gemm", "minigrad_sgd_update") in races
+    assert ("gemm", "minigrad_sgd_update") in races(None)
+    assert ("minigrad_sgemm_row_sums", "minigrad_sgd_update") in races("tile")
     monkeypatch.undo()
 
     @contextlib.contextmanager
@@ -752,8 +831,8 @@ def test_the_race_check_finds_a_side_stream_left_unjoined_or_unwaited(monkeypatc
             yield
 
     monkeypatch.setattr(SideStream, "fork", fork_without_waiting)
-    races = {(first, then) for _, _, first, then in two_streamed_steps(monkeypatch, host, None, 2)[0].races()}
-    assert ("minigrad_backward_mask", "gemm") in races
+    assert ("minigrad_backward_mask", "gemm") in races(None)
+    assert ("minigrad_sgemm_mask", "minigrad_sgemm_row_sums") in races("tile")
 
 
 def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host):

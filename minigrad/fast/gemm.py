@@ -32,10 +32,14 @@ GEMM_CUDA = r"""
 // R and SIDE are (a fixed order: the same bits at every run, and for every R and SIDE); GROUPS and SLICE set it.
 // The tile's element (row, col) of C, once summed, goes to store(row, col, sum): minigrad_sgemm below writes it
 // to C; a kernel that does more with it (fast.plan's minigrad_sgemm_activate) passes a store of its own.
-template <class Store>
+// With ROW_SUMS, the blocks of C's first column of tiles also sum A's rows into row_sums (row_sums[m] = the sum
+// over k of A[m, k]), from the values of A they multiply: each group its own slices in order, then the groups'
+// sums in order, as C's elements are summed. (fast.plan's weight gradient dz^T a thus gives dz's column sums,
+// the bias gradient, for no pass of its own.)
+template <class Store, bool ROW_SUMS = false>
 __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float* B, int M, int N, int K,
                                                     long long sAm, long long sAk, long long sBk, long long sBn,
-                                                    Store store) {
+                                                    Store store, float* row_sums = nullptr) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
     constexpr int D = MINIGRAD_GEMM_SIDE;
     constexpr int L = S / D, T = D * R, PAD = R == 1 ? 1 : R;  // rows padded: fewer stores on one bank, and R
@@ -55,7 +59,8 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
         const int col = col0 + tx + D * j;
         return (k < K && col < N) ? B[k * sBk + col * sBn] : 0.0f;
     };
-    float acc[R][R] = {}, a_next[R][L], b_next[L][R];
+    float acc[R][R] = {}, a_next[R][L], b_next[L][R], a_sums[R] = {};
+    const bool sums_rows = ROW_SUMS && blockIdx.x == 0;
     #pragma unroll
     for (int u = 0; u < L; ++u) {
         #pragma unroll
@@ -90,6 +95,10 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
             for (int i = 0; i < R; ++i) a[i] = As[g][kk][R * ty + i];
             #pragma unroll
             for (int j = 0; j < R; ++j) b[j] = Bs[g][kk][R * tx + j];
+            if (sums_rows) {
+                #pragma unroll
+                for (int i = 0; i < R; ++i) a_sums[i] += a[i];
+            }
             #pragma unroll
             for (int i = 0; i < R; ++i)
                 #pragma unroll
@@ -114,6 +123,23 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
                 for (int h = 1; h < G; ++h) sum += partial[h - 1][R * ty + i][R * tx + j];
                 if (row < M && col < N) store(row, col, sum);
             }
+    }
+    if constexpr (ROW_SUMS) {  // every thread of a row of the tile has its sums: those of column 0 hand them on
+        __shared__ float row_partial[G > 1 ? G - 1 : 1][T];
+        if (sums_rows && g > 0 && tx == 0) {
+            #pragma unroll
+            for (int i = 0; i < R; ++i) row_partial[g - 1][R * ty + i] = a_sums[i];
+        }
+        __syncthreads();
+        if (sums_rows && g == 0 && tx == 0) {
+            #pragma unroll
+            for (int i = 0; i < R; ++i) {
+                const int row = row0 + R * ty + i;
+                float sum = a_sums[i];
+                for (int h = 1; h < G; ++h) sum += row_partial[h - 1][R * ty + i];
+                if (row < M) row_sums[row] = sum;
+            }
+        }
     }
 }
 """
@@ -163,12 +189,13 @@ def shape_name(shape: tuple[int, int, int, int]) -> str:
 TILE_NAMES = {shape_name(shape): shape for shape in ((GROUPS, SLICE, PER_THREAD, SIDE), *TILE_SHAPES)}
 
 
-def shared_bytes(groups: int, slice_: int, per_thread: int, side: int = SIDE) -> int:
+def shared_bytes(groups: int, slice_: int, per_thread: int, side: int = SIDE, row_sums: bool = False) -> int:
     """The static shared memory of GEMM_CUDA's block for a tile shape: As and Bs, then the partial sums of all
-    groups but the first."""
+    groups but the first (of C's elements, and with ``row_sums`` of A's rows: the ROW_SUMS kernels')."""
     tile = side * per_thread
     padded = tile + (1 if per_thread == 1 else per_thread)
-    return 4 * (2 * groups * slice_ * padded + max(groups - 1, 1) * tile * tile)
+    partials = max(groups - 1, 1) * (tile * tile + (tile if row_sums else 0))
+    return 4 * (2 * groups * slice_ * padded + partials)
 
 
 def gemm_source(
@@ -176,7 +203,7 @@ def gemm_source(
 ) -> str:
     """GEMM_CUDA for the tile shape (groups, slice_, per_thread, side), with its kernel ``minigrad_sgemm`` (or,
     without ``entry``, only the tile, for a kernel of another's); ValueError for a shape a GPU cannot launch."""
-    shared = shared_bytes(groups, slice_, per_thread, side)
+    shared = shared_bytes(groups, slice_, per_thread, side, row_sums=True)  # the most of the tile's kernels
     threads = side * side * groups
     if (
         side not in SIDES
@@ -231,7 +258,7 @@ def gemm(
 ) -> Array:
     """``a @ b`` for 2-D float32 CuPy arrays, without cuBLAS, into ``out`` (C-contiguous) when given; by the
     tile shape (groups, slice_, per_thread, side) (see ``GROUPS``). ``kernel``, a kernel built on this one's tile in
-    that shape (``fast.plan.activated_product``), takes its place, given the ``epilogue`` arguments after the
+    that shape (``fast.plan.fused_product``), takes its place, given the ``epilogue`` arguments after the
     product's."""
     if a.dtype != numpy.float32 or b.dtype != numpy.float32:
         raise TypeError(f"gemm multiplies float32 matrices, got {a.dtype} and {b.dtype}")

@@ -25,8 +25,11 @@ and each stage is one kernel, a ``CudaFunction`` declared right after the NumPy 
 loss, its gradient, the sums and the log), ``backward_mask`` (the mask and the bias gradient) and ``update``
 (every parameter at once; it also moves the batch position, the dropout counter and the log position on). With
 the cursor's gather and the eight products (``gemm.gemm``, or cuBLAS through ``cublas``: capture allows both),
-that is 15 kernels for the chapter's model; 13 with the tile kernel's products, whose forward ones apply
-``activate`` to each element as they store it (``ACTIVATED_PRODUCT``), so that it needs no kernel of its own.
+that is 15 kernels for the chapter's model; 11 with the tile kernel's products, which do the elementwise work
+beside them as they go, so that it needs no kernel of its own (``fused_product``): the forward ones apply
+``activate`` to each element as they store it ("activate"), and backward, ``backward_mask``'s work is split
+between a block's two products, the input gradient of the block after masking each element as it stores it
+("mask") and the weight gradient summing the rows of its dz^T, the bias gradient ("row_sums").
 """
 
 from __future__ import annotations
@@ -333,6 +336,13 @@ class Plan:
         groups, slice_, per_thread, side = self.tile_for(kind, a, b)
         return gemm(a, b, out, groups=groups, slice_=slice_, per_thread=per_thread, side=side)
 
+    def fused_gemm(self, work: str, a: Array, b: Array, out: Array, kind: str, *epilogue: Any) -> None:
+        """out = a @ b by the tile's product with ``work`` in it (``fused_product``: "activate", "mask" or
+        "row_sums") in the shape the plan's ``products`` gives that product, given the ``epilogue`` arguments
+        after the product's."""
+        tile = self.tile_for(kind, a, b)
+        gemm(a, b, out, *tile, kernel=fused_product(work, *tile), epilogue=epilogue)
+
     def cublas_gemm(self, a: Array, b: Array, out: Array, kind: str) -> Array:
         """out = a @ b by cuBLAS (``Cublas.gemm``), whatever its kind."""
         return self.blas.gemm(a, b, out)
@@ -362,8 +372,7 @@ class Plan:
                 self.matmul(a, weight, buffers.z, "forward")
             elif self.on_gpu and self.tile is not None:
                 epilogue = self.activation_arguments(block, buffers, kind)
-                tile = self.tile_for("forward", a, weight)
-                gemm(a, weight, buffers.z, *tile, kernel=activated_product(*tile), epilogue=epilogue)
+                self.fused_gemm("activate", a, weight, buffers.z, "forward", *epilogue)
             else:
                 self.matmul(a, weight, buffers.z, "forward")
                 self.activate(block, buffers, kind, training)
@@ -586,18 +595,60 @@ extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* 
 """
 
 
+# backward_mask's work in the backward's products (PlannedStep.backward_step, by the tile kernel on a GPU), split
+# between the two products each block's dz comes into: the input gradient of the block after, dz = dz' W',
+# stores each element masked, times the block's M (the same bits as the product, then BACKWARD_MASK's multiply);
+# the block's weight gradient dW = dz^T a also sums the rows of its A = dz^T, which are dz's columns: the bias
+# gradient (gemm.GEMM_CUDA's ROW_SUMS, whose order of the sums is the tile's: a few ulp from BACKWARD_MASK's, as
+# those are from the CPU's).
+MASKED_PRODUCT_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm_mask(const float* A, const float* B, float* C, int M, int N, int K,
+                                               long long sAm, long long sAk, long long sBk, long long sBn,
+                                               const float* mask) {
+    minigrad_sgemm_tile(A, B, M, N, K, sAm, sAk, sBk, sBn, [&](int row, int col, float sum) {
+        const long long i = (long long)row * N + col;
+        C[i] = __fmul_rn(sum, mask[i]);
+    });
+}
+"""
+SUMMED_PRODUCT_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm_row_sums(const float* A, const float* B, float* C, int M, int N, int K,
+                                                   long long sAm, long long sAk, long long sBk, long long sBn,
+                                                   float* row_sums) {
+    auto store = [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; };
+    minigrad_sgemm_tile<decltype(store), true>(A, B, M, N, K, sAm, sAk, sBk, sBn, store, row_sums);
+}
+"""
+
+
+# each kernel that is the tile's product with work of its own in it, by what that work is: its CUDA source
+FUSED_PRODUCTS_CUDA = {
+    "activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA,
+    "mask": MASKED_PRODUCT_CUDA,
+    "row_sums": SUMMED_PRODUCT_CUDA,
+}
+
+
 @functools.cache
-def activated_product(
-    groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, side: int = SIDE
+def fused_product(
+    work: str, groups: int = GROUPS, slice_: int = SLICE, per_thread: int = PER_THREAD, side: int = SIDE
 ) -> CudaFunction:
-    """The product-and-activation kernel (``ACTIVATED_PRODUCT_CUDA``) on the tile kernel in a shape, made once;
-    launched by ``gemm.gemm(..., kernel=, epilogue=Plan.activation_arguments(...))``."""
+    """The kernel ``minigrad_sgemm_<work>`` of ``FUSED_PRODUCTS_CUDA`` on the tile kernel in a shape, made once;
+    launched by ``gemm.gemm(..., kernel=, epilogue=)`` with its arguments after the product's: for "activate"
+    ``Plan.activation_arguments(...)``, for "mask" ``(mask,)``, for "row_sums" ``(row_sums,)``."""
     tile = gemm_source(groups, slice_, per_thread, side, entry=False)
-    return CudaFunction(tile + Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA, "minigrad_sgemm_activate")
+    return CudaFunction(tile + FUSED_PRODUCTS_CUDA[work], f"minigrad_sgemm_{work}")
 
 
-# as Plan.forward asks for it (the shape spelled out: one cached kernel, not two)
-ACTIVATED_PRODUCT = activated_product(GROUPS, SLICE, PER_THREAD, SIDE)
+# as the step asks for them (the shape spelled out: one cached kernel each, not two)
+ACTIVATED_PRODUCT = fused_product("activate", GROUPS, SLICE, PER_THREAD, SIDE)
+MASKED_PRODUCT = fused_product("mask", GROUPS, SLICE, PER_THREAD, SIDE)
+SUMMED_PRODUCT = fused_product("row_sums", GROUPS, SLICE, PER_THREAD, SIDE)
+
+
+def fused_products(shape: tuple[int, int, int, int]) -> tuple[CudaFunction, ...]:
+    """The step's kernels built on the tile kernel in ``shape``, each with work of its own in the product."""
+    return tuple(fused_product(work, *shape) for work in FUSED_PRODUCTS_CUDA)
 
 
 class SideStream:
@@ -634,13 +685,14 @@ class PlannedStep(Plan):
     ``corrects[k]`` for the k-th step since ``start_epoch()`` (slots that later steps do not overwrite, so a
     monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
 
-    On a GPU the step is 13 kernels for the chapter's model: the gather, three products forward (the first two
-    activating as they store: ``ACTIVATED_PRODUCT``; with cuBLAS's products, two ``activate`` kernels after
-    them, 15 in all), the ``loss`` kernel (the last bias, the loss, its gradient and the logs), five products
-    and two ``backward_mask`` kernels backward, and one ``update`` for every parameter, which also moves the
-    batch position, the dropout counter and the log position on (the kernels before it read them). The weight
-    gradients' products run on a second stream (``SideStream``), beside the chain of input gradients and masks
-    that the step waits for: a recorded graph holds them as a branch."""
+    On a GPU the step is 11 kernels for the chapter's model: the gather, three products forward (the first two
+    activating as they store: ``fused_product`` "activate"), the ``loss`` kernel (the last bias, the loss, its gradient
+    and the logs), five products backward (the two input gradients masking as they store, "mask",
+    and two weight gradients making the bias gradients, "row_sums"), and one ``update`` for every
+    parameter, which also moves the batch position, the dropout counter and the log position on (the kernels
+    before it read them). With cuBLAS's products, two ``activate`` and two ``backward_mask`` kernels do that
+    work instead: 15 in all. The weight gradients' products run on a second stream (``SideStream``), beside the
+    chain of input gradients that the step waits for: a recorded graph holds them as a branch."""
 
     def __init__(
         self,
@@ -728,20 +780,30 @@ class PlannedStep(Plan):
         """Every block's gradients, from the loss's gradient in ``probs``, into the gradient buffers. Each block's
         dz (masked) feeds two products: its input gradient, which the block before waits for, and its weight
         gradient, which nothing reads before the update. On a GPU the weight gradients go on the side stream
-        (``SideStream``), run beside the chain, and the step waits for them only before its update."""
-        upstream = self.probs
-        for index in range(len(self.blocks) - 1, -1, -1):
+        (``SideStream``), run beside the chain, and the step waits for them only before its update. By the tile
+        kernel on a GPU, the products do ``backward_mask``'s work for every block but the last: the input
+        gradient of the block after masks dz as it stores it, and the weight gradient makes the bias gradient."""
+        upstream, last = self.probs, len(self.blocks) - 1
+        fused = self.on_gpu and self.tile is not None
+        for index in range(last, -1, -1):
             block, buffers = self.blocks[index], self.buffers[index]
             dz = upstream
             # on a GPU the loss's kernel made the last block's bias gradient where nothing masks it
-            if not (self.on_gpu and index == len(self.blocks) - 1 and kinds[index] == ""):
+            if not (fused and index < last) and not (self.on_gpu and index == last and kinds[index] == ""):
                 self.backward_mask(dz, buffers, kinds[index])
             a = self.x if index == 0 else self.buffers[index - 1].z
             with self.beside():
-                self.matmul(dz.T, a, buffers.gW, "weight gradient")
+                if fused and index < last and buffers.gb is not None:
+                    self.fused_gemm("row_sums", dz.T, a, buffers.gW, "weight gradient", buffers.gb)
+                else:
+                    self.matmul(dz.T, a, buffers.gW, "weight gradient")
             if index > 0:
-                self.matmul(dz, block.linear.weight.data, self.buffers[index - 1].dz, "input gradient")
-                upstream = self.buffers[index - 1].dz
+                before, weight = self.buffers[index - 1], block.linear.weight.data
+                if fused and kinds[index - 1] != "":
+                    self.fused_gemm("mask", dz, weight, before.dz, "input gradient", before.M)
+                else:
+                    self.matmul(dz, weight, before.dz, "input gradient")
+                upstream = before.dz
         if self.side is not None:
             self.side.join()
 
