@@ -713,8 +713,7 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
     three products and another for the rest), the forward ones activating as they store, the backward ones
     masking as they store and making the bias gradients: the operands the step passes (transposed views, their
     strides, its buffers) give the CPU's planned step's weights and losses, in 11 launches a step, each product
-    in the shape named for it. A small model: every CUDA thread of a block is
-    a thread on the host."""
+    in the shape named for it. A small model: every CUDA thread of a block is a thread on the host."""
     from .cuda_host import sanitizer
 
     if sanitizer():

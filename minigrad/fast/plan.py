@@ -686,13 +686,13 @@ class PlannedStep(Plan):
     monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
 
     On a GPU the step is 11 kernels for the chapter's model: the gather, three products forward (the first two
-    activating as they store: ``fused_product`` "activate"), the ``loss`` kernel (the last bias, the loss, its gradient
-    and the logs), five products backward (the two input gradients masking as they store, "mask",
-    and two weight gradients making the bias gradients, "row_sums"), and one ``update`` for every
-    parameter, which also moves the batch position, the dropout counter and the log position on (the kernels
-    before it read them). With cuBLAS's products, two ``activate`` and two ``backward_mask`` kernels do that
-    work instead: 15 in all. The weight gradients' products run on a second stream (``SideStream``), beside the
-    chain of input gradients that the step waits for: a recorded graph holds them as a branch."""
+    activating as they store: ``fused_product`` "activate"), the ``loss`` kernel (the last bias, the loss, its
+    gradient and the logs), five products backward (two input gradients masking as they store, "mask", and two
+    weight gradients making the bias gradients, "row_sums"), and one ``update`` for every parameter, which also
+    moves the batch position, the dropout counter and the log position on (the kernels before it read them).
+    With cuBLAS's products, two ``activate`` and two ``backward_mask`` kernels do that work instead: 15 in all.
+    The weight gradients' products run on a second stream (``SideStream``), beside the chain of input gradients
+    that the step waits for: a recorded graph holds them as a branch."""
 
     def __init__(
         self,
@@ -788,12 +788,15 @@ class PlannedStep(Plan):
         for index in range(last, -1, -1):
             block, buffers = self.blocks[index], self.buffers[index]
             dz = upstream
+            # the products do this block's backward_mask: the block after's masked dz as it stored it, and gb below
+            in_products = fused and index < last
             # on a GPU the loss's kernel made the last block's bias gradient where nothing masks it
-            if not (fused and index < last) and not (self.on_gpu and index == last and kinds[index] == ""):
+            in_loss = self.on_gpu and index == last and kinds[index] == ""
+            if not (in_products or in_loss):
                 self.backward_mask(dz, buffers, kinds[index])
             a = self.x if index == 0 else self.buffers[index - 1].z
             with self.beside():
-                if fused and index < last and buffers.gb is not None:
+                if in_products and buffers.gb is not None:
                     self.fused_gemm("row_sums", dz.T, a, buffers.gW, "weight gradient", buffers.gb)
                 else:
                     self.matmul(dz.T, a, buffers.gW, "weight gradient")
