@@ -256,7 +256,8 @@ __device__ __forceinline__ minigrad_philox_block minigrad_philox_add(const unsig
     return c;
 }
 
-// counter += blocks, in place (one thread: the step's last kernel, so that a replayed graph moves on by itself)
+// counter += blocks, in place (one thread: a kernel of the step after its last draw, so that a replayed graph moves
+// on by itself)
 __device__ __forceinline__ void minigrad_philox_advance(unsigned long long* counter, unsigned long long blocks) {
     minigrad_philox_block c = minigrad_philox_add(counter, blocks);
     counter[0] = c.v[0]; counter[1] = c.v[1]; counter[2] = c.v[2]; counter[3] = c.v[3];

@@ -187,7 +187,7 @@ class BatchCursor:
 
     def gather(self, x: Array, y: Array, advance: bool = True) -> None:
         """Fill ``x`` and ``y`` with the next batch in the order; then advance the position (unless ``advance`` is
-        False: a planned step on a GPU moves it in its last kernel, one launch fewer)."""
+        False: a planned step on a GPU moves it in its loss's kernel, one launch fewer)."""
         if self.on_gpu:
             rows, features = x.shape
             size = numpy.int64(rows * features)

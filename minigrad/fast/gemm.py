@@ -32,14 +32,17 @@ GEMM_CUDA = r"""
 // R and SIDE are (a fixed order: the same bits at every run, and for every R and SIDE); GROUPS and SLICE set it.
 // The tile's element (row, col) of C, once summed, goes to store(row, col, sum): minigrad_sgemm below writes it
 // to C; a kernel that does more with it (fast.plan's minigrad_sgemm_activate) passes a store of its own.
-// With ROW_SUMS, the blocks of C's first column of tiles also sum A's rows into row_sums (row_sums[m] = the sum
-// over k of A[m, k]), from the values of A they multiply: each group its own slices in order, then the groups'
-// sums in order, as C's elements are summed. (fast.plan's weight gradient dz^T a thus gives dz's column sums,
-// the bias gradient, for no pass of its own.)
-template <class Store, bool ROW_SUMS = false>
+// With ROW_SUMS, the blocks of C's first column of tiles also sum A's rows, from the values of A they multiply,
+// and hand row m's sum (over k of A[m, k]) to row_store(m, sum): each group its own slices in order, then the
+// groups' sums in order, as C's elements are summed. (fast.plan's weight gradient dz^T a thus gives dz's column
+// sums, the bias gradient, for no pass of its own.)
+struct minigrad_no_row_store {
+    __device__ void operator()(int, float) const {}
+};
+template <class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
 __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float* B, int M, int N, int K,
                                                     long long sAm, long long sAk, long long sBk, long long sBn,
-                                                    Store store, float* row_sums = nullptr) {
+                                                    Store store, RowStore row_store = {}) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
     constexpr int D = MINIGRAD_GEMM_SIDE;
     constexpr int L = S / D, T = D * R, PAD = R == 1 ? 1 : R;  // rows padded: fewer stores on one bank, and R
@@ -137,7 +140,7 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
                 const int row = row0 + R * ty + i;
                 float sum = a_sums[i];
                 for (int h = 1; h < G; ++h) sum += row_partial[h - 1][R * ty + i];
-                if (row < M) row_sums[row] = sum;
+                if (row < M) row_store(row, sum);
             }
         }
     }

@@ -22,14 +22,15 @@ On the CPU ``PlannedStep.step()`` is an ordinary call per batch, NumPy's passes.
 learning rates from a device array written between epochs, the loss and correct count go to per-step slots),
 and each stage is one kernel, a ``CudaFunction`` declared right after the NumPy passes it stands for:
 ``activate`` (bias, ReLU and dropout's mask, the Philox words computed in it), ``loss`` (the last bias, the
-loss, its gradient, the sums and the log), ``backward_mask`` (the mask and the bias gradient) and ``update``
-(every parameter at once; it also moves the batch position, the dropout counter and the log position on). With
+loss, its gradient, the sums and the log; it also moves the batch position, the dropout counter and the log
+position on), ``backward_mask`` (the mask and the bias gradient) and ``update`` (every parameter at once). With
 the cursor's gather and the eight products (``gemm.gemm``, or cuBLAS through ``cublas``: capture allows both),
-that is 15 kernels for the chapter's model; 11 with the tile kernel's products, which do the elementwise work
+that is 15 kernels for the chapter's model; 10 with the tile kernel's products, which do the elementwise work
 beside them as they go, so that it needs no kernel of its own (``fused_product``): the forward ones apply
-``activate`` to each element as they store it ("activate"), and backward, ``backward_mask``'s work is split
-between a block's two products, the input gradient of the block after masking each element as it stores it
-("mask") and the weight gradient summing the rows of its dz^T, the bias gradient ("row_sums").
+``activate`` to each element as they store it ("activate"), and backward, ``backward_mask``'s and ``update``'s
+work is split between a block's two products, the input gradient of the block after masking each element as it
+stores it ("mask"), and the weight gradient summing the rows of its dz^T, the bias gradient, and applying SGD
+to the weight and the bias with their gradients as it stores them ("sgd").
 """
 
 from __future__ import annotations
@@ -293,7 +294,7 @@ class Plan:
             self.row_losses = xp.empty(batch_size, dtype=self.dtype)
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
-        self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the update moves the counter past them)
+        self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the loss moves the counter past them)
         # the tile kernel's shape (None for cuBLAS's products), and the shapes of the products named apart
         self.tile, self.tiles = tile_shapes(products)
         self.gemm: Callable[..., Array] = self.tile_gemm
@@ -315,6 +316,12 @@ class Plan:
             keep=xp.empty(shape, dtype=bool),
             positive=xp.empty(shape, dtype=bool),
         )
+
+    @property
+    def products_fused(self) -> bool:
+        """Whether the step's elementwise work is done in its products as they store (``fused_product``): on a
+        GPU by the tile kernel, not by cuBLAS."""
+        return self.on_gpu and self.tile is not None
 
     def matmul(self, a: Array, b: Array, out: Array, kind: str) -> None:
         """out = a @ b, a product of ``kind`` (one of ``PRODUCT_KINDS``): NumPy's (OpenBLAS) on the CPU; on a GPU
@@ -338,7 +345,7 @@ class Plan:
 
     def fused_gemm(self, work: str, a: Array, b: Array, out: Array, kind: str, *epilogue: Any) -> None:
         """out = a @ b by the tile's product with ``work`` in it (``fused_product``: "activate", "mask" or
-        "row_sums") in the shape the plan's ``products`` gives that product, given the ``epilogue`` arguments
+        "sgd") in the shape the plan's ``products`` gives that product, given the ``epilogue`` arguments
         after the product's."""
         tile = self.tile_for(kind, a, b)
         gemm(a, b, out, *tile, kernel=fused_product(work, *tile), epilogue=epilogue)
@@ -370,7 +377,7 @@ class Plan:
             kind, weight = self.kind(block, training), block.linear.weight.data.T
             if self.on_gpu and kind == "" and index == len(self.blocks) - 1:
                 self.matmul(a, weight, buffers.z, "forward")
-            elif self.on_gpu and self.tile is not None:
+            elif self.products_fused:
                 epilogue = self.activation_arguments(block, buffers, kind)
                 self.fused_gemm("activate", a, weight, buffers.z, "forward", *epilogue)
             else:
@@ -428,7 +435,7 @@ class Plan:
 
     # activate on a GPU: element i (column j) of the block's output, whose product is v, and its mask. Word i of
     # the step's dropout draws is Philox word i after the counter (random.PHILOX_CUDA): the step's blocks draw in
-    # turn from first_word, and the update moves the counter past them all. M is written for "relu" too (1 or 0),
+    # turn from first_word, and the loss moves the counter past them all. M is written for "relu" too (1 or 0),
     # so that backward has one case on a GPU. The ACTIVATE kernel applies it with a thread per element of z;
     # the tile kernel's products apply it as they store each element (ACTIVATED_PRODUCT).
     ACTIVATE_ELEMENT_CUDA = (
@@ -477,7 +484,9 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
         ``probs``. ``out`` is (losses, corrects, slot): training writes the mean loss and the correct count to
         losses[slot[0]] and corrects[slot[0]]; evaluation adds loss * batch size and the count to losses[0] and
         corrects[0]. On the CPU the logits' buffer is shifted in place. On a GPU one kernel (``LOSS``) does it
-        all, the last block's bias and its gradient too where nothing masks that block."""
+        all, the last block's bias too where nothing masks that block, and its gradient where the products do not
+        make it; training, it then moves the log position, the batch position and the dropout counter past this
+        step's (nothing after it in the step reads them)."""
         if self.on_gpu:
             self._loss_gpu(gradient_scale, out)
             return
@@ -505,8 +514,9 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
 
     def _loss_gpu(self, gradient_scale: float | None, out: tuple[Array, Array, Array]) -> None:
         last, buffers = self.blocks[-1], self.buffers[-1]
-        bias = last.linear.bias
-        fused_bias = bias is not None and self.kind(last, gradient_scale is not None) == ""
+        bias, training = last.linear.bias, gradient_scale is not None
+        fused_bias = bias is not None and self.kind(last, training) == ""
+        bias_gradient = fused_bias and training and not self.products_fused  # (else the weight gradient's product)
         args = (
             buffers.z,
             bias.data if fused_bias and bias is not None else buffers.z,
@@ -517,23 +527,29 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
             numpy.int32(gradient_scale is not None),
             numpy.float32(gradient_scale or 0.0),
             self.probs,
-            buffers.gb if fused_bias and gradient_scale is not None else buffers.z,
-            numpy.int32(fused_bias and gradient_scale is not None),
+            buffers.gb if bias_gradient else buffers.z,
+            numpy.int32(bias_gradient),
             *out,
+            self.cursor.position,
+            dropout_stream(self.device).counter_on_device,
+            numpy.uint64(self.words_drawn // 8),
         )
         self.LOSS((1,), (LOSS_THREADS,), args)
 
     # loss on a GPU: one block of LOSS_THREADS threads (a power of two), thread t taking rows t, t + LOSS_THREADS,
     # ...; the sums in shared memory in a fixed order (no atomics: a replay gives the same bits every time). Then
-    # the last block's bias gradient, by minigrad_column_sums.
+    # the last block's bias gradient, by minigrad_column_sums. Training, thread 0 moves the positions on (the log's,
+    # the batch's by the rows, the dropout counter by its Philox blocks drawn) once the step's slot is written.
     LOSS = CudaFunction(
-        COLUMN_SUMS_CUDA
+        PHILOX_CUDA
+        + COLUMN_SUMS_CUDA
         + r"""
 #define MINIGRAD_LOSS_THREADS 256
 extern "C" __global__ void minigrad_softmax_cross_entropy(
         float* logits, const float* bias, int add_bias, const long long* y, long long rows, long long classes,
         int training, float gradient_scale, float* gradient, float* bias_gradient, int want_bias_gradient,
-        float* losses, long long* corrects, const long long* slot) {
+        float* losses, long long* corrects, long long* slot, long long* position, unsigned long long* counter,
+        unsigned long long blocks) {
     __shared__ float loss_parts[MINIGRAD_LOSS_THREADS];
     __shared__ long long hit_parts[MINIGRAD_LOSS_THREADS];
     const int t = threadIdx.x;
@@ -564,8 +580,13 @@ extern "C" __global__ void minigrad_softmax_cross_entropy(
     }
     if (t == 0) {
         const float mean = loss_parts[0] / (float)rows;
-        if (training) { losses[slot[0]] = mean; corrects[slot[0]] = hit_parts[0]; }
-        else { losses[0] = __fadd_rn(losses[0], __fmul_rn(mean, (float)rows)); corrects[0] += hit_parts[0]; }
+        if (training) {
+            losses[slot[0]] = mean;
+            corrects[slot[0]] = hit_parts[0];
+            slot[0] += 1;
+            position[0] += rows;
+            minigrad_philox_advance(counter, blocks);
+        } else { losses[0] = __fadd_rn(losses[0], __fmul_rn(mean, (float)rows)); corrects[0] += hit_parts[0]; }
     }
     __syncthreads();  // (loss_parts is the column sums' scratch next)
     if (training && want_bias_gradient)
@@ -595,12 +616,13 @@ extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* 
 """
 
 
-# backward_mask's work in the backward's products (PlannedStep.backward_step, by the tile kernel on a GPU), split
-# between the two products each block's dz comes into: the input gradient of the block after, dz = dz' W',
-# stores each element masked, times the block's M (the same bits as the product, then BACKWARD_MASK's multiply);
-# the block's weight gradient dW = dz^T a also sums the rows of its A = dz^T, which are dz's columns: the bias
-# gradient (gemm.GEMM_CUDA's ROW_SUMS, whose order of the sums is the tile's: a few ulp from BACKWARD_MASK's, as
-# those are from the CPU's).
+# backward_mask's work and SGD's in the backward's products (PlannedStep.backward_step, by the tile kernel on a
+# GPU), split between the two products each block's dz comes into: the input gradient of the block after,
+# dz = dz' W', stores each element masked, times the block's M (the same bits as the product, then
+# BACKWARD_MASK's multiply); the block's weight gradient dW = dz^T a also sums the rows of its A = dz^T, which
+# are dz's columns, the bias gradient (gemm.GEMM_CUDA's ROW_SUMS, whose order of the sums is the tile's: a few
+# ulp from BACKWARD_MASK's, as those are from the CPU's), and applies SGD to W and b with the two gradients as
+# it stores them (minigrad_sgd_element, the same bits as UPDATE's), so that no gradient is written or read back.
 MASKED_PRODUCT_CUDA = r"""
 extern "C" __global__ void minigrad_sgemm_mask(const float* A, const float* B, float* C, int M, int N, int K,
                                                long long sAm, long long sAk, long long sBk, long long sBn,
@@ -611,12 +633,30 @@ extern "C" __global__ void minigrad_sgemm_mask(const float* A, const float* B, f
     });
 }
 """
-SUMMED_PRODUCT_CUDA = r"""
-extern "C" __global__ void minigrad_sgemm_row_sums(const float* A, const float* B, float* C, int M, int N, int K,
-                                                   long long sAm, long long sAk, long long sBk, long long sBn,
-                                                   float* row_sums) {
-    auto store = [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; };
-    minigrad_sgemm_tile<decltype(store), true>(A, B, M, N, K, sAm, sAk, sBk, sBn, store, row_sums);
+# SGD's step for one element w of a parameter whose gradient is g, as PlannedStep.update's NumPy passes make
+# it: w - lr (g + weight_decay w), each product and sum rounded on its own (no fused multiply-add)
+SGD_ELEMENT_CUDA = r"""
+__device__ __forceinline__ float minigrad_sgd_element(float w, float g, float weight_decay, float lr) {
+    if (weight_decay != 0.0f) g = __fadd_rn(g, __fmul_rn(w, weight_decay));
+    return __fsub_rn(w, __fmul_rn(g, lr));
+}
+"""
+# C is the weight W itself, which the product's sums (its gradient) update in place: each element is read and
+# written by the one thread that summed its gradient
+SGD_PRODUCT_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm_sgd(const float* A, const float* B, float* W, int M, int N, int K,
+                                              long long sAm, long long sAk, long long sBk, long long sBn,
+                                              float* bias, int has_bias, const float* lr, int weight_group,
+                                              float weight_decay, int bias_group, float bias_decay) {
+    auto store = [&](int row, int col, float sum) {
+        const long long i = (long long)row * N + col;
+        W[i] = minigrad_sgd_element(W[i], sum, weight_decay, lr[weight_group]);
+    };
+    auto row_store = [&](int row, float sum) {
+        if (has_bias) bias[row] = minigrad_sgd_element(bias[row], sum, bias_decay, lr[bias_group]);
+    };
+    minigrad_sgemm_tile<decltype(store), true, decltype(row_store)>(A, B, M, N, K, sAm, sAk, sBk, sBn, store,
+                                                                     row_store);
 }
 """
 
@@ -625,7 +665,7 @@ extern "C" __global__ void minigrad_sgemm_row_sums(const float* A, const float* 
 FUSED_PRODUCTS_CUDA = {
     "activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA,
     "mask": MASKED_PRODUCT_CUDA,
-    "row_sums": SUMMED_PRODUCT_CUDA,
+    "sgd": SGD_ELEMENT_CUDA + SGD_PRODUCT_CUDA,
 }
 
 
@@ -635,7 +675,8 @@ def fused_product(
 ) -> CudaFunction:
     """The kernel ``minigrad_sgemm_<work>`` of ``FUSED_PRODUCTS_CUDA`` on the tile kernel in a shape, made once;
     launched by ``gemm.gemm(..., kernel=, epilogue=)`` with its arguments after the product's: for "activate"
-    ``Plan.activation_arguments(...)``, for "mask" ``(mask,)``, for "row_sums" ``(row_sums,)``."""
+    ``Plan.activation_arguments(...)``, for "mask" ``(mask,)``, for "sgd" ``PlannedStep.sgd_arguments(...)``
+    (and the weight as C)."""
     tile = gemm_source(groups, slice_, per_thread, side, entry=False)
     return CudaFunction(tile + FUSED_PRODUCTS_CUDA[work], f"minigrad_sgemm_{work}")
 
@@ -643,7 +684,7 @@ def fused_product(
 # as the step asks for them (the shape spelled out: one cached kernel each, not two)
 ACTIVATED_PRODUCT = fused_product("activate", GROUPS, SLICE, PER_THREAD, SIDE)
 MASKED_PRODUCT = fused_product("mask", GROUPS, SLICE, PER_THREAD, SIDE)
-SUMMED_PRODUCT = fused_product("row_sums", GROUPS, SLICE, PER_THREAD, SIDE)
+SGD_PRODUCT = fused_product("sgd", GROUPS, SLICE, PER_THREAD, SIDE)
 
 
 def fused_products(shape: tuple[int, int, int, int]) -> tuple[CudaFunction, ...]:
@@ -685,14 +726,15 @@ class PlannedStep(Plan):
     ``corrects[k]`` for the k-th step since ``start_epoch()`` (slots that later steps do not overwrite, so a
     monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
 
-    On a GPU the step is 11 kernels for the chapter's model: the gather, three products forward (the first two
+    On a GPU the step is 10 kernels for the chapter's model: the gather, three products forward (the first two
     activating as they store: ``fused_product`` "activate"), the ``loss`` kernel (the last bias, the loss, its
-    gradient and the logs), five products backward (two input gradients masking as they store, "mask", and two
-    weight gradients making the bias gradients, "row_sums"), and one ``update`` for every parameter, which also
-    moves the batch position, the dropout counter and the log position on (the kernels before it read them).
-    With cuBLAS's products, two ``activate`` and two ``backward_mask`` kernels do that work instead: 15 in all.
-    The weight gradients' products run on a second stream (``SideStream``), beside the chain of input gradients
-    that the step waits for: a recorded graph holds them as a branch."""
+    gradient and the logs; it also moves the batch position, the dropout counter and the log position on: the
+    kernels before it read them), and five products backward: two input gradients masking as they store
+    ("mask"), and three weight gradients making the bias gradients and applying SGD to their block's weight and
+    bias ("sgd"). With cuBLAS's products, two ``activate`` and two ``backward_mask`` kernels do that work
+    instead, and one ``update`` for every parameter: 15 in all. The weight gradients' products but the first
+    block's run on a second stream (``SideStream``), beside the chain of input gradients that the step waits
+    for: a recorded graph holds them as a branch."""
 
     def __init__(
         self,
@@ -712,7 +754,7 @@ class PlannedStep(Plan):
             self.corrects = xp.zeros(steps, dtype=xp.int64)
             self.logged = xp.zeros(1, dtype=xp.int64)  # steps logged since start_epoch (a graph reads it on the GPU)
             self.lr = xp.zeros(len(groups), dtype=self.dtype)  # each group's rate, which a GPU's update reads
-        group_of = {id(p): g for g, group in enumerate(groups) for p in group["params"]}
+        self.group_of = group_of = {id(p): g for g, group in enumerate(groups) for p in group["params"]}
         self.updates = []  # (parameter, gradient buffer, the index of its group), in the model's order
         for block, buffers in zip(self.blocks, self.buffers):
             self.updates.append((block.linear.weight, buffers.gW, group_of[id(block.linear.weight)]))
@@ -726,6 +768,24 @@ class PlannedStep(Plan):
             with backend.on_device(self.device):
                 self.side = SideStream()
         self.set_lr()
+
+    def sgd_arguments(self, block: Block) -> tuple[Any, ...]:
+        """What the "sgd" product (``fused_product``) is given after the product's, whose C is the block's
+        weight: the bias, the learning rates on the device, the weight's and the bias's groups and weight decays
+        (the plan is made again when a weight decay changes; the rates are read at replay)."""
+        weight, bias = block.linear.weight, block.linear.bias
+        groups = self.optimizer.param_groups
+        weight_group = self.group_of[id(weight)]
+        bias_group = self.group_of[id(bias)] if bias is not None else weight_group
+        return (
+            bias.data if bias is not None else weight.data,  # (not read without a bias)
+            numpy.int32(bias is not None),
+            self.lr,
+            numpy.int32(weight_group),
+            numpy.float32(groups[weight_group]["weight_decay"]),
+            numpy.int32(bias_group),
+            numpy.float32(groups[bias_group]["weight_decay"]),
+        )
 
     def _update_table(self) -> tuple[Array, ...]:
         """What ``UPDATE`` reads about the parameters: their and their gradients' addresses, where each ends in
@@ -777,36 +837,38 @@ class PlannedStep(Plan):
         return kinds
 
     def backward_step(self, kinds: list[str]) -> None:
-        """Every block's gradients, from the loss's gradient in ``probs``, into the gradient buffers. Each block's
-        dz (masked) feeds two products: its input gradient, which the block before waits for, and its weight
-        gradient, which nothing reads before the update. On a GPU the weight gradients go on the side stream
-        (``SideStream``), run beside the chain, and the step waits for them only before its update. By the tile
-        kernel on a GPU, the products do ``backward_mask``'s work for every block but the last: the input
-        gradient of the block after masks dz as it stores it, and the weight gradient makes the bias gradient."""
-        upstream, last = self.probs, len(self.blocks) - 1
-        fused = self.on_gpu and self.tile is not None
+        """Every block's gradients, from the loss's gradient in ``probs``. Each block's dz (masked) feeds two
+        products: its input gradient, which the block before waits for, and its weight gradient, which nothing
+        after it reads but the update. The weight gradient comes second, after the input gradient has read the
+        weight (which the tile kernel's product updates); on a GPU it goes on the side stream (``SideStream``),
+        beside the chain, and the step waits for it at the end, but the first block's, which ends the chain.
+        On the CPU and with cuBLAS's products the gradients go to the gradient buffers, for ``update``. By the
+        tile kernel on a GPU (``products_fused``), the products do ``backward_mask``'s work and SGD's: the input
+        gradient of the block after masks dz as it stores it, and the weight gradient makes the bias gradient
+        and applies SGD to the block's weight and bias ("sgd")."""
+        upstream, last, fused = self.probs, len(self.blocks) - 1, self.products_fused
         for index in range(last, -1, -1):
-            block, buffers = self.blocks[index], self.buffers[index]
+            block, buffers, kind = self.blocks[index], self.buffers[index], kinds[index]
             dz = upstream
-            # the products do this block's backward_mask: the block after's masked dz as it stored it, and gb below
-            in_products = fused and index < last
-            # on a GPU the loss's kernel made the last block's bias gradient where nothing masks it
-            in_loss = self.on_gpu and index == last and kinds[index] == ""
-            if not (in_products or in_loss):
-                self.backward_mask(dz, buffers, kinds[index])
-            a = self.x if index == 0 else self.buffers[index - 1].z
-            with self.beside():
-                if in_products and buffers.gb is not None:
-                    self.fused_gemm("row_sums", dz.T, a, buffers.gW, "weight gradient", buffers.gb)
-                else:
-                    self.matmul(dz.T, a, buffers.gW, "weight gradient")
+            if fused:  # dz came masked from the block after's input gradient, but the last block's
+                if index == last and kind != "":
+                    self.backward_mask(dz, buffers, kind, bias_gradient=False)
+            elif not (self.on_gpu and index == last and kind == ""):  # (there the loss's kernel made the bias's)
+                self.backward_mask(dz, buffers, kind)
+            weight = block.linear.weight.data
             if index > 0:
-                before, weight = self.buffers[index - 1], block.linear.weight.data
+                before = self.buffers[index - 1]
                 if fused and kinds[index - 1] != "":
                     self.fused_gemm("mask", dz, weight, before.dz, "input gradient", before.M)
                 else:
                     self.matmul(dz, weight, before.dz, "input gradient")
                 upstream = before.dz
+            a = self.x if index == 0 else self.buffers[index - 1].z
+            with self.beside() if index > 0 else contextlib.nullcontext():
+                if fused:
+                    self.fused_gemm("sgd", dz.T, a, weight, "weight gradient", *self.sgd_arguments(block))
+                else:
+                    self.matmul(dz.T, a, buffers.gW, "weight gradient")
         if self.side is not None:
             self.side.join()
 
@@ -819,20 +881,20 @@ class PlannedStep(Plan):
             with self.side.fork():
                 yield
 
-    def backward_mask(self, dz: Array, buffers: Buffers, kind: str) -> None:
-        """dz <- dz * M (a "mask") or dz * [z > 0] ("relu"), then the bias gradient db = column sums of dz. On a
-        GPU one kernel: ``BACKWARD_MASK``."""
-        xp = self.xp
+    def backward_mask(self, dz: Array, buffers: Buffers, kind: str, bias_gradient: bool = True) -> None:
+        """dz <- dz * M (a "mask") or dz * [z > 0] ("relu"), then (with ``bias_gradient``, where there is a bias)
+        the bias gradient db = column sums of dz. On a GPU one kernel: ``BACKWARD_MASK``."""
+        xp, gb = self.xp, buffers.gb if bias_gradient else None
         if self.on_gpu:
-            if kind == "" and buffers.gb is None:
+            if kind == "" and gb is None:
                 return
             rows, columns = dz.shape
             args = (
                 dz,
                 buffers.M,
                 numpy.int32(kind != ""),
-                buffers.gb if buffers.gb is not None else dz,
-                numpy.int32(buffers.gb is not None),
+                gb if gb is not None else dz,
+                numpy.int32(gb is not None),
                 numpy.int64(rows),
                 numpy.int64(columns),
             )
@@ -842,8 +904,8 @@ class PlannedStep(Plan):
             xp.multiply(dz, buffers.M, out=dz)
         elif kind == "relu":
             xp.multiply(dz, buffers.positive, out=dz)
-        if buffers.gb is not None:
-            xp.sum(dz, axis=0, out=buffers.gb)
+        if gb is not None:
+            xp.sum(dz, axis=0, out=gb)
 
     # backward_mask on a GPU: a block of 256 threads per 32 columns, minigrad_column_sums masking as it sums
     # (M is 1 or 0 for "relu").
@@ -862,22 +924,12 @@ extern "C" __global__ void minigrad_backward_mask(float* dz, const float* M, int
 
     def update(self, folded: bool) -> None:
         """SGD: w <- w - lr (g + weight_decay w), each parameter in place (g already times lr when folded). On a
-        GPU one kernel for all of them, ``UPDATE``, which also moves the step's positions on."""
+        GPU one kernel for all of them, ``UPDATE``, with cuBLAS's products (the tile kernel's have applied it)."""
         xp, dtype = self.xp, self.dtype.type
         if self.on_gpu:
-            stream = dropout_stream(self.device)
-            args = (
-                *self.update_table,
-                self.lr,
-                numpy.int32(len(self.updates)),
-                numpy.int64(self.parameter_count),
-                self.cursor.position,
-                numpy.int64(self.batch_size),
-                stream.counter_on_device,
-                numpy.uint64(self.words_drawn // 8),
-                self.logged,
-            )
-            self.UPDATE(((self.parameter_count + THREADS - 1) // THREADS,), (THREADS,), args)
+            if not self.products_fused:  # (else the weight gradients' products applied it as they stored)
+                args = (*self.update_table, self.lr, numpy.int32(len(self.updates)), numpy.int64(self.parameter_count))
+                self.UPDATE(((self.parameter_count + THREADS - 1) // THREADS,), (THREADS,), args)
         else:
             for parameter, grad, group in self.updates:
                 w = parameter.data
@@ -901,32 +953,22 @@ extern "C" __global__ void minigrad_backward_mask(float* dz, const float* M, int
         return self.decay[id(parameter)]
 
     # update on a GPU, one thread per element of all the parameters together (PyTorch's multi-tensor SGD), the
-    # rates read from device memory when it runs (a replayed graph follows a schedule). Each product rounded on
-    # its own, as the CPU's passes round (no fused multiply-add). Thread 0 also moves the batch position, the
-    # dropout counter and the log position past this step's.
+    # rates read from device memory when it runs (a replayed graph follows a schedule), minigrad_sgd_element's
+    # step (each product rounded on its own, as the CPU's passes round).
     UPDATE = CudaFunction(
-        PHILOX_CUDA
+        SGD_ELEMENT_CUDA
         + r"""
 extern "C" __global__ void minigrad_sgd_update(const unsigned long long* parameters,
                                                const unsigned long long* gradients, const long long* ends,
                                                const int* group, const float* weight_decay, const float* lr,
-                                               int tensors, long long total, long long* position, long long batch,
-                                               unsigned long long* counter, unsigned long long blocks,
-                                               long long* logged) {
+                                               int tensors, long long total) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i == 0) {
-        position[0] += batch;
-        minigrad_philox_advance(counter, blocks);
-        logged[0] += 1;
-    }
     if (i >= total) return;
     int t = 0;
     while (ends[t] <= i) ++t;
     const long long k = i - (t > 0 ? ends[t - 1] : 0);
     float* w = (float*)parameters[t];
-    float g = ((const float*)gradients[t])[k];
-    if (weight_decay[t] != 0.0f) g = __fadd_rn(g, __fmul_rn(w[k], weight_decay[t]));
-    w[k] = __fsub_rn(w[k], __fmul_rn(g, lr[group[t]]));
+    w[k] = minigrad_sgd_element(w[k], ((const float*)gradients[t])[k], weight_decay[t], lr[group[t]]);
 }
 """,
         "minigrad_sgd_update",
