@@ -158,7 +158,10 @@ class HostFunction:
             f"minigrad_g[2]}}, minigrad_dim{{minigrad_b[0], minigrad_b[1], minigrad_b[2]}}, {passed});\n}}\n"
         )
         source, library = folder / f"{self.name}.cpp", folder / f"lib{self.name}.so"
-        source.write_text(PRELUDE + function.source + wrapper)
+        # the kernel's code in a namespace of its own: local to its library, as a CUDA module's is to the module (a
+        # template's static, __shared__, arrays would otherwise be one object in every library that instantiates
+        # it by the same name, whatever size each library gives it)
+        source.write_text(PRELUDE + "namespace {\n" + function.source + "\n}  // namespace\n" + wrapper)
         built = subprocess.run(
             [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *sanitizer_flags()]
             + ["-o", str(library), str(source)],

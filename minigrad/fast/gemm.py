@@ -36,13 +36,21 @@ GEMM_CUDA = r"""
 // and hand row m's sum (over k of A[m, k]) to row_store(m, sum): each group its own slices in order, then the
 // groups' sums in order, as C's elements are summed. (fast.plan's weight gradient dz^T a thus gives dz's column
 // sums, the bias gradient, for no pass of its own.)
+// A's element (row, k) is load_a(row, k), which a block calls once for each element of its rows of A (each
+// block of a column of tiles calls it for the same rows): minigrad_sgemm_tile, below, reads an A of any strides;
+// fast.plan's first forward product gathers the batch's rows of images as it reads them.
 struct minigrad_no_row_store {
     __device__ void operator()(int, float) const {}
 };
-template <class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
-__device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float* B, int M, int N, int K,
-                                                    long long sAm, long long sAk, long long sBk, long long sBn,
-                                                    Store store, RowStore row_store = {}) {
+struct minigrad_strided_a {  // A's elements where its strides (in elements) put them
+    const float* A;
+    long long sAm, sAk;
+    __device__ float operator()(int row, int k) const { return A[row * sAm + k * sAk]; }
+};
+template <class LoadA, class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
+__device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, const float* B, int M, int N, int K,
+                                                       long long sBk, long long sBn, Store store,
+                                                       RowStore row_store = {}) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
     constexpr int D = MINIGRAD_GEMM_SIDE;
     constexpr int L = S / D, T = D * R, PAD = R == 1 ? 1 : R;  // rows padded: fewer stores on one bank, and R
@@ -56,7 +64,7 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
     // so that the reads' latency overlaps them
     auto a_at = [&](int i, int k) {
         const int row = row0 + ty + D * i;
-        return (row < M && k < K) ? A[row * sAm + k * sAk] : 0.0f;
+        return (row < M && k < K) ? load_a(row, k) : 0.0f;
     };
     auto b_at = [&](int k, int j) {
         const int col = col0 + tx + D * j;
@@ -144,6 +152,13 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
             }
         }
     }
+}
+template <class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
+__device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float* B, int M, int N, int K,
+                                                    long long sAm, long long sAk, long long sBk, long long sBn,
+                                                    Store store, RowStore row_store = {}) {
+    minigrad_sgemm_tile_of<minigrad_strided_a, Store, ROW_SUMS, RowStore>(minigrad_strided_a{A, sAm, sAk}, B, M, N, K,
+                                                                           sBk, sBn, store, row_store);
 }
 """
 GEMM_ENTRY_CUDA = r"""
