@@ -14,10 +14,10 @@ import minigrad as mg
 from minigrad import backend, nn
 from minigrad.backend import CudaFunction, CudaKernel
 from minigrad.chapter.model import concise_mlp
-from minigrad.data.loader import PIXEL_SCALE, BatchCursor
+from minigrad.data.loader import PIXEL_SCALE, BatchCursor, scaled_pixels
 from minigrad.fast import PlannedTraining
 from minigrad.fast import plan as fast_plan
-from minigrad.fast.gemm import TILE_NAMES, gemm
+from minigrad.fast.gemm import TILE_NAMES
 from minigrad.fast.plan import (
     COLUMN_GROUPS,
     COLUMN_THREADS,
@@ -215,6 +215,55 @@ def test_the_activated_product_equals_the_product_then_the_numpy_passes(run, nam
         assert 0 < (got_M == 0).mean() < 1
     elif kind == "relu":
         np.testing.assert_array_equal(got_M, (buffers.z > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("tile", ["tile", "tile 4x64", "tile 2x16 4x4", "tile 8x16 2x2 side 8"])
+def test_the_gathered_product_equals_the_gather_then_the_activated_product(run, tile):
+    """The first block's product that gathers its batch as it reads it (fast.plan.fused_product
+    "gather_activate"): x and y as the gather kernel writes them (every element once, by the blocks of C's first
+    column), z and M the same bits as the activated product on that x. The batch from the middle of a shuffled
+    epoch, its rows and the images' pixels in numbers no tile divides, several trips of K, the weight a
+    transposed view (on the host, and on a GPU)."""
+    from minigrad.fast.gemm import tile_grid
+
+    from .cuda_host import sanitizer
+
+    if sanitizer() and tile not in ("tile", "tile 2x16 4x4"):
+        pytest.skip("under the sanitizers two shapes, one and 4 x 4 elements a thread (test_graphs covers the rest)")
+    mg.manual_seed(4)
+    model = nn.Sequential(nn.Linear(150, 37), nn.ReLU(), nn.Dropout(0.3), nn.Linear(37, 10))
+    data = loader(count=60, batch=19, images=(150,))
+    step = PlannedStep(model, mg.optim.SGD(model.parameters(), lr=0.1), BatchCursor(data), 19, 4)
+    block, cursor = step.blocks[0], step.cursor
+    block.linear.bias.data[...] = np.random.default_rng(2).standard_normal(37).astype(np.float32)
+    cursor.start_epoch(data.epoch_order())
+    cursor.position[0] = 23
+    x, y = np.full_like(step.x, np.nan), np.full_like(step.y, -1)
+    gather_args = (cursor.images, cursor.labels, cursor.order, cursor.position, np.int64(x.size), np.int64(150))
+    run(BatchCursor.gather_gpu)(blocks(x.size), (THREADS,), (*gather_args, PIXEL_SCALE, x, y))
+    weight = block.linear.weight.data  # (37, 150): the product takes its transpose, a strided view
+    shape = TILE_NAMES[tile]
+    groups, _, per_thread, side = shape
+    grid, threads = tile_grid(19, 37, per_thread, side), (side, side, groups)
+    sizes, strides = tuple(map(np.int32, (19, 37, 150))), tuple(map(np.int64, (150, 1, 1, 150)))
+    stream, start, drawn = dropout_stream("cpu"), 5, 3
+    z, M = np.full((19, 37), np.nan, np.float32), np.full((19, 37), 7.0, np.float32)
+    epilogue = activation_args(M, block, "mask", stream, start, drawn)
+    run(fast_plan.fused_product("activate", *shape))(grid, threads, (x, weight, z, *sizes, *strides, *epilogue))
+    got_x, got_y = np.full_like(x, np.nan), np.full_like(y, -1)
+    got_z, got_M = np.full_like(z, np.nan), np.full_like(M, 7.0)
+    epilogue = activation_args(got_M, block, "mask", stream, start, drawn)
+    batch = (cursor.images, cursor.labels, cursor.order, cursor.position, PIXEL_SCALE, got_x, got_y)
+    args = (weight, *batch, got_z, *sizes, *strides[2:], *epilogue)
+    run(fast_plan.fused_product("gather_activate", *shape))(grid, threads, args)
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, y)
+    np.testing.assert_array_equal(got_z, z)
+    np.testing.assert_array_equal(got_M, M)
+    assert cursor.position[0] == 23 and 0 < (got_M == 0).mean() < 1
+    rows = cursor.order[23:42]  # the examples at positions 23 to 41 of the epoch's order
+    np.testing.assert_array_equal(got_y, data.labels[rows])
+    np.testing.assert_array_equal(got_x, scaled_pixels(cursor.images[rows]))
 
 
 def loss_inputs(rows, classes=10, seed=0):
@@ -453,19 +502,20 @@ def test_cuda_the_update_kernel_equals_sgds_passes():
 
 
 # The chapter's model's step, its kernels but the products (the host emulation below counts the same launches);
-# with cuBLAS's products, two activations, two backward_mask kernels and the update besides
-OWN_KERNELS = {"minigrad_gather_batch": 1, "minigrad_softmax_cross_entropy": 1}
+# with cuBLAS's products, the gather, two activations, two backward_mask kernels and the update besides
+OWN_KERNELS = {"minigrad_softmax_cross_entropy": 1}
 
 
 @needs_cuda
 @pytest.mark.parametrize("products", ["tile", "cublas"])
 def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
-    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 10
-    nodes (the 8 products, the first two activating as they store, the two input gradients masking as they
-    store, three weight gradients making the bias gradients and applying SGD, and 2 kernels of this project's),
-    8 of them one after another and two weight gradients beside; by cuBLAS, those 2, the two activations, two
-    backward masks and the update, and the 8 products in as many kernels as its heuristics choose, one or more
-    a product (benchmarks.step_graph gives the verdict on those)."""
+    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 9
+    nodes (the 8 products, the first gathering its batch as it reads it and the first two activating as they
+    store, the two input gradients masking as they store, three weight gradients making the bias gradients and
+    applying SGD, and the loss), 7 of them one after another and two weight gradients beside; by cuBLAS, the
+    loss, the gather, the two activations, two backward masks and the update, and the 8 products in as many
+    kernels as its heuristics choose, one or more a product (benchmarks.step_graph gives the verdict on
+    those)."""
     from benchmarks.step_graph import KERNEL_TARGET, graph_contents, longest_chain
 
     mg.manual_seed(0)
@@ -477,12 +527,13 @@ def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
     (nodes, kernels), chain = graph_contents(dot), longest_chain(dot)
     ours = {name: count for name, count in kernels.items() if name.startswith("minigrad_")}
     if products == "tile":
-        fused = {"minigrad_sgemm_activate": 2, "minigrad_sgemm_mask": 2, "minigrad_sgemm_sgd": 3}
-        assert ours == {**OWN_KERNELS, **fused, "minigrad_sgemm": 1}, kernels
-        assert nodes == sum(ours.values()) == 10 <= KERNEL_TARGET, (nodes, kernels)
-        assert chain == 8, dot  # dW3 and dW2 beside the chain; dW1 ends it
+        fused = {"minigrad_sgemm_gather_activate": 1, "minigrad_sgemm_activate": 1, "minigrad_sgemm_mask": 2}
+        assert ours == {**OWN_KERNELS, **fused, "minigrad_sgemm_sgd": 3, "minigrad_sgemm": 1}, kernels
+        assert nodes == sum(ours.values()) == 9 <= KERNEL_TARGET, (nodes, kernels)
+        assert chain == 7, dot  # dW3 and dW2 beside the chain; dW1 ends it
     else:
-        cublas = {"minigrad_activate": 2, "minigrad_backward_mask": 2, "minigrad_sgd_update": 1}
+        cublas = {"minigrad_gather_batch": 1, "minigrad_activate": 2, "minigrad_backward_mask": 2}
+        cublas["minigrad_sgd_update"] = 1
         assert ours == {**OWN_KERNELS, **cublas}, kernels
         assert nodes >= sum(ours.values()) + 8, (nodes, kernels)
         assert chain <= nodes - 2, dot  # at least one node beside each of dH2 + its mask and dH1 + its mask
@@ -560,7 +611,7 @@ class TwoStreams:
         self.current = self.main = self.Stream(self, "main")
         self.launches = []  # (stream's name, kernel's name, arrays read, arrays written, launches before it)
         self.tables = {}  # address -> array, for the arrays a kernel reaches through a table of addresses
-        self.read_only = []  # arrays that the step's kernels only read
+        self.read_by_products = []  # arrays the tile products are given but only read
 
     def side_stream(self):
         """A SideStream whose stream and events are this model's."""
@@ -575,11 +626,11 @@ class TwoStreams:
 
     def launch_function(self, name, args):
         """A CudaFunction's launch: arrays it is given are read and written, but the tile products' operands and
-        the arrays registered as read only (the learning rates), and a table of addresses stands for the arrays
-        it points to (the update's)."""
+        the arrays they are given to read only (the learning rates, the cursor's), and a table of addresses
+        stands for the arrays it points to (the update's)."""
         arrays = [a for a in args if isinstance(a, np.ndarray)]
-        if name.startswith("minigrad_sgemm"):  # A and B, then C and the arrays of the store's own work
-            self.launch(name, arrays, [a for a in arrays[2:] if not any(a is r for r in self.read_only)])
+        if name.startswith("minigrad_sgemm"):  # A and B (or the first's B and images), then the rest
+            self.launch(name, arrays, [a for a in arrays[2:] if not any(a is r for r in self.read_by_products)])
             return
         for table in [a for a in arrays if a.dtype == np.uint64]:
             arrays += [self.tables[int(address)] for address in table if int(address) in self.tables]
@@ -664,7 +715,7 @@ def emulate_gpu(m, host, tile=None, streams=None):
                 streams.register(
                     [array for parameter, gradient, _ in self.updates for array in (parameter.data, gradient)]
                 )
-                streams.read_only.append(self.lr)
+                streams.read_by_products += [self.lr, self.cursor.labels, self.cursor.order, self.cursor.position]
 
         m.setattr(kind, "__init__", init)
     mg.random._dropout_streams["cpu"] = DeviceCounterStream(mg.random._current_seed())
@@ -685,8 +736,8 @@ CHAPTER_LAUNCHES = {
         "minigrad_sgd_update",
     ],
     "tile": [
-        "minigrad_gather_batch",
-        *["minigrad_sgemm_activate"] * 2,
+        "minigrad_sgemm_gather_activate",  # the batch gathered as the first product reads it
+        "minigrad_sgemm_activate",
         "minigrad_sgemm",
         "minigrad_softmax_cross_entropy",
         *["minigrad_sgemm_mask", "minigrad_sgemm_sgd"] * 2,  # dz2 = dz3 W3 masked, then W3 and b3 updated; ...
@@ -754,11 +805,11 @@ BY_PRODUCT = (
 def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_planned_step(monkeypatch, host, tile):
     """The whole GPU step on the host with its products by the tile kernel itself (in the default shape, in
     two whose threads make 2 x 2 and 4 x 4 elements, in one of 8 x 8 x 8 threads, and in a shape for each of
-    three products and another for the rest), the forward ones activating as they store, the backward ones
-    masking as they store and making the bias gradients: the operands the step passes (transposed views, their
-    strides, its buffers) give the CPU's planned step's weights and losses, in 10 launches a step (the weight
-    gradients' products applying SGD: no update), each product in the shape named for it. A small model: every
-    CUDA thread of a block is a thread on the host."""
+    three products and another for the rest), the forward ones activating as they store (the first gathering
+    its batch as it reads it), the backward ones masking as they store or applying SGD with the gradients
+    they make: the operands the step passes (transposed views, their strides, its buffers) give the CPU's
+    planned step's weights and losses, in 9 launches a step (no gather, no update), each product in the shape
+    named for it. A small model: every CUDA thread of a block is a thread on the host."""
     from .cuda_host import sanitizer
 
     if sanitizer():
@@ -766,15 +817,15 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
     data = loader(count=64, batch=32, images=(64,))
     results, shapes = [], []
 
-    def gemm_in_its_shape(a, b, out, *shape, **settings):
-        shapes.append(((a.shape[0], a.shape[1], b.shape[1]), shape or tuple(settings.values())[:4]))
-        return gemm(a, b, out, *shape, **settings)
+    def tile_for(self, kind, a, b, original=fast_plan.Plan.tile_for):  # each product's shape, as it asks for it
+        shapes.append(((a.shape[0], a.shape[1], b.shape[1]), original(self, kind, a, b)))
+        return shapes[-1][1]
 
     for emulated in (False, True):
         with monkeypatch.context() as m:
             mg.manual_seed(0)
             launches = emulate_gpu(m, host, tile) if emulated else []
-            m.setattr(fast_plan, "gemm", gemm_in_its_shape)
+            m.setattr(fast_plan.Plan, "tile_for", tile_for)
             model = nn.Sequential(
                 *(nn.Linear(64, 40), nn.ReLU(), nn.Dropout(0.2)),
                 *(nn.Linear(40, 24), nn.ReLU(), nn.Dropout(0.5)),
@@ -788,10 +839,7 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
                 step.step()
             results.append(([p.data.copy() for p in model.parameters()], step.losses.copy()))
     (cpu_weights, cpu_losses), (gpu_weights, gpu_losses) = results
-    per_step = ["minigrad_gather_batch", *["minigrad_sgemm_activate"] * 2, "minigrad_sgemm"]
-    per_step += ["minigrad_softmax_cross_entropy"]
-    per_step += 2 * ["minigrad_sgemm_mask", "minigrad_sgemm_sgd"]  # dz2 = dz3 W3 masked, then W3 and b3 updated; 2
-    assert launches == 2 * [*per_step, "minigrad_sgemm_sgd"]  # then W1 and b1: 10 launches a step
+    assert launches == 2 * CHAPTER_LAUNCHES["tile"]  # 9 launches a step
     rest, named = tile_shapes(tile)
     sizes = [(32, 64, 40), (32, 40, 24), (32, 24, 10), (32, 10, 24), (10, 32, 24), (32, 24, 40), (24, 32, 40)]
     sizes.append((40, 32, 64))  # forward, then backward: each input gradient before its weight gradient
@@ -852,10 +900,10 @@ def test_the_gpu_steps_weight_gradients_run_beside_its_chain_and_race_with_nothi
         assert streams.launches[i - 1][0] == "main" and streams.launches[i - 1][2][1] is weight  # dz W, then
         assert i - 1 in streams.launches[i][4]  # this, after that input gradient that read the weight
     assert all(any(streams.unordered(i, j) for j in range(i + 1, len(streams.launches))) for i in side)
-    # a step's launches, one after another but dW3 and dW2: of 10 (by the tile), 8; of 15, 13 (cuBLAS's, each
-    # block's mask and activation a kernel of its own, and the update)
+    # a step's launches, one after another but dW3 and dW2: of 9 (by the tile), 7; of 15, 13 (cuBLAS's, the
+    # gather, each block's mask and activation a kernel of its own, and the update)
     launches = len(streams.launches) // 3
-    assert launches == (15 if tile is None else 10)
+    assert launches == (15 if tile is None else 9)
     assert streams.longest_chain(range(launches, 2 * launches)) == launches - 2
     updates = [i for i, launch in enumerate(streams.launches) if launch[1] == "minigrad_sgd_update"]
     assert len(updates) == (3 if tile is None else 0)

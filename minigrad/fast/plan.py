@@ -25,9 +25,10 @@ and each stage is one kernel, a ``CudaFunction`` declared right after the NumPy 
 loss, its gradient, the sums and the log; it also moves the batch position, the dropout counter and the log
 position on), ``backward_mask`` (the mask and the bias gradient) and ``update`` (every parameter at once). With
 the cursor's gather and the eight products (``gemm.gemm``, or cuBLAS through ``cublas``: capture allows both),
-that is 15 kernels for the chapter's model; 10 with the tile kernel's products, which do the elementwise work
+that is 15 kernels for the chapter's model; 9 with the tile kernel's products, which do the elementwise work
 beside them as they go, so that it needs no kernel of its own (``fused_product``): the forward ones apply
-``activate`` to each element as they store it ("activate"), and backward, ``backward_mask``'s and ``update``'s
+``activate`` to each element as they store it ("activate"), the first also gathering the batch as it reads it
+("gather_activate"), and backward, ``backward_mask``'s and ``update``'s
 work is split between a block's two products, the input gradient of the block after masking each element as it
 stores it ("mask"), and the weight gradient summing the rows of its dz^T, the bias gradient, and applying SGD
 to the weight and the bias with their gradients as it stores them ("sgd").
@@ -47,14 +48,14 @@ import numpy
 from .. import backend
 from ..autograd import mark_changed_in_place
 from ..backend import Array, CudaFunction
-from ..data.loader import BatchCursor
+from ..data.loader import PIXEL_SCALE, BatchCursor
 from ..nn import Dropout, Flatten, Linear, ReLU, Sequential
 from ..nn import functional as F
 from ..nn.module import Module
 from ..ops import keep_threshold
 from ..optim import SGD
 from ..random import PHILOX_CUDA, blocks_for, dropout_stream
-from .gemm import GROUPS, PER_THREAD, SIDE, SLICE, TILE_NAMES, gemm, gemm_source
+from .gemm import GROUPS, PER_THREAD, SIDE, SLICE, TILE_NAMES, gemm, gemm_source, tile_grid
 
 PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
@@ -350,6 +351,18 @@ class Plan:
         tile = self.tile_for(kind, a, b)
         gemm(a, b, out, *tile, kernel=fused_product(work, *tile), epilogue=epilogue)
 
+    def gathered_gemm(self, b: Array, out: Array, *epilogue: Any) -> None:
+        """out = x @ b, the cursor's next batch gathered into x (and its labels into y) by the product as it reads
+        it, ``GATHERED_PRODUCT`` in the shape the plan's ``products`` gives the first forward product, given the
+        ``epilogue`` arguments after the product's (``activation_arguments``): one kernel, not the cursor's
+        gather and ``fused_gemm("activate", x, b, ...)``, with the same values in x, y and out."""
+        cursor, (m, k), n = self.cursor, self.x.shape, b.shape[1]
+        groups, slice_, per_thread, side = tile = self.tile_for("forward", self.x, b)
+        batch = (cursor.images, cursor.labels, cursor.order, cursor.position, PIXEL_SCALE, self.x, self.y)
+        sizes = (numpy.int32(m), numpy.int32(n), numpy.int32(k), numpy.int64(b.strides[0] // 4))
+        args = (b, *batch, out, *sizes, numpy.int64(b.strides[1] // 4), *epilogue)
+        fused_product("gather_activate", *tile)(tile_grid(m, n, per_thread, side), (side, side, groups), args)
+
     def cublas_gemm(self, a: Array, b: Array, out: Array, kind: str) -> Array:
         """out = a @ b by cuBLAS (``Cublas.gemm``), whatever its kind."""
         return self.blas.gemm(a, b, out)
@@ -368,18 +381,27 @@ class Plan:
         """The probability p that the block's dropout zeroes an element: its Dropout's p for a "mask", else 0."""
         return block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
 
-    def forward(self, training: bool) -> list[str]:
+    def bias_in_loss(self, index: int, kind: str) -> bool:
+        """Whether block ``index``'s bias is left to the loss's kernel: on a GPU, the last block's when nothing
+        masks it (its product then stores nothing but the product)."""
+        return self.on_gpu and kind == "" and index == len(self.blocks) - 1
+
+    def forward(self, training: bool, gathered: bool = False) -> list[str]:
         """The blocks on ``self.x``, the logits left in the last block's z. Returns each block's ``kind``. On a
         GPU, the last block's bias (when nothing masks it) is left to the loss's kernel, and the tile kernel's
-        products activate each block as they store it (one kernel, ``ACTIVATED_PRODUCT``, not two)."""
+        products activate each block as they store it (one kernel, ``ACTIVATED_PRODUCT``, not two); with
+        ``gathered``, the first one also gathers the cursor's next batch as it reads it (``gathered_gemm``)."""
         a, kinds, self.words_drawn = self.x, [], 0
         for index, (block, buffers) in enumerate(zip(self.blocks, self.buffers)):
             kind, weight = self.kind(block, training), block.linear.weight.data.T
-            if self.on_gpu and kind == "" and index == len(self.blocks) - 1:
+            if self.bias_in_loss(index, kind):
                 self.matmul(a, weight, buffers.z, "forward")
             elif self.products_fused:
                 epilogue = self.activation_arguments(block, buffers, kind)
-                self.fused_gemm("activate", a, weight, buffers.z, "forward", *epilogue)
+                if gathered and index == 0:
+                    self.gathered_gemm(weight, buffers.z, *epilogue)
+                else:
+                    self.fused_gemm("activate", a, weight, buffers.z, "forward", *epilogue)
             else:
                 self.matmul(a, weight, buffers.z, "forward")
                 self.activate(block, buffers, kind, training)
@@ -601,6 +623,21 @@ extern "C" __global__ void minigrad_softmax_cross_entropy(
 # A block's product and its activation in one kernel (Plan.forward, by the tile kernel on a GPU): the tile kernel
 # (gemm.GEMM_CUDA) with a store of its own, which applies minigrad_activate_element to each element of C as it is
 # summed, instead of writing it for ACTIVATE to read back. The same bits as the product, then ACTIVATE.
+ACTIVATING_TILE_CUDA = r"""
+template <class LoadA>
+__device__ __forceinline__ void minigrad_sgemm_activate_of(LoadA load_a, const float* B, float* C, int M, int N,
+                                                           int K, long long sBk, long long sBn, float* mask,
+                                                           const float* bias, int has_bias, int relu, int dropout,
+                                                           const unsigned long long* key,
+                                                           const unsigned long long* counter,
+                                                           unsigned long long first_word, unsigned int threshold,
+                                                           float scale) {
+    minigrad_sgemm_tile_of(load_a, B, M, N, K, sBk, sBn, [&](int row, int col, float sum) {
+        minigrad_activate_element(C, (long long)row * N + col, col, sum, mask, bias, has_bias, relu, dropout, key,
+                                  counter, first_word, threshold, scale);
+    });
+}
+"""
 ACTIVATED_PRODUCT_CUDA = r"""
 extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* B, float* C, int M, int N, int K,
                                                    long long sAm, long long sAk, long long sBk, long long sBn,
@@ -608,10 +645,43 @@ extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* 
                                                    int dropout, const unsigned long long* key,
                                                    const unsigned long long* counter, unsigned long long first_word,
                                                    unsigned int threshold, float scale) {
-    minigrad_sgemm_tile(A, B, M, N, K, sAm, sAk, sBk, sBn, [&](int row, int col, float sum) {
-        minigrad_activate_element(C, (long long)row * N + col, col, sum, mask, bias, has_bias, relu, dropout, key,
-                                  counter, first_word, threshold, scale);
-    });
+    minigrad_sgemm_activate_of(minigrad_strided_a{A, sAm, sAk}, B, C, M, N, K, sBk, sBn, mask, bias, has_bias, relu,
+                               dropout, key, counter, first_word, threshold, scale);
+}
+"""
+# The first block's product, activated, on the batch it gathers as it reads it (PlannedStep.forward_step, by the
+# tile kernel on a GPU): row r of A is the example order[position + r] of the images, its pixels times scale, the
+# values BatchCursor.gather_gpu writes. The blocks of C's first column of tiles first write their rows of the
+# batch to x (the first block's weight gradient dz^T x reads it) and their labels to y, as the gather does, so
+# that every row is written once: one kernel, not the gather and the product. (Written inside the product's
+# loop, as it reads A, x's and y's pointers would cost the loop registers: 38 a thread in the default shape,
+# not 32, which halves the 1024-thread blocks a multiprocessor holds.)
+GATHERED_PRODUCT_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm_gather_activate(const float* B, const unsigned char* pixels,
+                                                          const long long* labels, const long long* order,
+                                                          const long long* position, float pixel_scale, float* x,
+                                                          long long* y, float* C, int M, int N, int K, long long sBk,
+                                                          long long sBn, float* mask, const float* bias,
+                                                          int has_bias, int relu, int dropout,
+                                                          const unsigned long long* key,
+                                                          const unsigned long long* counter,
+                                                          unsigned long long first_word, unsigned int threshold,
+                                                          float scale) {
+    const long long first = position[0];
+    if (blockIdx.x == 0) {
+        constexpr int T = MINIGRAD_GEMM_SIDE * MINIGRAD_GEMM_PER_THREAD;  // the tile's rows
+        const int threads = blockDim.x * blockDim.y * blockDim.z;
+        const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+        for (int row = blockIdx.y * T; row < blockIdx.y * T + T && row < M; ++row) {
+            const long long example = order[first + row];
+            for (int k = t; k < K; k += threads)
+                x[(long long)row * K + k] = (float)pixels[example * K + k] * pixel_scale;
+            if (t == 0) y[row] = labels[example];
+        }
+    }
+    const auto gather = [&](int row, int k) { return (float)pixels[order[first + row] * K + k] * pixel_scale; };
+    minigrad_sgemm_activate_of(gather, B, C, M, N, K, sBk, sBn, mask, bias, has_bias, relu, dropout, key, counter,
+                               first_word, threshold, scale);
 }
 """
 
@@ -663,7 +733,8 @@ extern "C" __global__ void minigrad_sgemm_sgd(const float* A, const float* B, fl
 
 # each kernel that is the tile's product with work of its own in it, by what that work is: its CUDA source
 FUSED_PRODUCTS_CUDA = {
-    "activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATED_PRODUCT_CUDA,
+    "activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATING_TILE_CUDA + ACTIVATED_PRODUCT_CUDA,
+    "gather_activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATING_TILE_CUDA + GATHERED_PRODUCT_CUDA,
     "mask": MASKED_PRODUCT_CUDA,
     "sgd": SGD_ELEMENT_CUDA + SGD_PRODUCT_CUDA,
 }
@@ -676,13 +747,14 @@ def fused_product(
     """The kernel ``minigrad_sgemm_<work>`` of ``FUSED_PRODUCTS_CUDA`` on the tile kernel in a shape, made once;
     launched by ``gemm.gemm(..., kernel=, epilogue=)`` with its arguments after the product's: for "activate"
     ``Plan.activation_arguments(...)``, for "mask" ``(mask,)``, for "sgd" ``PlannedStep.sgd_arguments(...)``
-    (and the weight as C)."""
+    (and the weight as C); "gather_activate", whose A is the cursor's images, by ``Plan.gathered_gemm``."""
     tile = gemm_source(groups, slice_, per_thread, side, entry=False)
     return CudaFunction(tile + FUSED_PRODUCTS_CUDA[work], f"minigrad_sgemm_{work}")
 
 
 # as the step asks for them (the shape spelled out: one cached kernel each, not two)
 ACTIVATED_PRODUCT = fused_product("activate", GROUPS, SLICE, PER_THREAD, SIDE)
+GATHERED_PRODUCT = fused_product("gather_activate", GROUPS, SLICE, PER_THREAD, SIDE)
 MASKED_PRODUCT = fused_product("mask", GROUPS, SLICE, PER_THREAD, SIDE)
 SGD_PRODUCT = fused_product("sgd", GROUPS, SLICE, PER_THREAD, SIDE)
 
@@ -726,13 +798,14 @@ class PlannedStep(Plan):
     ``corrects[k]`` for the k-th step since ``start_epoch()`` (slots that later steps do not overwrite, so a
     monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
 
-    On a GPU the step is 10 kernels for the chapter's model: the gather, three products forward (the first two
-    activating as they store: ``fused_product`` "activate"), the ``loss`` kernel (the last bias, the loss, its
+    On a GPU the step is 9 kernels for the chapter's model: three products forward (the first two activating
+    as they store, ``fused_product`` "activate", the first gathering the batch as it reads it, so that the
+    cursor's gather needs no kernel of its own, "gather_activate"), the ``loss`` kernel (the last bias, the loss, its
     gradient and the logs; it also moves the batch position, the dropout counter and the log position on: the
     kernels before it read them), and five products backward: two input gradients masking as they store
     ("mask"), and three weight gradients making the bias gradients and applying SGD to their block's weight and
-    bias ("sgd"). With cuBLAS's products, two ``activate`` and two ``backward_mask`` kernels do that work
-    instead, and one ``update`` for every parameter: 15 in all. The weight gradients' products but the first
+    bias ("sgd"). With cuBLAS's products, the gather, two ``activate`` and two ``backward_mask`` kernels do that
+    work instead, and one ``update`` for every parameter: 15 in all. The weight gradients' products but the first
     block's run on a second stream (``SideStream``), beside the chain of input gradients that the step waits
     for: a recorded graph holds them as a branch."""
 
@@ -827,9 +900,13 @@ class PlannedStep(Plan):
 
     def forward_step(self, lr: float | None) -> list[str]:
         """Gather the next batch, run the blocks and the loss, log the loss and correct count, and leave the
-        loss's gradient in ``probs``, times ``lr`` when it is folded in; the blocks' kinds for ``backward_step``."""
-        self.cursor.gather(self.x, self.y, advance=not self.on_gpu)
-        kinds = self.forward(training=True)
+        loss's gradient in ``probs``, times ``lr`` when it is folded in; the blocks' kinds for ``backward_step``.
+        On a GPU the loss's kernel moves the cursor's position on, and by the tile kernel the first block's
+        product gathers the batch (``gathered_gemm``), but where it stores nothing but the product."""
+        gathered = self.products_fused and not self.bias_in_loss(0, self.kind(self.blocks[0], True))
+        if not gathered:
+            self.cursor.gather(self.x, self.y, advance=not self.on_gpu)
+        kinds = self.forward(training=True, gathered=gathered)
         scale = self.dtype.type(1) / self.dtype.type(self.batch_size)  # dL/dlogits = (softmax - onehot) / N
         self.loss(scale if lr is None else scale * self.dtype.type(lr), (self.losses, self.corrects, self.logged))
         if not self.on_gpu:
