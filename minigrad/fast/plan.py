@@ -382,8 +382,9 @@ class Plan:
         return block.dropout.p if kind == "mask" and block.dropout is not None else 0.0
 
     def bias_in_loss(self, index: int, kind: str) -> bool:
-        """Whether block ``index``'s bias is left to the loss's kernel: on a GPU, the last block's when nothing
-        masks it (its product then stores nothing but the product)."""
+        """Whether block ``index``'s bias is left to the loss's kernel (and, with cuBLAS's products, its bias
+        gradient): on a GPU, the last block's when nothing masks it (its product then stores nothing but the
+        product)."""
         return self.on_gpu and kind == "" and index == len(self.blocks) - 1
 
     def forward(self, training: bool, gathered: bool = False) -> list[str]:
@@ -537,7 +538,7 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
     def _loss_gpu(self, gradient_scale: float | None, out: tuple[Array, Array, Array]) -> None:
         last, buffers = self.blocks[-1], self.buffers[-1]
         bias, training = last.linear.bias, gradient_scale is not None
-        fused_bias = bias is not None and self.kind(last, training) == ""
+        fused_bias = bias is not None and self.bias_in_loss(len(self.blocks) - 1, self.kind(last, training))
         bias_gradient = fused_bias and training and not self.products_fused  # (else the weight gradient's product)
         args = (
             buffers.z,
@@ -546,7 +547,7 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
             self.y,
             numpy.int64(self.batch_size),
             numpy.int64(buffers.z.shape[1]),
-            numpy.int32(gradient_scale is not None),
+            numpy.int32(training),
             numpy.float32(gradient_scale or 0.0),
             self.probs,
             buffers.gb if bias_gradient else buffers.z,
@@ -930,7 +931,7 @@ class PlannedStep(Plan):
             if fused:  # dz came masked from the block after's input gradient, but the last block's
                 if index == last and kind != "":
                     self.backward_mask(dz, buffers, kind, bias_gradient=False)
-            elif not (self.on_gpu and index == last and kind == ""):  # (there the loss's kernel made the bias's)
+            elif not self.bias_in_loss(index, kind):  # (there the loss's kernel made the bias's gradient)
                 self.backward_mask(dz, buffers, kind)
             weight = block.linear.weight.data
             if index > 0:
