@@ -325,6 +325,79 @@ def test_a_thread_making_more_elements_of_the_product_gives_the_same_bits(tmp_pa
         np.testing.assert_array_equal(wide(a, b), one(a, b))
 
 
+# The tile kernel with each operand read through a loader that notes, for block (0, 0), the offset (in elements)
+# of each element a thread reads, in the order it reads them: offsets[t * reads_noted + c] for thread t's c-th read
+NOTED_READS_CUDA = r"""
+struct noted_reads {
+    minigrad_strided operand;
+    long long* offsets;
+    int* reads;
+    int reads_noted;
+    bool down;
+    __device__ float operator()(int i, int j) const {
+        if (blockIdx.x == 0 && blockIdx.y == 0) {
+            const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+            const int c = reads[t]++;
+            if (c < reads_noted) offsets[t * reads_noted + c] = i * operand.s0 + j * operand.s1;
+        }
+        return operand(i, j);
+    }
+};
+extern "C" __global__ void noted_sgemm(const float* A, const float* B, float* C, int M, int N, int K, long long sAm,
+                                       long long sAk, long long sBk, long long sBn, long long* a_offsets,
+                                       int* a_reads, long long* b_offsets, int* b_reads, int reads_noted) {
+    const minigrad_strided a = minigrad_strided_operand(A, sAm, sAk), b = minigrad_strided_operand(B, sBk, sBn);
+    minigrad_sgemm_tile_of(noted_reads{a, a_offsets, a_reads, reads_noted, a.down},
+                           noted_reads{b, b_offsets, b_reads, reads_noted, b.down}, M, N, K,
+                           [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; });
+}
+"""
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 1, 16), (4, 32, 2, 16), (8, 32, 2, 8), (8, 16, 4, 4)], ids=shape_name)
+def test_a_warps_lanes_read_adjacent_elements_of_each_operand_whatever_its_layout(tmp_path, shape):
+    """Consecutive lanes of a warp (threads one tx apart) read adjacent elements of A and of B, whether the operand
+    is C-ordered or a transposed view (W^T in the forward products, dz^T in the weight gradients): a read by a
+    warp then touches one or two lines of memory, not one per lane. (Reading along k whatever the layout, lanes
+    of a transposed view were a row of the matrix apart.) Checked on the reads of the block's first slice, which
+    every thread makes in full, for each combination of layouts; the product is right too."""
+    from minigrad.backend import CudaFunction
+    from minigrad.fast.gemm import gemm_source, tile_grid
+
+    from .cuda_host import HostFunction, sanitizer
+
+    if sanitizer():
+        pytest.skip("which thread reads what is the same under the sanitizers; the products are checked above")
+    groups, slice_, per_thread, side = shape
+    noted = HostFunction(CudaFunction(gemm_source(*shape, entry=False) + NOTED_READS_CUDA, "noted_sgemm"), tmp_path)
+    threads, first_reads = side * side * groups, per_thread * slice_ // side  # R x L elements of each a slice
+    m, k, n = 70, groups * slice_ + 9, 67  # block (0, 0) reads whole slices at first: K >= groups x slice
+    rng = np.random.default_rng(3)
+    for a_transposed in (False, True):
+        for b_transposed in (False, True):
+            a = rng.standard_normal((k, m) if a_transposed else (m, k)).astype(np.float32)
+            b = rng.standard_normal((n, k) if b_transposed else (k, n)).astype(np.float32)
+            a_view, b_view = (a.T if a_transposed else a), (b.T if b_transposed else b)
+            offsets = [np.full((threads, first_reads), -1, np.int64) for _ in range(2)]
+            reads = [np.zeros(threads, np.int32) for _ in range(2)]
+            out = np.full((m, n), np.nan, np.float32)
+            strides = [np.int64(s // 4) for s in (*a_view.strides, *b_view.strides)]
+            launch = (a, b, out, *map(np.int32, (m, n, k)), *strides)
+            noted(
+                tile_grid(m, n, per_thread, side),
+                (side, side, groups),
+                (*launch, offsets[0], reads[0], offsets[1], reads[1], np.int32(first_reads)),
+            )
+            assert_within_float32_rounding(out, a_view, b_view)
+            for name, noted_offsets, transposed in zip("AB", offsets, (a_transposed, b_transposed)):
+                assert (noted_offsets >= 0).all(), f"{name}: a thread read less than its part of the first slice"
+                # (thread t = tx + side (ty + side g)): lanes one tx apart, each read of theirs side by side
+                by_lane = noted_offsets.reshape(groups, side, side, first_reads)
+                steps = np.diff(by_lane, axis=2)
+                layout = f"{name} {'transposed' if transposed else 'C-ordered'}"
+                assert (steps == 1).all(), f"{layout}: consecutive lanes read elements {set(steps.ravel())} apart"
+
+
 def test_a_tile_shape_a_gpu_cannot_launch_is_refused():
     from minigrad.fast.gemm import gemm_source
 

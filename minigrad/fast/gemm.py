@@ -4,8 +4,9 @@ CuPy refuses every cuBLAS call while a stream is being captured (its wrappers se
 that is what it forbids), so the planned step multiplies its matrices on a GPU with ``gemm`` below, in the
 warm-up, in the capture and in the eager runs the graph is checked against alike (or with cuBLAS called
 directly, ``cublas``, which capture allows). It is the 16 x 16 shared-memory tile, with K split among four
-groups of a block's threads and the next slice read while the current one is multiplied: simple and correct,
-far from cuBLAS's speed. Its other shapes (``TILE_SHAPES``) take wider slices, or have each thread make 2 x 2
+groups of a block's threads, the next slice read while the current one is multiplied, and a warp's lanes
+reading adjacent elements of each operand, C-ordered or a transposed view: simple and correct, far from cuBLAS's
+speed. Its other shapes (``TILE_SHAPES``) take wider slices, or have each thread make 2 x 2
 or 4 x 4 elements of C: of a 32 x 32 or 64 x 64 tile, or of the same 16 x 16 tile by fewer threads a side and
 more groups. A GPU times them. The tile hands each element of C, once summed, to a store: ``minigrad_sgemm``'s
 writes it; ``fast.plan``'s forward product also activates it there.
@@ -36,20 +37,28 @@ GEMM_CUDA = r"""
 // and hand row m's sum (over k of A[m, k]) to row_store(m, sum): each group its own slices in order, then the
 // groups' sums in order, as C's elements are summed. (fast.plan's weight gradient dz^T a thus gives dz's column
 // sums, the bias gradient, for no pass of its own.)
-// A's element (row, k) is load_a(row, k), which a block calls once for each element of its rows of A (each
-// block of a column of tiles calls it for the same rows): minigrad_sgemm_tile, below, reads an A of any strides;
-// fast.plan's first forward product gathers the batch's rows of images as it reads them.
+// A's element (row, k) is load_a(row, k), B's (k, col) load_b(k, col): operands (minigrad_strided below reads a
+// matrix of any strides; fast.plan's first forward product gathers the batch's rows of images as it reads them),
+// each element read once by each block that multiplies it. Which thread reads which element of a slice is chosen
+// so that a warp's consecutive lanes (tx) read adjacent elements of memory: along an operand's rows where it is
+// C-ordered (A's k, B's columns), down its columns where its .down says its first index is the adjacent one (a
+// transposed view: W^T in the forward products, dz^T in the weight gradients). Lanes a row apart would each read
+// a line of memory of their own, which takes a warp's read many trips through L1, not one or two. Which thread
+// reads an element changes nothing of the sums (each goes through shared memory to the same place).
 struct minigrad_no_row_store {
     __device__ void operator()(int, float) const {}
 };
-struct minigrad_strided_a {  // A's elements where its strides (in elements) put them
-    const float* A;
-    long long sAm, sAk;
-    __device__ float operator()(int row, int k) const { return A[row * sAm + k * sAk]; }
+struct minigrad_strided {  // a matrix's elements where its strides (in elements) put them
+    const float* p;
+    long long s0, s1;
+    bool down;  // consecutive first indices are adjacent in memory, and the second's are not
+    __device__ float operator()(int i, int j) const { return p[i * s0 + j * s1]; }
 };
-template <class LoadA, class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
-__device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, const float* B, int M, int N, int K,
-                                                       long long sBk, long long sBn, Store store,
+__device__ __forceinline__ minigrad_strided minigrad_strided_operand(const float* p, long long s0, long long s1) {
+    return {p, s0, s1, s0 == 1 && s1 != 1};
+}
+template <class LoadA, class LoadB, class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
+__device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, LoadB load_b, int M, int N, int K, Store store,
                                                        RowStore row_store = {}) {
     constexpr int G = MINIGRAD_GEMM_GROUPS, S = MINIGRAD_GEMM_SLICE, R = MINIGRAD_GEMM_PER_THREAD;
     constexpr int D = MINIGRAD_GEMM_SIDE;
@@ -60,32 +69,36 @@ __device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, const float
     __shared__ float partial[G > 1 ? G - 1 : 1][T][T];
     const int tx = threadIdx.x, ty = threadIdx.y, g = threadIdx.z;
     const int row0 = blockIdx.y * T, col0 = blockIdx.x * T;
+    // the thread reads the slice's rows a_row + D i of A (i < R) at its k's a_k + D u (u < L), and its k's b_k + D u
+    // of B at the columns b_col + D j: tx runs along k, or down the operand where that is adjacent in memory
+    const int a_row = load_a.down ? tx : ty, a_k = load_a.down ? ty : tx;
+    const int b_k = load_b.down ? tx : ty, b_col = load_b.down ? ty : tx;
     // each thread's elements of the next slice are read from memory before the current slice's products (below),
     // so that the reads' latency overlaps them
     auto a_at = [&](int i, int k) {
-        const int row = row0 + ty + D * i;
+        const int row = row0 + a_row + D * i;
         return (row < M && k < K) ? load_a(row, k) : 0.0f;
     };
     auto b_at = [&](int k, int j) {
-        const int col = col0 + tx + D * j;
-        return (k < K && col < N) ? B[k * sBk + col * sBn] : 0.0f;
+        const int col = col0 + b_col + D * j;
+        return (k < K && col < N) ? load_b(k, col) : 0.0f;
     };
     float acc[R][R] = {}, a_next[R][L], b_next[L][R], a_sums[R] = {};
     const bool sums_rows = ROW_SUMS && blockIdx.x == 0;
     #pragma unroll
     for (int u = 0; u < L; ++u) {
         #pragma unroll
-        for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, S * g + tx + D * u);
+        for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, S * g + a_k + D * u);
         #pragma unroll
-        for (int j = 0; j < R; ++j) b_next[u][j] = b_at(S * g + ty + D * u, j);
+        for (int j = 0; j < R; ++j) b_next[u][j] = b_at(S * g + b_k + D * u, j);
     }
     for (int base = 0; base < K; base += S * G) {  // the same trips for every group
         #pragma unroll
         for (int u = 0; u < L; ++u) {
             #pragma unroll
-            for (int i = 0; i < R; ++i) As[g][tx + D * u][ty + D * i] = a_next[i][u];
+            for (int i = 0; i < R; ++i) As[g][a_k + D * u][a_row + D * i] = a_next[i][u];
             #pragma unroll
-            for (int j = 0; j < R; ++j) Bs[g][ty + D * u][tx + D * j] = b_next[u][j];
+            for (int j = 0; j < R; ++j) Bs[g][b_k + D * u][b_col + D * j] = b_next[u][j];
         }
         // issued before the barrier, which no ordinary read crosses, so that they are in flight while the block
         // waits there and multiplies (A and B are not __restrict__: read-only loads may cross a barrier, and
@@ -94,9 +107,9 @@ __device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, const float
         #pragma unroll
         for (int u = 0; u < L; ++u) {
             #pragma unroll
-            for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, next + tx + D * u);
+            for (int i = 0; i < R; ++i) a_next[i][u] = a_at(i, next + a_k + D * u);
             #pragma unroll
-            for (int j = 0; j < R; ++j) b_next[u][j] = b_at(next + ty + D * u, j);
+            for (int j = 0; j < R; ++j) b_next[u][j] = b_at(next + b_k + D * u, j);
         }
         __syncthreads();
         #pragma unroll
@@ -157,8 +170,8 @@ template <class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_s
 __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float* B, int M, int N, int K,
                                                     long long sAm, long long sAk, long long sBk, long long sBn,
                                                     Store store, RowStore row_store = {}) {
-    minigrad_sgemm_tile_of<minigrad_strided_a, Store, ROW_SUMS, RowStore>(minigrad_strided_a{A, sAm, sAk}, B, M, N, K,
-                                                                           sBk, sBn, store, row_store);
+    minigrad_sgemm_tile_of<minigrad_strided, minigrad_strided, Store, ROW_SUMS, RowStore>(
+        minigrad_strided_operand(A, sAm, sAk), minigrad_strided_operand(B, sBk, sBn), M, N, K, store, row_store);
 }
 """
 GEMM_ENTRY_CUDA = r"""
