@@ -244,18 +244,18 @@ def test_a_right_step_is_accepted_by_the_cpus_steps_alone(fake_cuda, monkeypatch
 
 def host_gemm(multiply, shape):
     """``a @ b`` by fast.gemm's kernel built for the host (``multiply``) in its tile shape, launched as
-    ``gemm.gemm`` launches it."""
+    ``gemm.gemm`` launches it (with any arguments the kernel takes after the product's)."""
     from minigrad.fast.gemm import tile_grid
 
     groups, _, per_thread, side = shape
 
-    def gemm(a, b):
+    def gemm(a, b, *after):
         (m, k), n = a.shape, b.shape[1]
         out = np.full((m, n), np.nan, np.float32)
         strides = [np.int64(s // 4) for s in (*a.strides, *b.strides)]
         buffers = [view if view.base is None else view.base for view in (a, b)]
         grid, threads = tile_grid(m, n, per_thread, side), (side, side, groups)
-        multiply(grid, threads, (*buffers, out, *map(np.int32, (m, n, k)), *strides))
+        multiply(grid, threads, (*buffers, out, *map(np.int32, (m, n, k)), *strides, *after))
         return out
 
     return gemm
@@ -333,7 +333,7 @@ struct noted_reads {
     long long* offsets;
     int* reads;
     int reads_noted;
-    bool down;
+    __device__ bool down() const { return operand.down(); }
     __device__ float operator()(int i, int j) const {
         if (blockIdx.x == 0 && blockIdx.y == 0) {
             const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -346,9 +346,8 @@ struct noted_reads {
 extern "C" __global__ void noted_sgemm(const float* A, const float* B, float* C, int M, int N, int K, long long sAm,
                                        long long sAk, long long sBk, long long sBn, long long* a_offsets,
                                        int* a_reads, long long* b_offsets, int* b_reads, int reads_noted) {
-    const minigrad_strided a = minigrad_strided_operand(A, sAm, sAk), b = minigrad_strided_operand(B, sBk, sBn);
-    minigrad_sgemm_tile_of(noted_reads{a, a_offsets, a_reads, reads_noted, a.down},
-                           noted_reads{b, b_offsets, b_reads, reads_noted, b.down}, M, N, K,
+    minigrad_sgemm_tile_of(noted_reads{{A, sAm, sAk}, a_offsets, a_reads, reads_noted},
+                           noted_reads{{B, sBk, sBn}, b_offsets, b_reads, reads_noted}, M, N, K,
                            [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; });
 }
 """
@@ -362,15 +361,16 @@ def test_a_warps_lanes_read_adjacent_elements_of_each_operand_whatever_its_layou
     of a transposed view were a row of the matrix apart.) Checked on the reads of the block's first slice, which
     every thread makes in full, for each combination of layouts; the product is right too."""
     from minigrad.backend import CudaFunction
-    from minigrad.fast.gemm import gemm_source, tile_grid
+    from minigrad.fast.gemm import gemm_source
 
     from .cuda_host import HostFunction, sanitizer
 
     if sanitizer():
         pytest.skip("which thread reads what is the same under the sanitizers; the products are checked above")
     groups, slice_, per_thread, side = shape
-    noted = HostFunction(CudaFunction(gemm_source(*shape, entry=False) + NOTED_READS_CUDA, "noted_sgemm"), tmp_path)
-    threads, first_reads = side * side * groups, per_thread * slice_ // side  # R x L elements of each a slice
+    kernel = CudaFunction(gemm_source(*shape, entry=False) + NOTED_READS_CUDA, "noted_sgemm")
+    noted = host_gemm(HostFunction(kernel, tmp_path), shape)
+    threads, first_reads = side * side * groups, per_thread * slice_ // side  # R x L elements of each operand a slice
     m, k, n = 70, groups * slice_ + 9, 67  # block (0, 0) reads whole slices at first: K >= groups x slice
     rng = np.random.default_rng(3)
     for a_transposed in (False, True):
@@ -380,14 +380,7 @@ def test_a_warps_lanes_read_adjacent_elements_of_each_operand_whatever_its_layou
             a_view, b_view = (a.T if a_transposed else a), (b.T if b_transposed else b)
             offsets = [np.full((threads, first_reads), -1, np.int64) for _ in range(2)]
             reads = [np.zeros(threads, np.int32) for _ in range(2)]
-            out = np.full((m, n), np.nan, np.float32)
-            strides = [np.int64(s // 4) for s in (*a_view.strides, *b_view.strides)]
-            launch = (a, b, out, *map(np.int32, (m, n, k)), *strides)
-            noted(
-                tile_grid(m, n, per_thread, side),
-                (side, side, groups),
-                (*launch, offsets[0], reads[0], offsets[1], reads[1], np.int32(first_reads)),
-            )
+            out = noted(a_view, b_view, offsets[0], reads[0], offsets[1], reads[1], np.int32(first_reads))
             assert_within_float32_rounding(out, a_view, b_view)
             for name, noted_offsets, transposed in zip("AB", offsets, (a_transposed, b_transposed)):
                 assert (noted_offsets >= 0).all(), f"{name}: a thread read less than its part of the first slice"

@@ -41,7 +41,7 @@ GEMM_CUDA = r"""
 // matrix of any strides; fast.plan's first forward product gathers the batch's rows of images as it reads them),
 // each element read once by each block that multiplies it. Which thread reads which element of a slice is chosen
 // so that a warp's consecutive lanes (tx) read adjacent elements of memory: along an operand's rows where it is
-// C-ordered (A's k, B's columns), down its columns where its .down says its first index is the adjacent one (a
+// C-ordered (A's k, B's columns), down its columns where its down() says its first index is the adjacent one (a
 // transposed view: W^T in the forward products, dz^T in the weight gradients). Lanes a row apart would each read
 // a line of memory of their own, which takes a warp's read many trips through L1, not one or two. Which thread
 // reads an element changes nothing of the sums (each goes through shared memory to the same place).
@@ -51,12 +51,10 @@ struct minigrad_no_row_store {
 struct minigrad_strided {  // a matrix's elements where its strides (in elements) put them
     const float* p;
     long long s0, s1;
-    bool down;  // consecutive first indices are adjacent in memory, and the second's are not
     __device__ float operator()(int i, int j) const { return p[i * s0 + j * s1]; }
+    // consecutive first indices are adjacent in memory, and the second's are not (a transposed view)
+    __device__ bool down() const { return s0 == 1 && s1 != 1; }
 };
-__device__ __forceinline__ minigrad_strided minigrad_strided_operand(const float* p, long long s0, long long s1) {
-    return {p, s0, s1, s0 == 1 && s1 != 1};
-}
 template <class LoadA, class LoadB, class Store, bool ROW_SUMS = false, class RowStore = minigrad_no_row_store>
 __device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, LoadB load_b, int M, int N, int K, Store store,
                                                        RowStore row_store = {}) {
@@ -71,8 +69,9 @@ __device__ __forceinline__ void minigrad_sgemm_tile_of(LoadA load_a, LoadB load_
     const int row0 = blockIdx.y * T, col0 = blockIdx.x * T;
     // the thread reads the slice's rows a_row + D i of A (i < R) at its k's a_k + D u (u < L), and its k's b_k + D u
     // of B at the columns b_col + D j: tx runs along k, or down the operand where that is adjacent in memory
-    const int a_row = load_a.down ? tx : ty, a_k = load_a.down ? ty : tx;
-    const int b_k = load_b.down ? tx : ty, b_col = load_b.down ? ty : tx;
+    const bool a_down = load_a.down(), b_down = load_b.down();
+    const int a_row = a_down ? tx : ty, a_k = a_down ? ty : tx;
+    const int b_k = b_down ? tx : ty, b_col = b_down ? ty : tx;
     // each thread's elements of the next slice are read from memory before the current slice's products (below),
     // so that the reads' latency overlaps them
     auto a_at = [&](int i, int k) {
@@ -171,7 +170,7 @@ __device__ __forceinline__ void minigrad_sgemm_tile(const float* A, const float*
                                                     long long sAm, long long sAk, long long sBk, long long sBn,
                                                     Store store, RowStore row_store = {}) {
     minigrad_sgemm_tile_of<minigrad_strided, minigrad_strided, Store, ROW_SUMS, RowStore>(
-        minigrad_strided_operand(A, sAm, sAk), minigrad_strided_operand(B, sBk, sBn), M, N, K, store, row_store);
+        minigrad_strided{A, sAm, sAk}, minigrad_strided{B, sBk, sBn}, M, N, K, store, row_store);
 }
 """
 GEMM_ENTRY_CUDA = r"""

@@ -633,7 +633,7 @@ __device__ __forceinline__ void minigrad_sgemm_activate_of(LoadA load_a, const f
                                                            const unsigned long long* counter,
                                                            unsigned long long first_word, unsigned int threshold,
                                                            float scale) {
-    minigrad_sgemm_tile_of(load_a, minigrad_strided_operand(B, sBk, sBn), M, N, K, [&](int row, int col, float sum) {
+    minigrad_sgemm_tile_of(load_a, minigrad_strided{B, sBk, sBn}, M, N, K, [&](int row, int col, float sum) {
         minigrad_activate_element(C, (long long)row * N + col, col, sum, mask, bias, has_bias, relu, dropout, key,
                                   counter, first_word, threshold, scale);
     });
@@ -646,7 +646,7 @@ extern "C" __global__ void minigrad_sgemm_activate(const float* A, const float* 
                                                    int dropout, const unsigned long long* key,
                                                    const unsigned long long* counter, unsigned long long first_word,
                                                    unsigned int threshold, float scale) {
-    minigrad_sgemm_activate_of(minigrad_strided_operand(A, sAm, sAk), B, C, M, N, K, sBk, sBn, mask, bias, has_bias,
+    minigrad_sgemm_activate_of(minigrad_strided{A, sAm, sAk}, B, C, M, N, K, sBk, sBn, mask, bias, has_bias,
                                relu, dropout, key, counter, first_word, threshold, scale);
 }
 """
@@ -664,8 +664,8 @@ struct minigrad_gathered_rows {  // A's row r: the images' example order[first +
     long long first;
     int K;
     float scale;
-    bool down;  // (false: a row's pixels are adjacent)
     __device__ float operator()(int row, int k) const { return (float)pixels[order[first + row] * K + k] * scale; }
+    __device__ bool down() const { return false; }  // a row's pixels are adjacent
 };
 extern "C" __global__ void minigrad_sgemm_gather_activate(const float* B, const unsigned char* pixels,
                                                           const long long* labels, const long long* order,
@@ -689,7 +689,7 @@ extern "C" __global__ void minigrad_sgemm_gather_activate(const float* B, const 
             if (t == 0) y[row] = labels[example];
         }
     }
-    const minigrad_gathered_rows gather{pixels, order, first, K, pixel_scale, false};
+    const minigrad_gathered_rows gather{pixels, order, first, K, pixel_scale};
     minigrad_sgemm_activate_of(gather, B, C, M, N, K, sBk, sBn, mask, bias, has_bias, relu, dropout, key, counter,
                                first_word, threshold, scale);
 }
