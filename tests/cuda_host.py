@@ -55,6 +55,12 @@ static inline unsigned long long __umul64hi(unsigned long long a, unsigned long 
 static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
 static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+// the blocks run one after another: a block's atomic and fences order it after those before it, as on a GPU
+static inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+template <class T> static inline T __ldcg(const T* p) { return *p; }
 template <class... Parameters, class... Args>
 static void minigrad_launch(bool synchronises, void (*kernel)(Parameters...), minigrad_dim grid, minigrad_dim block,
                             Args... args) {

@@ -600,7 +600,7 @@ def test_kernel_code_reports_the_gemm_in_each_tile_shape():
     assert report["minigrad_sgemm 8x16 2x2 side 8"]["shared"] == gemm.shared_bytes(8, 16, 2, 8)
     assert report["minigrad_sgemm_sgd 8x16 2x2 side 8"]["shared"] == gemm.shared_bytes(8, 16, 2, 8, True)
     kernels = ("minigrad_sgemm", "minigrad_sgemm_activate", "minigrad_sgemm_gather_activate", "minigrad_sgemm_mask")
-    kernels += ("minigrad_sgemm_sgd",)
+    kernels += ("minigrad_sgemm_sgd", "minigrad_sgemm_loss")
     for name in kernels:  # the default's label is the kernel's name
         assert len([label for label in report if label.split()[0] == name]) == len(gemm.TILE_SHAPES)
 

@@ -145,6 +145,7 @@ FUNCTIONS = {  # every CudaFunction, each built for the host and checked against
     "plan.GATHERED_PRODUCT": "test_step_kernels.py::test_the_gathered_product_equals_the_gather_then_the_...",
     "plan.MASKED_PRODUCT": "test_step_kernels.py::test_the_backward_products_equal_the_product_then_backward_...",
     "plan.SGD_PRODUCT": "test_step_kernels.py::test_the_backward_products_equal_the_product_then_backward_...",
+    "plan.LOSS_PRODUCT": "test_step_kernels.py::test_the_loss_product_equals_the_product_then_the_loss_kernel",
     "plan.Plan.LOSS": "test_step_kernels.py::test_the_loss_kernel_equals_the_numpy_loss_and_gradient",
     "plan.PlannedStep.BACKWARD_MASK": "test_step_kernels.py::test_the_backward_mask_kernel_equals_the_numpy_passes",
     "plan.PlannedStep.UPDATE": "test_step_kernels.py::test_the_update_kernel_equals_sgds_passes",
@@ -170,6 +171,7 @@ LAUNCHED_THREADS = {
     "plan.GATHERED_PRODUCT": 16 * 16 * gemm.GROUPS,
     "plan.MASKED_PRODUCT": 16 * 16 * gemm.GROUPS,
     "plan.SGD_PRODUCT": 16 * 16 * gemm.GROUPS,
+    "plan.LOSS_PRODUCT": 16 * 16 * gemm.GROUPS,
     "plan.Plan.LOSS": LOSS_THREADS,
     "plan.PlannedStep.BACKWARD_MASK": COLUMN_THREADS,
     "plan.PlannedStep.UPDATE": THREADS,
@@ -207,7 +209,7 @@ def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(shape):
     """The tile shapes benchmarks.gemm_speed times on a GPU: each compiles, its block of side x side x groups
     threads fits a multiprocessor, and its shared memory is what gemm_source's check of a shape counts; the
     same for the step's products with work of their own in that shape (fast.plan.fused_products: the one that
-    also sums A's rows has their partial sums too)."""
+    also sums A's rows has their partial sums too, the one that takes the loss the loss's: LOSS_SHARED_BYTES)."""
     groups, _, _, side = shape
     threads = side * side * groups
     assert threads <= HOPPER["threads per block"]
@@ -216,7 +218,9 @@ def test_each_gemm_tile_shape_compiles_and_fits_its_launch_on_hopper(shape):
         registers, shared = launch_resources(log)
         assert -(-registers // 8) * 8 * threads <= HOPPER["registers per block"], (function.name, registers)
         row_sums = function.name == "minigrad_sgemm_sgd"
-        assert shared == gemm.shared_bytes(*shape, row_sums=row_sums) <= HOPPER["static shared memory per block"]
+        loss = plan.LOSS_SHARED_BYTES if function.name == "minigrad_sgemm_loss" else 0
+        expected = gemm.shared_bytes(*shape, row_sums=row_sums) + loss
+        assert shared == expected <= HOPPER["static shared memory per block"], function.name
 
 
 def test_the_gemm_reads_the_next_slice_before_its_barrier():

@@ -329,6 +329,73 @@ def test_the_loss_kernel_equals_the_numpy_loss_and_gradient(run, rows, classes):
     np.testing.assert_array_equal(counter, counter_words(MASK64 - 1 + 5))
 
 
+# (rows fewer than a block's, a tile's rows dividing none, more than the loss's threads) x (tiles 16, 32 and 64 rows
+# high, of 1024, 1024, 256 and 128 threads)
+@pytest.mark.parametrize("rows", [7, 37, 300])
+@pytest.mark.parametrize("tile", ["tile", "tile 4x16 2x2", "tile 2x16 4x4", "tile 8x16 4x4 side 4"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluating"])
+def test_the_loss_product_equals_the_product_then_the_loss_kernel(run, rows, tile, training):
+    """The last block's product with the loss in it (fast.plan.fused_product "loss"), against the plain product
+    in the same shape, then the loss kernel: the same bits in the logits (the bias added in place), the
+    gradient, the log (or the evaluation's sums) and the positions, made by the last of its blocks to finish,
+    which sets the count of those back to 0: twice in a row, the second step's slot after the first's."""
+    from minigrad.fast.gemm import tile_grid, tile_kernel
+
+    from .cuda_host import sanitizer
+
+    if sanitizer() and (tile != "tile" or rows == 300):
+        pytest.skip("under the sanitizers the default shape on two sizes (every case runs without them)")
+    mg.manual_seed(0)
+    features, classes = 24, 10
+    model = nn.Sequential(nn.Linear(784, features), nn.ReLU(), nn.Linear(features, classes))
+    step = planned(model, batch=rows, count=rows)
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((rows, features)).astype(np.float32)
+    weight = rng.standard_normal((classes, features)).astype(np.float32)  # the product takes its transpose, a view
+    _, bias, y = loss_inputs(rows, classes)
+    shape = TILE_NAMES[tile]
+    groups, _, per_thread, side = shape
+    grid, threads = tile_grid(rows, classes, per_thread, side), (side, side, groups)
+    assert grid[0] == 1  # one column of tiles: each block has whole rows
+    sizes, strides = tuple(map(np.int32, (rows, classes, features))), tuple(map(np.int64, (features, 1, 1, features)))
+    scale = np.float32(1) / np.float32(rows) if training else np.float32(0)
+
+    def logs():  # the step's log (or the evaluation's sums), its slot, the batch position and the dropout counter
+        return np.full(4, 1.5, np.float32), np.array([0, 0, 3, 0]), np.array([2]), np.array([64]), counter_words(9)
+
+    expected, got = logs(), logs()
+    expected_gradient, got_gradient = np.full((rows, classes), np.nan, np.float32), np.full((rows, classes), 7.0)
+    got_gradient = got_gradient.astype(np.float32)
+    arrived = np.zeros(1, np.uint32)
+    for _ in range(2):
+        logits = np.full((rows, classes), np.nan, np.float32)
+        run(tile_kernel(*shape))(grid, threads, (a, weight, logits, *sizes, *strides))
+        losses, corrects, slot, position, counter = expected
+        out = (losses, corrects, slot) if training else (losses, corrects, corrects)
+        step.probs = expected_gradient
+        args = loss_args(step, logits, bias, y, int(training), scale, out, np.zeros(classes, np.float32))
+        run(fast_plan.Plan.LOSS)((1,), (LOSS_THREADS,), (*args[:-3], position, counter, np.uint64(5)))
+
+        got_logits, (losses, corrects, slot, position, counter) = np.full_like(logits, -3.0), got
+        out = (losses, corrects, slot) if training else (losses, corrects, corrects)
+        row_losses, row_hits = np.full(rows, np.nan, np.float32), np.full(rows, -1)
+        loss_args_ = (bias, np.int32(1), y, np.int32(training), scale, got_gradient, row_losses, row_hits, *out)
+        epilogue = (*loss_args_, position, counter, np.uint64(5), arrived)
+        run(fast_plan.fused_product("loss", *shape))(
+            grid, threads, (a, weight, got_logits, *sizes, *strides, *epilogue)
+        )
+        np.testing.assert_array_equal(got_logits, logits)
+        assert arrived[0] == 0
+    for ours, theirs in zip(got, expected):
+        np.testing.assert_array_equal(ours, theirs)
+    if training:
+        np.testing.assert_array_equal(got_gradient, expected_gradient)
+        assert expected[2][0] == 4 and expected[3][0] == 64 + 2 * rows and (expected[0][2:4] != 1.5).all()
+    else:
+        assert (got_gradient == 7.0).all()  # evaluating, no gradient is written
+        assert expected[0][0] != 1.5 and expected[3][0] == 64 and expected[2][0] == 2
+
+
 @pytest.mark.parametrize("nan", [False, True])
 def test_the_loss_kernel_adds_an_evaluations_sums_as_numpy_does(run, nan):
     """Added to what the sums held; with a NaN logit, argmax takes the NaN's place, as NumPy's does."""
@@ -503,21 +570,22 @@ def test_cuda_the_update_kernel_equals_sgds_passes():
         np.testing.assert_array_equal(cupy.asnumpy(w), after)
 
 
-# The chapter's model's step, its kernels but the products (the host emulation below counts the same launches);
-# with cuBLAS's products, the gather, two activations, two backward_mask kernels and the update besides
-OWN_KERNELS = {"minigrad_softmax_cross_entropy": 1}
+# The chapter's model's step with cuBLAS's products, its kernels but the products (the host emulation below
+# counts the same launches): the loss, the gather, two activations, two backward_mask kernels and the update
+CUBLAS_STEP_KERNELS = {"minigrad_softmax_cross_entropy": 1, "minigrad_gather_batch": 1, "minigrad_activate": 2}
+CUBLAS_STEP_KERNELS.update({"minigrad_backward_mask": 2, "minigrad_sgd_update": 1})
 
 
 @needs_cuda
 @pytest.mark.parametrize("products", ["tile", "cublas"])
 def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
-    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 9
+    """Counted in the recorded graph itself (CUDA's DOT dump), for the chapter's model: by our tile kernel, 8
     nodes (the 8 products, the first gathering its batch as it reads it and the first two activating as they
-    store, the two input gradients masking as they store, three weight gradients making the bias gradients and
-    applying SGD, and the loss), 7 of them one after another and two weight gradients beside; by cuBLAS, the
-    loss, the gather, the two activations, two backward masks and the update, and the 8 products in as many
-    kernels as its heuristics choose, one or more a product (benchmarks.step_graph gives the verdict on
-    those)."""
+    store, the last taking the loss, the two input gradients masking as they store, three weight gradients
+    making the bias gradients and applying SGD), 6 of them one after another and two weight gradients beside;
+    by cuBLAS, the loss, the gather, the two activations, two backward masks and the update, and the 8 products
+    in as many kernels as its heuristics choose, one or more a product (benchmarks.step_graph gives the verdict
+    on those)."""
     from benchmarks.step_graph import KERNEL_TARGET, graph_contents, longest_chain
 
     mg.manual_seed(0)
@@ -529,14 +597,12 @@ def test_cuda_the_recorded_training_step_holds_each_kernel_once(products):
     (nodes, kernels), chain = graph_contents(dot), longest_chain(dot)
     ours = {name: count for name, count in kernels.items() if name.startswith("minigrad_")}
     if products == "tile":
-        fused = {"minigrad_sgemm_gather_activate": 1, "minigrad_sgemm_activate": 1, "minigrad_sgemm_mask": 2}
-        assert ours == {**OWN_KERNELS, **fused, "minigrad_sgemm_sgd": 3, "minigrad_sgemm": 1}, kernels
-        assert nodes == sum(ours.values()) == 9 <= KERNEL_TARGET, (nodes, kernels)
-        assert chain == 7, dot  # dW3 and dW2 beside the chain; dW1 ends it
+        fused = {"minigrad_sgemm_gather_activate": 1, "minigrad_sgemm_activate": 1, "minigrad_sgemm_loss": 1}
+        assert ours == {**fused, "minigrad_sgemm_mask": 2, "minigrad_sgemm_sgd": 3}, kernels
+        assert nodes == sum(ours.values()) == 8 <= KERNEL_TARGET, (nodes, kernels)
+        assert chain == 6, dot  # dW3 and dW2 beside the chain; dW1 ends it
     else:
-        cublas = {"minigrad_gather_batch": 1, "minigrad_activate": 2, "minigrad_backward_mask": 2}
-        cublas["minigrad_sgd_update"] = 1
-        assert ours == {**OWN_KERNELS, **cublas}, kernels
+        assert ours == CUBLAS_STEP_KERNELS, kernels
         assert nodes >= sum(ours.values()) + 8, (nodes, kernels)
         assert chain <= nodes - 2, dot  # at least one node beside each of dH2 + its mask and dH1 + its mask
 
@@ -740,8 +806,7 @@ CHAPTER_LAUNCHES = {
     "tile": [
         "minigrad_sgemm_gather_activate",  # the batch gathered as the first product reads it
         "minigrad_sgemm_activate",
-        "minigrad_sgemm",
-        "minigrad_softmax_cross_entropy",
+        "minigrad_sgemm_loss",  # the logits and their loss in one kernel
         *["minigrad_sgemm_mask", "minigrad_sgemm_sgd"] * 2,  # dz2 = dz3 W3 masked, then W3 and b3 updated; ...
         "minigrad_sgemm_sgd",  # W1 and b1
     ],
@@ -810,8 +875,8 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
     three products and another for the rest), the forward ones activating as they store (the first gathering
     its batch as it reads it), the backward ones masking as they store or applying SGD with the gradients
     they make: the operands the step passes (transposed views, their strides, its buffers) give the CPU's
-    planned step's weights and losses, in 9 launches a step (no gather, no update), each product in the shape
-    named for it. A small model: every CUDA thread of a block is a thread on the host."""
+    planned step's weights and losses, in 8 launches a step (no gather, no loss of its own, no update), each
+    product in the shape named for it. A small model: every CUDA thread of a block is a thread on the host."""
     from .cuda_host import sanitizer
 
     if sanitizer():
@@ -841,7 +906,7 @@ def test_the_gpu_step_with_the_tile_kernel_run_on_the_host_follows_the_cpus_plan
                 step.step()
             results.append(([p.data.copy() for p in model.parameters()], step.losses.copy()))
     (cpu_weights, cpu_losses), (gpu_weights, gpu_losses) = results
-    assert launches == 2 * CHAPTER_LAUNCHES["tile"]  # 9 launches a step
+    assert launches == 2 * CHAPTER_LAUNCHES["tile"]  # 8 launches a step
     rest, named = tile_shapes(tile)
     sizes = [(32, 64, 40), (32, 40, 24), (32, 24, 10), (32, 10, 24), (10, 32, 24), (32, 24, 40), (24, 32, 40)]
     sizes.append((40, 32, 64))  # forward, then backward: each input gradient before its weight gradient
@@ -902,10 +967,10 @@ def test_the_gpu_steps_weight_gradients_run_beside_its_chain_and_race_with_nothi
         assert streams.launches[i - 1][0] == "main" and streams.launches[i - 1][2][1] is weight  # dz W, then
         assert i - 1 in streams.launches[i][4]  # this, after that input gradient that read the weight
     assert all(any(streams.unordered(i, j) for j in range(i + 1, len(streams.launches))) for i in side)
-    # a step's launches, one after another but dW3 and dW2: of 9 (by the tile), 7; of 15, 13 (cuBLAS's, the
+    # a step's launches, one after another but dW3 and dW2: of 8 (by the tile), 6; of 15, 13 (cuBLAS's, the
     # gather, each block's mask and activation a kernel of its own, and the update)
     launches = len(streams.launches) // 3
-    assert launches == (15 if tile is None else 9)
+    assert launches == (15 if tile is None else 8)
     assert streams.longest_chain(range(launches, 2 * launches)) == launches - 2
     updates = [i for i, launch in enumerate(streams.launches) if launch[1] == "minigrad_sgd_update"]
     assert len(updates) == (3 if tile is None else 0)

@@ -25,10 +25,11 @@ and each stage is one kernel, a ``CudaFunction`` declared right after the NumPy 
 loss, its gradient, the sums and the log; it also moves the batch position, the dropout counter and the log
 position on), ``backward_mask`` (the mask and the bias gradient) and ``update`` (every parameter at once). With
 the cursor's gather and the eight products (``gemm.gemm``, or cuBLAS through ``cublas``: capture allows both),
-that is 15 kernels for the chapter's model; 9 with the tile kernel's products, which do the elementwise work
-beside them as they go, so that it needs no kernel of its own (``fused_product``): the forward ones apply
-``activate`` to each element as they store it ("activate"), the first also gathering the batch as it reads it
-("gather_activate"), and backward, ``backward_mask``'s and ``update``'s
+that is 15 kernels for the chapter's model; 8 with the tile kernel's products, which do the other work beside
+them as they go, so that it needs no kernel of its own (``fused_product``): the forward ones apply ``activate``
+to each element as they store it ("activate"), the first also gathering the batch as it reads it
+("gather_activate"), the last, where nothing masks its block, taking the ``loss`` of the logits it makes
+("loss"), and backward, ``backward_mask``'s and ``update``'s
 work is split between a block's two products, the input gradient of the block after masking each element as it
 stores it ("mask"), and the weight gradient summing the rows of its dz^T, the bias gradient, and applying SGD
 to the weight and the bias with their gradients as it stores them ("sgd").
@@ -61,6 +62,9 @@ PLANNED_LAYERS = (Linear, ReLU, Dropout, Flatten, Sequential)
 THREADS = 256  # threads per block of the elementwise kernels on a GPU
 COLUMN_THREADS = 256  # threads per block of backward_mask, for 32 columns (minigrad_column_sums)
 LOSS_THREADS = 256  # the loss kernel's one block (MINIGRAD_LOSS_THREADS in its source; minigrad_column_sums's too)
+# the shared memory LOSS_PRODUCT takes beside its tile's (gemm.shared_bytes): minigrad_loss_total's 32 sums of
+# losses (floats) and of hits (long longs), and the flag that says a block is the last, padded to 8 bytes
+LOSS_SHARED_BYTES = 32 * (4 + 8) + 8
 # whose matrix products a GPU's plan makes (Plan.matmul): the tile kernel in one of its shapes, or cuBLAS; or a
 # shape for each kind of product and its dimensions (tile_shapes)
 PRODUCTS = (*TILE_NAMES, "cublas")
@@ -268,6 +272,67 @@ __device__ void minigrad_column_sums(float* x, const float* M, long long rows, l
 """
 COLUMN_GROUPS = 8  # MINIGRAD_COLUMN_GROUPS: rows summed side by side per column
 
+# The loss on a GPU, in the two parts that Plan.LOSS and the last block's product with the loss in it
+# (LOSS_PRODUCT) share. minigrad_row_loss: one row of the logits, by one thread, max-shifted as
+# ops.SoftmaxCrossEntropy does: its bias added in place, its loss log(sum exp(o - top)) - (o[label] - top), whether
+# its prediction (the first largest, or the first NaN: NumPy's argmax and max) is the label, and, training, its
+# gradient (softmax - onehot) * gradient_scale. minigrad_loss_total: the batch's loss and correct count from
+# MINIGRAD_LOSS_THREADS partial sums, part(s, loss, hits) giving the s-th (the rows s, s + MINIGRAD_LOSS_THREADS,
+# ... in order), added in a fixed order (no atomics: a replay gives the same bits every time), the tree that
+# halves them, 128 apart, then 64, ..., 1, into loss_sums and hit_sums (32 of each, which may be where the parts
+# are: thread t reads its parts before it writes there, and no other thread reads part t); then thread 0 writes
+# the mean loss and the count to the step's slot of the log and moves the positions on (the log's, the batch's by
+# the rows, the dropout counter by the Philox blocks the step drew: nothing after the loss in the step reads
+# them), or, evaluating, adds loss * rows and the count to the sums.
+LOSS_PARTS_CUDA = r"""
+#define MINIGRAD_LOSS_THREADS 256
+__device__ float minigrad_row_loss(float* o, const float* bias, int add_bias, long long label, long long classes,
+                                   int training, float gradient_scale, float* gradient, long long* hit) {
+    if (add_bias) for (long long c = 0; c < classes; ++c) o[c] += bias[c];
+    float top = o[0];
+    long long predicted = 0;
+    for (long long c = 1; c < classes; ++c)
+        if (o[c] > top || (o[c] != o[c] && top == top)) { top = o[c]; predicted = c; }
+    *hit = predicted == label;
+    float sum = 0.0f;
+    for (long long c = 0; c < classes; ++c) sum += expf(o[c] - top);
+    if (training)
+        for (long long c = 0; c < classes; ++c)
+            gradient[c] = (expf(o[c] - top) / sum - (c == label ? 1.0f : 0.0f)) * gradient_scale;
+    return logf(sum) - (o[label] - top);
+}
+template <class Part>
+__device__ void minigrad_loss_total(Part part, float* loss_sums, long long* hit_sums, int t, long long rows,
+                                    int training, float* losses, long long* corrects, long long* slot,
+                                    long long* position, unsigned long long* counter, unsigned long long blocks) {
+    if (t < 32) {  // the tree's levels 128, 64 and 32 apart: thread t adds parts t + 32 k, k < 8, as they do
+        float loss[8];
+        long long hits[8];
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) part(t + 32 * k, loss[k], hits[k]);
+        #pragma unroll
+        for (int half = 4; half > 0; half /= 2)
+            #pragma unroll
+            for (int k = 0; k < half; ++k) { loss[k] += loss[k + half]; hits[k] += hits[k + half]; }
+        loss_sums[t] = loss[0];
+        hit_sums[t] = hits[0];
+    }
+    __syncthreads();
+    if (t == 0) {  // then 16 apart, ..., 1
+        for (int half = 16; half > 0; half /= 2)
+            for (int s = 0; s < half; ++s) { loss_sums[s] += loss_sums[s + half]; hit_sums[s] += hit_sums[s + half]; }
+        const float mean = loss_sums[0] / (float)rows;
+        if (training) {
+            losses[slot[0]] = mean;
+            corrects[slot[0]] = hit_sums[0];
+            slot[0] += 1;
+            position[0] += rows;
+            minigrad_philox_advance(counter, blocks);
+        } else { losses[0] = __fadd_rn(losses[0], __fmul_rn(mean, (float)rows)); corrects[0] += hit_sums[0]; }
+    }
+}
+"""
+
 
 class Plan:
     """What the planned training and evaluation steps share: the blocks, the batch buffers filled by the cursor,
@@ -295,7 +360,12 @@ class Plan:
             self.row_losses = xp.empty(batch_size, dtype=self.dtype)
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
+            self.row_hits = xp.empty(batch_size, dtype=xp.int64)  # (on a GPU, LOSS_PRODUCT's: 1 where a row's is)
+            self.arrived = xp.zeros(1, dtype=xp.uint32)  # LOSS_PRODUCT's blocks done (0 between its launches)
         self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the loss moves the counter past them)
+        # on a GPU by the tile kernel: the last forward's logits product (a, b and its tile shape), left to the
+        # loss's kernel to make (LOSS_PRODUCT), or None
+        self.logits_product: tuple[Array, Array, tuple[int, int, int, int]] | None = None
         # the tile kernel's shape (None for cuBLAS's products), and the shapes of the products named apart
         self.tile, self.tiles = tile_shapes(products)
         self.gemm: Callable[..., Array] = self.tile_gemm
@@ -388,14 +458,21 @@ class Plan:
         return self.on_gpu and kind == "" and index == len(self.blocks) - 1
 
     def forward(self, training: bool, gathered: bool = False) -> list[str]:
-        """The blocks on ``self.x``, the logits left in the last block's z. Returns each block's ``kind``. On a
-        GPU, the last block's bias (when nothing masks it) is left to the loss's kernel, and the tile kernel's
-        products activate each block as they store it (one kernel, ``ACTIVATED_PRODUCT``, not two); with
-        ``gathered``, the first one also gathers the cursor's next batch as it reads it (``gathered_gemm``)."""
-        a, kinds, self.words_drawn = self.x, [], 0
+        """The blocks on ``self.x``, the logits left in the last block's z for ``loss``. Returns each block's
+        ``kind``. On a GPU, the last block's bias (when nothing masks it) is left to the loss's kernel, and the
+        tile kernel's products activate each block as they store it (one kernel, ``ACTIVATED_PRODUCT``, not two);
+        with ``gathered``, the first one also gathers the cursor's next batch as it reads it (``gathered_gemm``),
+        and the last block's product, where nothing masks it, is the loss's kernel's (``logits_product``)."""
+        a, kinds, self.words_drawn, self.logits_product = self.x, [], 0, None
         for index, (block, buffers) in enumerate(zip(self.blocks, self.buffers)):
             kind, weight = self.kind(block, training), block.linear.weight.data.T
-            if self.bias_in_loss(index, kind):
+            if self.bias_in_loss(index, kind) and self.products_fused:
+                tile = self.tile_for("forward", a, weight)
+                if weight.shape[1] <= tile[2] * tile[3]:  # a tile as wide as a row of logits (LOSS_PRODUCT)
+                    self.logits_product = (a, weight, tile)
+                else:
+                    gemm(a, weight, buffers.z, *tile)
+            elif self.bias_in_loss(index, kind):
                 self.matmul(a, weight, buffers.z, "forward")
             elif self.products_fused:
                 epilogue = self.activation_arguments(block, buffers, kind)
@@ -509,7 +586,8 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
         corrects[0]. On the CPU the logits' buffer is shifted in place. On a GPU one kernel (``LOSS``) does it
         all, the last block's bias too where nothing masks that block, and its gradient where the products do not
         make it; training, it then moves the log position, the batch position and the dropout counter past this
-        step's (nothing after it in the step reads them)."""
+        step's (nothing after it in the step reads them). Where ``forward`` left the last block's product to it
+        (``logits_product``), that kernel is the product's too: ``LOSS_PRODUCT``."""
         if self.on_gpu:
             self._loss_gpu(gradient_scale, out)
             return
@@ -538,6 +616,28 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
     def _loss_gpu(self, gradient_scale: float | None, out: tuple[Array, Array, Array]) -> None:
         last, buffers = self.blocks[-1], self.buffers[-1]
         bias, training = last.linear.bias, gradient_scale is not None
+        advance = (
+            self.cursor.position,
+            dropout_stream(self.device).counter_on_device,
+            numpy.uint64(self.words_drawn // 8),
+        )
+        if self.logits_product is not None:
+            (a, weight, tile), logits = self.logits_product, buffers.z
+            epilogue = (
+                bias.data if bias is not None else logits,  # (not read without a bias)
+                numpy.int32(bias is not None),
+                self.y,
+                numpy.int32(training),
+                numpy.float32(gradient_scale or 0.0),
+                self.probs,
+                self.row_losses,
+                self.row_hits,
+                *out,
+                *advance,
+                self.arrived,
+            )
+            gemm(a, weight, logits, *tile, kernel=fused_product("loss", *tile), epilogue=epilogue)
+            return
         fused_bias = bias is not None and self.bias_in_loss(len(self.blocks) - 1, self.kind(last, training))
         bias_gradient = fused_bias and training and not self.products_fused  # (else the weight gradient's product)
         args = (
@@ -553,21 +653,18 @@ extern "C" __global__ void minigrad_activate(float* z, long long size, long long
             buffers.gb if bias_gradient else buffers.z,
             numpy.int32(bias_gradient),
             *out,
-            self.cursor.position,
-            dropout_stream(self.device).counter_on_device,
-            numpy.uint64(self.words_drawn // 8),
+            *advance,
         )
         self.LOSS((1,), (LOSS_THREADS,), args)
 
-    # loss on a GPU: one block of LOSS_THREADS threads (a power of two), thread t taking rows t, t + LOSS_THREADS,
-    # ...; the sums in shared memory in a fixed order (no atomics: a replay gives the same bits every time). Then
-    # the last block's bias gradient, by minigrad_column_sums. Training, thread 0 moves the positions on (the log's,
-    # the batch's by the rows, the dropout counter by its Philox blocks drawn) once the step's slot is written.
+    # loss on a GPU: one block of LOSS_THREADS threads (the parts minigrad_loss_total adds), thread t taking rows t,
+    # t + LOSS_THREADS, ... (minigrad_row_loss each) and adding their losses and hits, then minigrad_loss_total. Then
+    # the last block's bias gradient, by minigrad_column_sums (loss_parts is its scratch).
     LOSS = CudaFunction(
         PHILOX_CUDA
         + COLUMN_SUMS_CUDA
+        + LOSS_PARTS_CUDA
         + r"""
-#define MINIGRAD_LOSS_THREADS 256
 extern "C" __global__ void minigrad_softmax_cross_entropy(
         float* logits, const float* bias, int add_bias, const long long* y, long long rows, long long classes,
         int training, float gradient_scale, float* gradient, float* bias_gradient, int want_bias_gradient,
@@ -579,38 +676,17 @@ extern "C" __global__ void minigrad_softmax_cross_entropy(
     float loss = 0.0f;
     long long hits = 0;
     for (long long r = t; r < rows; r += MINIGRAD_LOSS_THREADS) {
-        float* o = logits + r * classes;
-        if (add_bias) for (long long c = 0; c < classes; ++c) o[c] += bias[c];
-        float top = o[0];
-        long long predicted = 0;
-        for (long long c = 1; c < classes; ++c)  // the first largest, or the first NaN (NumPy's argmax and max)
-            if (o[c] > top || (o[c] != o[c] && top == top)) { top = o[c]; predicted = c; }
-        const long long label = y[r];
-        hits += predicted == label;
-        float sum = 0.0f;
-        for (long long c = 0; c < classes; ++c) sum += expf(o[c] - top);
-        loss += logf(sum) - (o[label] - top);
-        if (training)
-            for (long long c = 0; c < classes; ++c)
-                gradient[r * classes + c] = (expf(o[c] - top) / sum - (c == label ? 1.0f : 0.0f)) * gradient_scale;
+        long long hit;
+        loss += minigrad_row_loss(logits + r * classes, bias, add_bias, y[r], classes, training, gradient_scale,
+                                  gradient + r * classes, &hit);
+        hits += hit;
     }
     loss_parts[t] = loss;
     hit_parts[t] = hits;
     __syncthreads();
-    for (int half = MINIGRAD_LOSS_THREADS / 2; half > 0; half /= 2) {
-        if (t < half) { loss_parts[t] += loss_parts[t + half]; hit_parts[t] += hit_parts[t + half]; }
-        __syncthreads();
-    }
-    if (t == 0) {
-        const float mean = loss_parts[0] / (float)rows;
-        if (training) {
-            losses[slot[0]] = mean;
-            corrects[slot[0]] = hit_parts[0];
-            slot[0] += 1;
-            position[0] += rows;
-            minigrad_philox_advance(counter, blocks);
-        } else { losses[0] = __fadd_rn(losses[0], __fmul_rn(mean, (float)rows)); corrects[0] += hit_parts[0]; }
-    }
+    auto part = [&](int s, float& loss, long long& hits) { loss = loss_parts[s]; hits = hit_parts[s]; };
+    minigrad_loss_total(part, loss_parts, hit_parts, t, rows, training, losses, corrects, slot, position, counter,
+                        blocks);
     __syncthreads();  // (loss_parts is the column sums' scratch next)
     if (training && want_bias_gradient)
         for (long long j0 = 0; j0 < classes; j0 += 32)
@@ -741,12 +817,59 @@ extern "C" __global__ void minigrad_sgemm_sgd(const float* A, const float* B, fl
 """
 
 
+# The last block's product and its loss in one kernel (Plan.loss, by the tile kernel on a GPU, where nothing
+# masks that block and a tile is as wide as the logits' rows: its blocks make C in one column of tiles, each
+# block whole rows). Each block stores its rows of the logits as the plain product does, then, once all its
+# threads have, takes each row's loss, hit and gradient as LOSS does (minigrad_row_loss, a thread a row) into
+# row_losses and row_hits; the last block to finish (counted in arrived, which it sets back to 0 for the next
+# step: CUDA's threadFenceReduction) adds them up in LOSS's order and makes its sums (minigrad_loss_total). The
+# same bits as the product, then LOSS: one kernel, not two, in the step's chain.
+LOSS_PRODUCT_CUDA = r"""
+extern "C" __global__ void minigrad_sgemm_loss(const float* A, const float* B, float* C, int M, int N, int K,
+                                               long long sAm, long long sAk, long long sBk, long long sBn,
+                                               const float* bias, int add_bias, const long long* y, int training,
+                                               float gradient_scale, float* gradient, float* row_losses,
+                                               long long* row_hits, float* losses, long long* corrects,
+                                               long long* slot, long long* position, unsigned long long* counter,
+                                               unsigned long long blocks, unsigned int* arrived) {
+    minigrad_sgemm_tile(A, B, M, N, K, sAm, sAk, sBk, sBn,
+                        [&](int row, int col, float sum) { C[(long long)row * N + col] = sum; });
+    __syncthreads();  // the block's rows of C written, every column of them (N is at most the tile's width)
+    constexpr int T = MINIGRAD_GEMM_SIDE * MINIGRAD_GEMM_PER_THREAD;  // the tile's rows
+    const int threads = blockDim.x * blockDim.y * blockDim.z;
+    const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    for (int row = blockIdx.y * T + t; row < blockIdx.y * T + T && row < M; row += threads)
+        row_losses[row] = minigrad_row_loss(C + (long long)row * N, bias, add_bias, y[row], N, training,
+                                            gradient_scale, gradient + (long long)row * N, row_hits + row);
+    __shared__ int last;
+    __threadfence();  // the block's rows seen by every block before it counts itself done
+    __syncthreads();
+    if (t == 0) last = atomicAdd(arrived, 1u) == gridDim.x * gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __shared__ float loss_sums[32];
+    __shared__ long long hit_sums[32];
+    auto part = [&](int s, float& loss, long long& hits) {  // rows s, s + MINIGRAD_LOSS_THREADS, ..., as LOSS's are
+        loss = 0.0f;
+        hits = 0;
+        for (long long r = s; r < M; r += MINIGRAD_LOSS_THREADS) {  // (__ldcg: from L2, where the others wrote)
+            loss += __ldcg(row_losses + r);
+            hits += __ldcg(row_hits + r);
+        }
+    };
+    minigrad_loss_total(part, loss_sums, hit_sums, t, M, training, losses, corrects, slot, position, counter, blocks);
+    if (t == 0) arrived[0] = 0;
+}
+"""
+
+
 # each kernel that is the tile's product with work of its own in it, by what that work is: its CUDA source
 FUSED_PRODUCTS_CUDA = {
     "activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATING_TILE_CUDA + ACTIVATED_PRODUCT_CUDA,
     "gather_activate": Plan.ACTIVATE_ELEMENT_CUDA + ACTIVATING_TILE_CUDA + GATHERED_PRODUCT_CUDA,
     "mask": MASKED_PRODUCT_CUDA,
     "sgd": SGD_ELEMENT_CUDA + SGD_PRODUCT_CUDA,
+    "loss": PHILOX_CUDA + LOSS_PARTS_CUDA + LOSS_PRODUCT_CUDA,
 }
 
 
@@ -757,7 +880,8 @@ def fused_product(
     """The kernel ``minigrad_sgemm_<work>`` of ``FUSED_PRODUCTS_CUDA`` on the tile kernel in a shape, made once;
     launched by ``gemm.gemm(..., kernel=, epilogue=)`` with its arguments after the product's: for "activate"
     ``Plan.activation_arguments(...)``, for "mask" ``(mask,)``, for "sgd" ``PlannedStep.sgd_arguments(...)``
-    (and the weight as C); "gather_activate", whose A is the cursor's images, by ``Plan.gathered_gemm``."""
+    (and the weight as C); "gather_activate", whose A is the cursor's images, by ``Plan.gathered_gemm``; "loss"
+    by ``Plan.loss``."""
     tile = gemm_source(groups, slice_, per_thread, side, entry=False)
     return CudaFunction(tile + FUSED_PRODUCTS_CUDA[work], f"minigrad_sgemm_{work}")
 
@@ -767,6 +891,7 @@ ACTIVATED_PRODUCT = fused_product("activate", GROUPS, SLICE, PER_THREAD, SIDE)
 GATHERED_PRODUCT = fused_product("gather_activate", GROUPS, SLICE, PER_THREAD, SIDE)
 MASKED_PRODUCT = fused_product("mask", GROUPS, SLICE, PER_THREAD, SIDE)
 SGD_PRODUCT = fused_product("sgd", GROUPS, SLICE, PER_THREAD, SIDE)
+LOSS_PRODUCT = fused_product("loss", GROUPS, SLICE, PER_THREAD, SIDE)
 
 
 def fused_products(shape: tuple[int, int, int, int]) -> tuple[CudaFunction, ...]:
@@ -808,14 +933,15 @@ class PlannedStep(Plan):
     ``corrects[k]`` for the k-th step since ``start_epoch()`` (slots that later steps do not overwrite, so a
     monitor may keep them until the epoch ends). ``steps`` is how many a pass has.
 
-    On a GPU the step is 9 kernels for the chapter's model: three products forward (the first two activating
+    On a GPU the step is 8 kernels for the chapter's model: three products forward (the first two activating
     as they store, ``fused_product`` "activate", the first gathering the batch as it reads it, so that the
-    cursor's gather needs no kernel of its own, "gather_activate"), the ``loss`` kernel (the last bias, the loss, its
-    gradient and the logs; it also moves the batch position, the dropout counter and the log position on: the
-    kernels before it read them), and five products backward: two input gradients masking as they store
-    ("mask"), and three weight gradients making the bias gradients and applying SGD to their block's weight and
-    bias ("sgd"). With cuBLAS's products, the gather, two ``activate`` and two ``backward_mask`` kernels do that
-    work instead, and one ``update`` for every parameter: 15 in all. The weight gradients' products but the first
+    cursor's gather needs no kernel of its own, "gather_activate", the last taking the ``loss`` of its logits,
+    "loss": the last bias, the loss, its gradient and the logs; it also moves the batch position, the dropout
+    counter and the log position on, which the kernels before it read), and five products backward: two input
+    gradients masking as they store ("mask"), and three weight gradients making the bias gradients and applying
+    SGD to their block's weight and bias ("sgd"). With cuBLAS's products, the gather, two ``activate``, the
+    ``loss`` and two ``backward_mask`` kernels do that work instead, and one ``update`` for every parameter: 15
+    in all. The weight gradients' products but the first
     block's run on a second stream (``SideStream``), beside the chain of input gradients that the step waits
     for: a recorded graph holds them as a branch."""
 
