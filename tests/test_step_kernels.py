@@ -1001,13 +1001,21 @@ def test_the_race_check_finds_a_side_stream_left_unjoined_or_unwaited(monkeypatc
     assert ("minigrad_sgemm_mask", "minigrad_sgemm_sgd") in races("tile")
 
 
-def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host):
+# (the tile in a shape of 128 threads a block: each is a thread on the host)
+@pytest.mark.parametrize("products", [None, "tile 8x16 4x4 side 4"], ids=["products as cuBLAS's", "tile"])
+def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host, products):
+    """Two batches' sums, by the products as cuBLAS's (the loss a kernel of its own) and by the tile kernel's,
+    whose last product takes the loss, adding to the sums (the cursor moves itself on)."""
+    from .cuda_host import sanitizer
+
+    if sanitizer() and products is not None:
+        pytest.skip("the kernels are checked under the sanitizers one by one (and the GEMM's shapes in test_graphs)")
     data = loader(count=64, batch=32)
     sums = []
     for emulated in (False, True):
         with monkeypatch.context() as m:
             mg.manual_seed(0)
-            launches = emulate_gpu(m, host) if emulated else []
+            launches = emulate_gpu(m, host, products) if emulated else []
             evaluation = PlannedEval(concise_mlp(hidden=(48, 32)), BatchCursor(data), 32)
             evaluation.cursor.start_epoch(None)
             for _ in range(2):
@@ -1015,13 +1023,10 @@ def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, hos
             sums.append(evaluation.take_sums())
     (cpu_loss, cpu_correct), (gpu_loss, gpu_correct) = sums
     assert gpu_correct == cpu_correct and gpu_loss == pytest.approx(cpu_loss, rel=1e-5)
-    assert launches == 2 * [
-        "minigrad_gather_batch",
-        "minigrad_advance_position",
-        *["gemm", "minigrad_activate"] * 2,
-        "gemm",
-        "minigrad_softmax_cross_entropy",
-    ]
+    forward = ["gemm", "minigrad_activate"] * 2 + ["gemm", "minigrad_softmax_cross_entropy"]
+    if products is not None:
+        forward = ["minigrad_sgemm_activate"] * 2 + ["minigrad_sgemm_loss"]
+    assert launches == 2 * ["minigrad_gather_batch", "minigrad_advance_position", *forward]
 
 
 def test_the_trainer_recording_the_gpu_step_run_on_the_host_trains_as_the_eager_ops(fake_cuda, monkeypatch, host):
