@@ -1004,8 +1004,9 @@ def test_the_race_check_finds_a_side_stream_left_unjoined_or_unwaited(monkeypatc
 # (the tile in a shape of 128 threads a block: each is a thread on the host)
 @pytest.mark.parametrize("products", [None, "tile 8x16 4x4 side 4"], ids=["products as cuBLAS's", "tile"])
 def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, host, products):
-    """Two batches' sums, by the products as cuBLAS's (the loss a kernel of its own) and by the tile kernel's,
-    whose last product takes the loss, adding to the sums (the cursor moves itself on)."""
+    """Two batches' sums, by the products as cuBLAS's (the gather and the loss kernels of their own) and by the
+    tile kernel's, whose first product gathers the batch and whose last takes the loss, adding to the sums; the
+    cursor moves itself on, after the gather."""
     from .cuda_host import sanitizer
 
     if sanitizer() and products is not None:
@@ -1023,10 +1024,12 @@ def test_the_gpu_evaluation_run_on_the_host_gives_the_cpus_sums(monkeypatch, hos
             sums.append(evaluation.take_sums())
     (cpu_loss, cpu_correct), (gpu_loss, gpu_correct) = sums
     assert gpu_correct == cpu_correct and gpu_loss == pytest.approx(cpu_loss, rel=1e-5)
-    forward = ["gemm", "minigrad_activate"] * 2 + ["gemm", "minigrad_softmax_cross_entropy"]
+    step = ["minigrad_gather_batch", "minigrad_advance_position", *["gemm", "minigrad_activate"] * 2, "gemm"]
+    step.append("minigrad_softmax_cross_entropy")
     if products is not None:
-        forward = ["minigrad_sgemm_activate"] * 2 + ["minigrad_sgemm_loss"]
-    assert launches == 2 * ["minigrad_gather_batch", "minigrad_advance_position", *forward]
+        step = ["minigrad_sgemm_gather_activate", "minigrad_sgemm_activate", "minigrad_sgemm_loss"]
+        step.append("minigrad_advance_position")
+    assert launches == 2 * step
 
 
 def test_the_trainer_recording_the_gpu_step_run_on_the_host_trains_as_the_eager_ops(fake_cuda, monkeypatch, host):

@@ -195,7 +195,7 @@ class BatchCursor:
             args = (self.images, self.labels, self.order, self.position, size, numpy.int64(features), PIXEL_SCALE, x, y)
             self.gather_gpu((blocks,), (GATHER_THREADS,), args)
             if advance:
-                self.advance_gpu(numpy.int64(len(y)), self.position, size=1)
+                self.advance(len(y))
             return
         start = int(self.position[0])
         rows = self.order[start : start + len(y)]
@@ -208,7 +208,14 @@ class BatchCursor:
             numpy.take(self.images, rows, axis=0, out=x, mode="clip")  # floating-point images, used as they are
         numpy.take(self.labels, rows, out=y, mode="clip")
         if advance:
-            self.position += len(y)
+            self.advance(len(y))
+
+    def advance(self, rows: int) -> None:
+        """Move the position on by ``rows`` (on a GPU a kernel, so that a recorded graph moves it at replay)."""
+        if self.on_gpu:
+            self.advance_gpu(numpy.int64(rows), self.position, size=1)
+        else:
+            self.position += rows
 
     # The same on a GPU (uint8 images), one thread per pixel of the batch: x[r, f] = pixels[order[position + r],
     # f] * scale, the cast and multiply of scaled_pixels, and y[r] = labels[order[position + r]] by each row's

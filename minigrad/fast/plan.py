@@ -457,6 +457,11 @@ class Plan:
         product)."""
         return self.on_gpu and kind == "" and index == len(self.blocks) - 1
 
+    def gathers(self, training: bool) -> bool:
+        """Whether ``forward``'s first product gathers the cursor's next batch as it reads it (``gathered_gemm``):
+        by the tile kernel on a GPU, where that product is activated (else it stores nothing but the product)."""
+        return self.products_fused and not self.bias_in_loss(0, self.kind(self.blocks[0], training))
+
     def forward(self, training: bool, gathered: bool = False) -> list[str]:
         """The blocks on ``self.x``, the logits left in the last block's z for ``loss``. Returns each block's
         ``kind``. On a GPU, the last block's bias (when nothing masks it) is left to the loss's kernel, and the
@@ -1039,7 +1044,7 @@ class PlannedStep(Plan):
         loss's gradient in ``probs``, times ``lr`` when it is folded in; the blocks' kinds for ``backward_step``.
         On a GPU the loss's kernel moves the cursor's position on, and by the tile kernel the first block's
         product gathers the batch (``gathered_gemm``), but where it stores nothing but the product."""
-        gathered = self.products_fused and not self.bias_in_loss(0, self.kind(self.blocks[0], True))
+        gathered = self.gathers(training=True)
         if not gathered:
             self.cursor.gather(self.x, self.y, advance=not self.on_gpu)
         kinds = self.forward(training=True, gathered=gathered)
@@ -1208,10 +1213,16 @@ class PlannedEval(Plan):
             self.correct = self.xp.zeros(1, dtype=self.xp.int64)
 
     def step(self) -> None:
-        """One evaluation step: gather, forward without dropout, add to the sums (in ``train.evaluate``'s order)."""
-        self.cursor.gather(self.x, self.y)
-        self.forward(training=False)
+        """One evaluation step: gather, forward without dropout, add to the sums (in ``train.evaluate``'s order),
+        move the cursor on. By the tile kernel on a GPU the first product gathers (``gathers``), and the last
+        takes the loss: three kernels and the cursor's advance for the chapter's model."""
+        gathered = self.gathers(training=False)
+        if not gathered:
+            self.cursor.gather(self.x, self.y)
+        self.forward(training=False, gathered=gathered)
         self.loss(None, (self.loss_sum, self.correct, self.correct))
+        if gathered:  # (after the product that read the position)
+            self.cursor.advance(self.batch_size)
 
     def take_sums(self) -> tuple[float, int]:
         """(loss sum, correct count) since the last call, read on the host (one wait for a GPU); then reset."""
