@@ -360,7 +360,7 @@ class Plan:
             self.row_losses = xp.empty(batch_size, dtype=self.dtype)
             self.predicted = xp.empty(batch_size, dtype=xp.int64)
             self.hits = xp.empty(batch_size, dtype=bool)
-            self.row_hits = xp.empty(batch_size, dtype=xp.int64)  # (on a GPU, LOSS_PRODUCT's: 1 where a row's is)
+            self.row_hits = xp.empty(batch_size, dtype=xp.int64)  # LOSS_PRODUCT's: 1 where a row's prediction is right
             self.arrived = xp.zeros(1, dtype=xp.uint32)  # LOSS_PRODUCT's blocks done (0 between its launches)
         self.words_drawn = 0  # on a GPU: dropout words the last forward drew (the loss moves the counter past them)
         # on a GPU by the tile kernel: the last forward's logits product (a, b and its tile shape), left to the
@@ -471,14 +471,12 @@ class Plan:
         a, kinds, self.words_drawn, self.logits_product = self.x, [], 0, None
         for index, (block, buffers) in enumerate(zip(self.blocks, self.buffers)):
             kind, weight = self.kind(block, training), block.linear.weight.data.T
-            if self.bias_in_loss(index, kind) and self.products_fused:
-                tile = self.tile_for("forward", a, weight)
-                if weight.shape[1] <= tile[2] * tile[3]:  # a tile as wide as a row of logits (LOSS_PRODUCT)
+            if self.bias_in_loss(index, kind):
+                tile = self.tile_for("forward", a, weight) if self.products_fused else None
+                if tile is not None and weight.shape[1] <= tile[2] * tile[3]:  # a tile as wide as a row of logits
                     self.logits_product = (a, weight, tile)
                 else:
-                    gemm(a, weight, buffers.z, *tile)
-            elif self.bias_in_loss(index, kind):
-                self.matmul(a, weight, buffers.z, "forward")
+                    self.matmul(a, weight, buffers.z, "forward")
             elif self.products_fused:
                 epilogue = self.activation_arguments(block, buffers, kind)
                 if gathered and index == 0:
