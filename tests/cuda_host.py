@@ -1,13 +1,13 @@
 """CUDA C functions built and run on the host, so that a machine without a GPU checks what they compute.
 
 ``HostFunction(function, folder)`` builds a ``backend.CudaFunction``'s source as a C++20 shared library with a
-prelude that stands in for CUDA: the blocks one after another; a block's threads in turn on one CPU thread,
-or, where the source synchronises, a ``std::thread`` each with a barrier for ``__syncthreads`` and ``static``
-for ``__shared__`` (so a block's threads share it); and the device intrinsics the sources use, with the CPU's
-IEEE arithmetic (``__fmul_rn`` and the like round each operation, as on the GPU). It is called as the
-CudaFunction is, ``host(grid, block, args)``, with NumPy arrays where the GPU gets CuPy arrays (passed as
-pointers, changed in place) and NumPy scalars; each argument's type is checked against the kernel's
-parameter, as a GPU cannot (CuPy passes a scalar's bytes as they are).
+prelude that stands in for CUDA: the blocks one after another; a block's threads in turn on one CPU thread, or,
+where the source synchronises, a ``std::thread`` each (made once a launch, each running its thread of every block
+in turn) with a barrier for ``__syncthreads`` and ``static`` for ``__shared__`` (so a block's threads share it);
+and the device intrinsics the sources use, with the CPU's IEEE arithmetic (``__fmul_rn`` and the like round each
+operation, as on the GPU). It is called as the CudaFunction is, ``host(grid, block, args)``, with NumPy arrays
+where the GPU gets CuPy arrays (passed as pointers, changed in place) and NumPy scalars; each argument's type is
+checked against the kernel's parameter, as a GPU cannot (CuPy passes a scalar's bytes as they are).
 
 What this cannot see: the GPU's own ``expf``/``logf`` (a few ulp from the C library's), memory ordering
 between blocks, and speed. The CUDA tests check those on a GPU.
@@ -66,25 +66,33 @@ static void minigrad_launch(bool synchronises, void (*kernel)(Parameters...), mi
                             Args... args) {
     gridDim = grid;
     blockDim = block;
-    const unsigned int threads = block.x * block.y * block.z;
-    for (unsigned int bz = 0; bz < grid.z; ++bz)
-        for (unsigned int by = 0; by < grid.y; ++by)
-            for (unsigned int bx = 0; bx < grid.x; ++bx) {
-                auto run = [&](unsigned int t) {
-                    threadIdx = {t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-                    blockIdx = {bx, by, bz};
-                    kernel(args...);
-                };
-                if (!synchronises) {
-                    for (unsigned int t = 0; t < threads; ++t) run(t);
-                    continue;
-                }
-                std::barrier<> sync(threads);
-                minigrad_block_barrier = &sync;
-                std::vector<std::thread> team;
-                for (unsigned int t = 0; t < threads; ++t) team.emplace_back(run, t);
-                for (auto& thread : team) thread.join();
+    const unsigned int threads = block.x * block.y * block.z, blocks = grid.x * grid.y * grid.z;
+    auto run = [&](unsigned int b, unsigned int t) {  // block b's thread t (b runs along x, then y, then z)
+        threadIdx = {t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+        blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
+        kernel(args...);
+    };
+    if (!synchronises) {
+        for (unsigned int b = 0; b < blocks; ++b)
+            for (unsigned int t = 0; t < threads; ++t) run(b, t);
+        return;
+    }
+    // a std::thread for each of a block's threads, made once for the launch (not once a block: a 256 x 256 product
+    // by blocks of 1024 threads would make 262144 of them, which cost most of the host tests' time): thread t runs
+    // its part of every block in turn, and a barrier of its own (not __syncthreads's, so that a thread returning
+    // early still leaves the others' __syncthreads waiting, as before) holds each block's threads until all of
+    // them have finished the block, so that the blocks run one after another, as they do above
+    std::barrier<> sync(threads), block_done(threads);
+    minigrad_block_barrier = &sync;
+    std::vector<std::thread> team;
+    for (unsigned int t = 0; t < threads; ++t)
+        team.emplace_back([&, t] {
+            for (unsigned int b = 0; b < blocks; ++b) {
+                run(b, t);
+                block_done.arrive_and_wait();
             }
+        });
+    for (auto& thread : team) thread.join();
 }
 """
 

@@ -4,6 +4,7 @@ writes past its array, and one whose threads race on shared memory, are each sto
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from .cuda_host import sanitized_environment
@@ -53,3 +54,36 @@ def test_the_sanitized_host_build_stops_a_broken_kernel(sanitizer, source, name,
     assert ran.returncode != 0, ran.stdout
     assert report in ran.stderr, ran.stderr[-2000:]
     assert "the kernel ran to its end" not in ran.stdout
+
+
+# Every thread of every block counts itself in (atomicAdd) and writes which count it got where its block and
+# thread put it. Where the source synchronises (the host build then runs a block's threads as std::threads, else
+# one after another), block 0 alone does, first: the other blocks' threads are held by nothing of their own
+ORDER = r"""
+extern "C" __global__ void minigrad_order(unsigned int* seen, unsigned int* count) {
+    const unsigned int threads = blockDim.x * blockDim.y * blockDim.z;
+    const unsigned int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    if (b == 0) SYNC;
+    seen[b * threads + t] = atomicAdd(count, 1u);
+}
+"""
+
+
+@pytest.mark.parametrize("synchronises", [True, False], ids=["threads", "in turn"])
+def test_the_host_build_runs_each_thread_of_each_block_once_and_the_blocks_in_turn(tmp_path, synchronises):
+    """A launch on a grid and blocks of three dimensions: each (block, thread) runs once, at the place its
+    blockIdx and threadIdx give it, and a block's threads all run before any of the next block's (blocks along x,
+    then y, then z), as the kernels that count their blocks in (fast.plan's loss product) need of the host build."""
+    from minigrad.backend import CudaFunction
+
+    from .cuda_host import HostFunction
+
+    source = ORDER.replace("SYNC", "__syncthreads()" if synchronises else "(void)0")
+    kernel = HostFunction(CudaFunction(source, "minigrad_order"), tmp_path)
+    blocks, threads = 3 * 2 * 2, 4 * 2 * 2
+    seen, count = np.full(blocks * threads, 10**9, dtype=np.uint32), np.zeros(1, dtype=np.uint32)
+    kernel((3, 2, 2), (4, 2, 2), (seen, count))
+    assert count[0] == blocks * threads
+    assert sorted(seen) == list(range(blocks * threads))  # each (block, thread) once
+    assert np.all(seen.reshape(blocks, threads) // threads == np.arange(blocks)[:, None])  # block b's turn was b
