@@ -156,8 +156,13 @@ def sanitizer_flags() -> list[str]:
     return SANITIZER_FLAGS[sanitizer()]
 
 
+# The libraries built and loaded so far in this process, by their source and compiler command: a kernel that several
+# tests build in the same shape is compiled once
+BUILT: dict[tuple[str, ...], ctypes.CDLL] = {}
+
+
 class HostFunction:
-    """A CudaFunction built for the host (see the module's docstring)."""
+    """A CudaFunction built for the host (see the module's docstring), once a process for each source."""
 
     def __init__(self, function, folder: Path) -> None:
         compiler = compiler_or_skip()
@@ -171,21 +176,20 @@ class HostFunction:
             f" {{\n    minigrad_launch({synchronises}, {self.name}, minigrad_dim{{minigrad_g[0], minigrad_g[1], "
             f"minigrad_g[2]}}, minigrad_dim{{minigrad_b[0], minigrad_b[1], minigrad_b[2]}}, {passed});\n}}\n"
         )
-        source, library = folder / f"{self.name}.cpp", folder / f"lib{self.name}.so"
         # the kernel's code in a namespace of its own: local to its library, as a CUDA module's is to the module (a
         # template's static, __shared__, arrays would otherwise be one object in every library that instantiates
         # it by the same name, whatever size each library gives it)
-        source.write_text(PRELUDE + "namespace {\n" + function.source + "\n}  // namespace\n" + wrapper)
-        built = subprocess.run(
-            [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *sanitizer_flags()]
-            + ["-o", str(library), str(source)],
-            capture_output=True,
-            text=True,
-        )
-        if built.returncode and "barrier" in built.stderr and "No such file" in built.stderr:
-            pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
-        assert built.returncode == 0, f"{self.name} does not build for the host:\n{built.stderr}"
-        self.launch = ctypes.CDLL(str(library)).minigrad_host_launch
+        text = PRELUDE + "namespace {\n" + function.source + "\n}  // namespace\n" + wrapper
+        command = [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *sanitizer_flags()]
+        if (text, *command) not in BUILT:
+            source, library = folder / f"{self.name}.cpp", folder / f"lib{self.name}.so"
+            source.write_text(text)
+            built = subprocess.run(command + ["-o", str(library), str(source)], capture_output=True, text=True)
+            if built.returncode and "barrier" in built.stderr and "No such file" in built.stderr:
+                pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
+            assert built.returncode == 0, f"{self.name} does not build for the host:\n{built.stderr}"
+            BUILT[(text, *command)] = ctypes.CDLL(str(library))
+        self.launch = BUILT[(text, *command)].minigrad_host_launch
         self.launch.restype = None
         self.calls = 0
 

@@ -87,3 +87,30 @@ def test_the_host_build_runs_each_thread_of_each_block_once_and_the_blocks_in_tu
     assert count[0] == blocks * threads
     assert sorted(seen) == list(range(blocks * threads))  # each (block, thread) once
     assert np.all(seen.reshape(blocks, threads) // threads == np.arange(blocks)[:, None])  # block b's turn was b
+
+
+def test_a_kernel_built_twice_in_a_process_is_compiled_once(tmp_path):
+    """HostFunction compiles a source once a process (the host tests build many kernels in the same shape more than
+    once); another source is compiled, and each runs its own code."""
+    from minigrad.backend import CudaFunction
+
+    from .cuda_host import HostFunction
+
+    source = ORDER.replace("SYNC", "(void)0") + f"// {tmp_path}\n"  # (a source no other test has built)
+    other = source.replace("atomicAdd(count, 1u)", "atomicAdd(count, 2u)")
+    folders = [tmp_path / name for name in ("first", "again", "other")]
+    for folder in folders:
+        folder.mkdir()
+    kernels = [
+        HostFunction(CudaFunction(text, "minigrad_order"), folder)
+        for text, folder in zip([source, source, other], folders)
+    ]
+    assert [sorted(path.name for path in folder.iterdir()) for folder in folders] == [
+        ["libminigrad_order.so", "minigrad_order.cpp"],
+        [],
+        ["libminigrad_order.so", "minigrad_order.cpp"],
+    ]
+    for kernel, step in zip(kernels, (1, 1, 2)):
+        seen, count = np.zeros(8, dtype=np.uint32), np.zeros(1, dtype=np.uint32)
+        kernel((2,), (4,), (seen, count))
+        assert sorted(seen) == list(range(0, 8 * step, step))
