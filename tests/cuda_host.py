@@ -181,15 +181,16 @@ class HostFunction:
         # it by the same name, whatever size each library gives it)
         text = PRELUDE + "namespace {\n" + function.source + "\n}  // namespace\n" + wrapper
         command = [compiler, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *sanitizer_flags()]
-        if (text, *command) not in BUILT:
+        key = (text, *command)
+        if key not in BUILT:
             source, library = folder / f"{self.name}.cpp", folder / f"lib{self.name}.so"
             source.write_text(text)
             built = subprocess.run(command + ["-o", str(library), str(source)], capture_output=True, text=True)
             if built.returncode and "barrier" in built.stderr and "No such file" in built.stderr:
                 pytest.skip(f"this compiler cannot build the C++20 emulation: {built.stderr.strip()[:200]}")
             assert built.returncode == 0, f"{self.name} does not build for the host:\n{built.stderr}"
-            BUILT[(text, *command)] = ctypes.CDLL(str(library))
-        self.launch = BUILT[(text, *command)].minigrad_host_launch
+            BUILT[key] = ctypes.CDLL(str(library))
+        self.launch = BUILT[key].minigrad_host_launch
         self.launch.restype = None
         self.calls = 0
 

@@ -1,5 +1,7 @@
-"""The sanitized host build (``python -m tests.cuda_host address|thread``, which CI runs) can fail: a kernel that
-writes past its array, and one whose threads race on shared memory, are each stopped with the sanitizer's report."""
+"""The host build of CUDA kernels (tests/cuda_host.py) itself: sanitized (``python -m tests.cuda_host
+address|thread``, which CI runs) it can fail, a kernel that writes past its array, and one whose threads race on
+shared memory, each stopped with the sanitizer's report; a launch runs each thread of each block once, the blocks
+in turn; and a source is compiled once a process."""
 
 import subprocess
 import sys
@@ -7,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from .cuda_host import sanitized_environment
+from minigrad.backend import CudaFunction
+
+from .cuda_host import HostFunction, sanitized_environment
 
 OVERRUN = r"""
 extern "C" __global__ void minigrad_overrun(float* out, int n) {
@@ -75,10 +79,6 @@ def test_the_host_build_runs_each_thread_of_each_block_once_and_the_blocks_in_tu
     """A launch on a grid and blocks of three dimensions: each (block, thread) runs once, at the place its
     blockIdx and threadIdx give it, and a block's threads all run before any of the next block's (blocks along x,
     then y, then z), as the kernels that count their blocks in (fast.plan's loss product) need of the host build."""
-    from minigrad.backend import CudaFunction
-
-    from .cuda_host import HostFunction
-
     source = ORDER.replace("SYNC", "__syncthreads()" if synchronises else "(void)0")
     kernel = HostFunction(CudaFunction(source, "minigrad_order"), tmp_path)
     blocks, threads = 3 * 2 * 2, 4 * 2 * 2
@@ -92,10 +92,6 @@ def test_the_host_build_runs_each_thread_of_each_block_once_and_the_blocks_in_tu
 def test_a_kernel_built_twice_in_a_process_is_compiled_once(tmp_path):
     """HostFunction compiles a source once a process (the host tests build many kernels in the same shape more than
     once); another source is compiled, and each runs its own code."""
-    from minigrad.backend import CudaFunction
-
-    from .cuda_host import HostFunction
-
     source = ORDER.replace("SYNC", "(void)0") + f"// {tmp_path}\n"  # (a source no other test has built)
     other = source.replace("atomicAdd(count, 1u)", "atomicAdd(count, 2u)")
     folders = [tmp_path / name for name in ("first", "again", "other")]
